@@ -1,0 +1,60 @@
+# Thin wrapper over CMake: `make run` and `make test` are the two set-up
+# commands of the README. Both first install any missing Debian packages.
+
+DEB_PACKAGES := build-essential cmake pkg-config libwebsockets-dev libnng-dev \
+	libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev libcmocka-dev \
+	libssl-dev libjansson-dev openssl sqlite3
+JOBS ?= 2
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+DEV_SECRET ?= ./dev-secret
+
+.PHONY: all deps build build-asan run test test-normal test-asan clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing:$$missing"; \
+			apt-get update -q && apt-get install -y -q $$missing; \
+		else \
+			echo "missing Debian packages:$$missing (run as root: apt-get install$$missing)"; \
+			exit 1; \
+		fi; \
+	fi
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+build-asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DWSGATE_SANITIZE=ON >/dev/null
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+test-normal: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test-asan: build-asan
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		ctest --output-on-failure -j $(JOBS)
+
+test: test-normal test-asan
+
+run: build
+	@if [ ! -f $(DEV_SECRET) ]; then \
+		(umask 077; openssl rand -hex 32 > $(DEV_SECRET)); \
+		echo "created development secret $(DEV_SECRET) (mode 0600)"; \
+	fi
+	@echo "token for user u1 (valid 1h):"
+	@$(BUILD)/wsgatectl token --user u1 --ttl 3600 --secret-file $(DEV_SECRET)
+	@echo "connect: websocat \"ws://127.0.0.1:8080/ws?access_token=\$$TOKEN\"  (or any WebSocket client)"
+	@echo "send:    $(BUILD)/wsgatectl send --user u1 --type agent_started --run r1"
+	exec $(BUILD)/wsgate --jwt-secret-file $(DEV_SECRET)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,230 @@
+/* dispatch: the service thread's side of the control protocol. */
+#include "dispatch.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "log.h"
+#include "router.h"
+
+static void event_result_fill(Wsgate__V1__EventResult *er,
+			      const struct router_result *rr)
+{
+	switch (rr->status) {
+	case ROUTER_OK:
+		er->status = WSGATE__V1__STATUS__OK;
+		er->seq = rr->seq;
+		er->connections = rr->connections;
+		er->retained = rr->retained;
+		break;
+	case ROUTER_EXHAUSTED:
+		er->status = WSGATE__V1__STATUS__RESOURCE_EXHAUSTED;
+		er->error = "user's pending events at --queue-limit; retry "
+			    "later";
+		break;
+	case ROUTER_NO_MEMORY:
+		er->status = WSGATE__V1__STATUS__RESOURCE_EXHAUSTED;
+		er->error = "out of memory";
+		break;
+	}
+}
+
+static void do_send_event(struct dispatch *d, struct control_request *req)
+{
+	const Wsgate__V1__Request *r = control_request_body(req);
+	Wsgate__V1__Reply reply = WSGATE__V1__REPLY__INIT;
+	Wsgate__V1__EventResult er = WSGATE__V1__EVENT_RESULT__INIT;
+	struct router_result rr =
+		router_deliver_event(d->reg, r->send_event->event,
+				     clock_now_us());
+	event_result_fill(&er, &rr);
+	reply.status = er.status;
+	if (er.status == WSGATE__V1__STATUS__OK) {
+		reply.body_case = WSGATE__V1__REPLY__BODY_EVENT;
+		reply.event = &er;
+	} else {
+		reply.error = er.error;
+	}
+	control_reply(req, &reply);
+}
+
+static void do_send_batch(struct dispatch *d, struct control_request *req)
+{
+	const Wsgate__V1__SendBatch *b = control_request_body(req)->send_batch;
+	Wsgate__V1__Reply reply = WSGATE__V1__REPLY__INIT;
+	Wsgate__V1__BatchResult br = WSGATE__V1__BATCH_RESULT__INIT;
+	Wsgate__V1__EventResult *ers = calloc(b->n_events, sizeof(*ers));
+	Wsgate__V1__EventResult **erp = calloc(b->n_events, sizeof(*erp));
+	if (!ers || !erp) {
+		free(ers);
+		free(erp);
+		reply.status = WSGATE__V1__STATUS__RESOURCE_EXHAUSTED;
+		reply.error = "out of memory";
+		control_reply(req, &reply);
+		return;
+	}
+	int64_t now = clock_now_us();
+	for (size_t i = 0; i < b->n_events; i++) {
+		Wsgate__V1__EventResult *er = &ers[i];
+		wsgate__v1__event_result__init(er);
+		erp[i] = er;
+		const char *invalid = control_request_event_error(req, i);
+		if (invalid) {
+			er->status = WSGATE__V1__STATUS__INVALID_ARGUMENT;
+			er->error = (char *)invalid;
+			continue;
+		}
+		struct router_result rr =
+			router_deliver_event(d->reg, b->events[i], now);
+		event_result_fill(er, &rr);
+	}
+	br.n_results = b->n_events;
+	br.results = erp;
+	reply.status = WSGATE__V1__STATUS__OK;
+	reply.body_case = WSGATE__V1__REPLY__BODY_BATCH;
+	reply.batch = &br;
+	/* The error strings live in req until control_reply packs them. */
+	control_reply(req, &reply);
+	free(ers);
+	free(erp);
+}
+
+static void do_disconnect(struct dispatch *d, struct control_request *req)
+{
+	const Wsgate__V1__Disconnect *dc =
+		control_request_body(req)->disconnect;
+	const char *reason = dc->reason && *dc->reason ? dc->reason
+						       : "kicked by admin";
+	uint32_t n = 0;
+	if (dc->conn_id && *dc->conn_id) {
+		struct conn *c = registry_find_conn(d->reg, dc->conn_id);
+		/* Both given: only when the connection is that user's. */
+		if (c && (!*dc->user_id || strcmp(c->user->id, dc->user_id) == 0)) {
+			registry_conn_close(d->reg, c, 4003, reason);
+			n = 1;
+		}
+	} else {
+		struct user *u = registry_user(d->reg, dc->user_id,
+					       strlen(dc->user_id), false);
+		for (struct conn *c = u ? u->conns : NULL; c;
+		     c = c->user_next, n++)
+			registry_conn_close(d->reg, c, 4003, reason);
+	}
+	if (n)
+		log_info("disconnect: %u connection(s) closed (4003: %s)", n,
+			 reason);
+	Wsgate__V1__Reply reply = WSGATE__V1__REPLY__INIT;
+	reply.status = WSGATE__V1__STATUS__OK;
+	reply.body_case = WSGATE__V1__REPLY__BODY_DISCONNECTED;
+	reply.disconnected = n;
+	control_reply(req, &reply);
+}
+
+struct conn_list {
+	Wsgate__V1__Connection *items;
+	Wsgate__V1__Connection **ptrs;
+	size_t n;
+};
+
+static void conn_list_add(struct conn *c, void *arg)
+{
+	struct conn_list *l = arg;
+	Wsgate__V1__Connection *x = &l->items[l->n];
+	wsgate__v1__connection__init(x);
+	x->conn_id = c->id;
+	x->user_id = c->user->id;
+	x->opened_at = c->opened_at;
+	x->peer = c->peer;
+	x->queued = c->queue.len;
+	x->written = c->written;
+	l->ptrs[l->n++] = x;
+}
+
+static void do_list_connections(struct dispatch *d,
+				struct control_request *req)
+{
+	const char *uid = control_request_body(req)->list_connections->user_id;
+	Wsgate__V1__Reply reply = WSGATE__V1__REPLY__INIT;
+	Wsgate__V1__ConnectionList cl = WSGATE__V1__CONNECTION_LIST__INIT;
+	struct user *u = NULL;
+	size_t cap = registry_conn_count(d->reg);
+	if (uid && *uid) {
+		u = registry_user(d->reg, uid, strlen(uid), false);
+		cap = u ? u->n_conns : 0;
+	}
+	struct conn_list l = {
+		.items = calloc(cap + 1, sizeof(*l.items)),
+		.ptrs = calloc(cap + 1, sizeof(*l.ptrs)),
+	};
+	if (!l.items || !l.ptrs) {
+		reply.status = WSGATE__V1__STATUS__RESOURCE_EXHAUSTED;
+		reply.error = "out of memory";
+	} else {
+		if (uid && *uid) {
+			for (struct conn *c = u ? u->conns : NULL; c;
+			     c = c->user_next)
+				conn_list_add(c, &l);
+		} else {
+			registry_foreach_conn(d->reg, conn_list_add, &l);
+		}
+		cl.n_connections = l.n;
+		cl.connections = l.ptrs;
+		reply.status = WSGATE__V1__STATUS__OK;
+		reply.body_case = WSGATE__V1__REPLY__BODY_CONNECTIONS;
+		reply.connections = &cl;
+	}
+	control_reply(req, &reply);
+	free(l.items);
+	free(l.ptrs);
+}
+
+static void do_get_stats(struct dispatch *d, struct control_request *req)
+{
+	struct registry_counters *c = registry_counters(d->reg);
+	Wsgate__V1__Reply reply = WSGATE__V1__REPLY__INIT;
+	Wsgate__V1__Stats st = WSGATE__V1__STATS__INIT;
+	st.uptime_s = (uint64_t)((clock_now_us() - d->started_us) / 1000000);
+	st.connections = registry_conn_count(d->reg);
+	st.users = registry_connected_user_count(d->reg);
+	st.events_accepted = c->events_accepted;
+	st.frames_written = c->frames_written;
+	st.frames_dropped = c->frames_dropped;
+	st.notices_dropped = c->notices_dropped;
+	st.version = WSGATE_VERSION;
+	reply.status = WSGATE__V1__STATUS__OK;
+	reply.body_case = WSGATE__V1__REPLY__BODY_STATS;
+	reply.stats = &st;
+	control_reply(req, &reply);
+}
+
+void dispatch_drain(struct dispatch *d)
+{
+	struct control_request *req;
+	while ((req = control_next(d->ctl))) {
+		switch (control_request_body(req)->body_case) {
+		case WSGATE__V1__REQUEST__BODY_SEND_EVENT:
+			do_send_event(d, req);
+			break;
+		case WSGATE__V1__REQUEST__BODY_SEND_BATCH:
+			do_send_batch(d, req);
+			break;
+		case WSGATE__V1__REQUEST__BODY_DISCONNECT:
+			do_disconnect(d, req);
+			break;
+		case WSGATE__V1__REQUEST__BODY_LIST_CONNECTIONS:
+			do_list_connections(d, req);
+			break;
+		case WSGATE__V1__REQUEST__BODY_GET_STATS:
+			do_get_stats(d, req);
+			break;
+		default: {
+			/* validate_request refused the rest already. */
+			Wsgate__V1__Reply reply = WSGATE__V1__REPLY__INIT;
+			reply.status = WSGATE__V1__STATUS__INVALID_ARGUMENT;
+			reply.error = "request: unknown body";
+			control_reply(req, &reply);
+		}
+		}
+	}
+}

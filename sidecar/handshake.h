@@ -1,0 +1,28 @@
+/*
+ * handshake: pure parsers of what a WebSocket handshake carries -- the
+ * token in each of its three transports, and ?since=. No libwebsockets
+ * here, so that they can be unit-tested and fuzzed on their own.
+ *
+ * Returned tokens point into the caller's buffer.
+ */
+#ifndef WSGATE_HANDSHAKE_H
+#define WSGATE_HANDSHAKE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* "Bearer <token>" (scheme case-insensitive). 0 and the token, or -1. */
+int handshake_token_from_authorization(const char *value, size_t len,
+				       const char **tok, size_t *tok_len);
+/* Sec-WebSocket-Protocol "wsgate.v1, bearer.<token>": 0 and the token, or
+ * -1 when no bearer.* element is there. */
+int handshake_token_from_protocols(const char *value, size_t len,
+				   const char **tok, size_t *tok_len);
+
+enum handshake_since { SINCE_ABSENT, SINCE_VALID, SINCE_INVALID };
+/* value is the since= query value (NULL when absent). Empty counts as
+ * absent; otherwise a decimal integer >= 0 that fits in 64 bits. */
+enum handshake_since handshake_parse_since(const char *value, uint64_t *out);
+
+#endif

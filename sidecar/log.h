@@ -1,0 +1,24 @@
+/*
+ * log: one line per record on stderr, "2026-11-26T09:17:57.123Z warn msg".
+ *
+ * The level is set once by main before any other thread starts and only read
+ * afterwards, so it needs no lock; each record is one fprintf, which stdio
+ * keeps whole across threads.
+ */
+#ifndef WSGATE_LOG_H
+#define WSGATE_LOG_H
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+void log_set_level(enum log_level level);
+/* "debug", "info", "warn", "error": returns -1 for anything else. */
+int log_level_parse(const char *name, enum log_level *out);
+void log_write(enum log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+#define log_debug(...) log_write(LOG_DEBUG, __VA_ARGS__)
+#define log_info(...)  log_write(LOG_INFO, __VA_ARGS__)
+#define log_warn(...)  log_write(LOG_WARN, __VA_ARGS__)
+#define log_error(...) log_write(LOG_ERROR, __VA_ARGS__)
+
+#endif

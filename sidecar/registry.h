@@ -1,0 +1,105 @@
+/*
+ * registry: who is connected, as whom. One registry per sidecar holds every
+ * user (by id) and every connection (by id and under its user), each
+ * connection's outgoing frame queue, and each user's sequence counter and
+ * pending (early) events.
+ *
+ * Threads: the registry and everything reachable from it belong to the
+ * libwebsockets service thread. No locks: other threads hand work to that
+ * thread (control.c) instead of touching these structs.
+ *
+ * Ownership: the registry owns users and connections; a user lives as long
+ * as the registry (its seq must never go back); a connection lives from
+ * registry_add_conn to registry_remove_conn. The transport (the lws wsi)
+ * is only referenced.
+ */
+#ifndef WSGATE_REGISTRY_H
+#define WSGATE_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "frame.h"
+
+#define REGISTRY_CONN_ID_LEN 18 /* "c-" + 16 hex digits */
+
+struct registry;
+struct user;
+
+/* One of these per open WebSocket connection. */
+struct conn {
+	char id[REGISTRY_CONN_ID_LEN + 1];
+	struct user *user;          /* authenticated identity, never changes */
+	void *transport;            /* struct lws *; opaque here */
+	struct conn *user_prev;     /* in user->conns */
+	struct conn *user_next;
+	struct conn *hash_next;     /* in the registry's id table */
+	struct frame_queue queue;   /* frames not yet handed to the kernel */
+	uint64_t written;           /* frames written */
+	uint64_t last_seq_written;  /* highest event seq written */
+	int64_t opened_at;          /* microseconds since the epoch */
+	char peer[64];
+	int close_code;             /* != 0: close with it at next writable */
+	char close_reason[64];
+};
+
+/* One of these per user id ever seen by this process. */
+struct user {
+	char *id;
+	size_t id_len;
+	uint64_t last_seq;          /* highest seq assigned; 0 for none */
+	struct conn *conns;         /* open connections, newest first */
+	uint32_t n_conns;
+	struct frame_queue pending; /* events accepted while no conn was open,
+				     * in seq order, until written once */
+	struct user *hash_next;
+};
+
+/* Counters of the service thread, reported by GetStats and /metrics. */
+struct registry_counters {
+	uint64_t events_accepted;
+	uint64_t frames_written;
+	uint64_t frames_dropped;
+	uint64_t notices_dropped;
+	uint64_t client_messages;
+};
+
+/* Called when a connection has something to write (queued frame or close
+ * request): the server arranges a writable callback. */
+typedef void (*registry_ready_fn)(struct conn *c, void *arg);
+
+struct registry *registry_new(size_t queue_limit, registry_ready_fn on_ready,
+			      void *arg);
+/* Frees every user and connection (call after the server has stopped). */
+void registry_free(struct registry *r);
+
+struct registry_counters *registry_counters(struct registry *r);
+size_t registry_queue_limit(const struct registry *r);
+uint32_t registry_conn_count(const struct registry *r);
+/* Users with at least one open connection. */
+uint32_t registry_connected_user_count(const struct registry *r);
+
+/* NULL when absent and !create, or on allocation failure. */
+struct user *registry_user(struct registry *r, const char *id, size_t len,
+			   bool create);
+struct conn *registry_add_conn(struct registry *r, struct user *u,
+			       void *transport, const char *peer,
+			       int64_t now_us);
+/* Drops the connection's queued frames (counted as dropped) and frees it. */
+void registry_remove_conn(struct registry *r, struct conn *c);
+struct conn *registry_find_conn(struct registry *r, const char *id);
+void registry_foreach_conn(struct registry *r,
+			   void (*fn)(struct conn *c, void *arg), void *arg);
+
+/* Queues f on c. When c's queue would pass the queue limit the frame is not
+ * queued and c is closed as a slow consumer (4008); returns -1 then. */
+int registry_conn_send(struct registry *r, struct conn *c, struct frame *f);
+/* Asks for c to be closed with code and reason at its next writable. */
+void registry_conn_close(struct registry *r, struct conn *c, int code,
+			 const char *reason);
+/* The head of c's queue was handed to the kernel: pop it, count it, and
+ * release the user's pending events it delivered. */
+void registry_conn_written(struct registry *r, struct conn *c);
+
+#endif

@@ -1,0 +1,588 @@
+/*
+ * ws_server: the libwebsockets side of the sidecar (see ws_server.h).
+ *
+ * One protocol, "wsgate.v1", first in the list so that upgrades without a
+ * Sec-WebSocket-Protocol header bind to it too; its callback also serves
+ * plain HTTP. The callback is a dispatcher of short cases; policies live in
+ * the functions they call.
+ *
+ * Handshake: LWS_CALLBACK_HTTP_CONFIRM_UPGRADE is the only point where an
+ * upgrade can still be refused with an HTTP status, so authentication
+ * happens there. Its verdict is kept in the server's one-slot stash, keyed
+ * by wsi, and taken by LWS_CALLBACK_ESTABLISHED, which lws runs within the
+ * same upgrade (no other handshake can come in between on this thread).
+ */
+#include "ws_server.h"
+
+#include <libwebsockets.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "client_frame.h"
+#include "handshake.h"
+#include "log.h"
+#include "router.h"
+
+#define WRITE_BUDGET 64 /* frames per writable callback, for fairness */
+
+/* One of these is created by lws for each WebSocket connection. */
+struct session {
+	struct conn *conn;            /* NULL until ESTABLISHED */
+	unsigned char *rx;            /* a message arriving in fragments */
+	size_t rx_len;
+	int peer_close_code;          /* from the client's close frame */
+	lws_sorted_usec_list_t sul_expiry; /* token expiry: close 4001 */
+};
+
+/* The verdict of the handshake in progress (see top of file). */
+struct handshake_stash {
+	struct lws *wsi;
+	struct auth_jwt_claims claims;
+};
+
+/* One per sidecar. */
+struct ws_server {
+	struct lws_context *context;
+	struct lws_protocols protocols[2];
+	lws_retry_bo_t retry;
+	struct ws_server_deps deps;
+	struct registry *reg;
+	size_t max_client_frame;
+	uint32_t max_conns_per_user;
+	const char *const *origins;
+	int n_origins;
+	int64_t started_us;
+	struct handshake_stash stash;
+	struct frame *pong; /* shared, prebuilt */
+};
+
+static void lws_log_emit(int level, const char *line)
+{
+	size_t len = strlen(line);
+	while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+		len--;
+	log_write(level == LLL_ERR ? LOG_ERROR : LOG_WARN, "lws: %.*s",
+		  (int)len, line);
+}
+
+/* --- HTTP --- */
+
+/* Sends a complete small response. The caller completes the transaction
+ * (or, during CONFIRM_UPGRADE, lws does). Returns -1 to hang up. */
+static int http_respond(struct lws *wsi, unsigned int status,
+			const char *ctype, const char *body)
+{
+	size_t len = strlen(body);
+	unsigned char hdr[LWS_PRE + 512];
+	unsigned char *start = hdr + LWS_PRE, *p = start,
+		      *end = hdr + sizeof(hdr) - 1;
+	if (lws_add_http_common_headers(wsi, status, ctype, (lws_filepos_t)len,
+					&p, end) ||
+	    lws_finalize_write_http_header(wsi, start, &p, end))
+		return -1;
+	unsigned char *buf = malloc(LWS_PRE + len + 1);
+	if (!buf)
+		return -1;
+	memcpy(buf + LWS_PRE, body, len);
+	int n = lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
+	free(buf);
+	return n < (int)len ? -1 : 0;
+}
+
+static void metrics_render(struct ws_server *srv, char *out, size_t cap)
+{
+	struct registry_counters *c = registry_counters(srv->reg);
+	snprintf(out, cap,
+		 "# TYPE wsgate_uptime_seconds gauge\n"
+		 "wsgate_uptime_seconds %lld\n"
+		 "# TYPE wsgate_connections gauge\n"
+		 "wsgate_connections %u\n"
+		 "# TYPE wsgate_users gauge\n"
+		 "wsgate_users %u\n"
+		 "# TYPE wsgate_events_accepted_total counter\n"
+		 "wsgate_events_accepted_total %llu\n"
+		 "# TYPE wsgate_frames_written_total counter\n"
+		 "wsgate_frames_written_total %llu\n"
+		 "# TYPE wsgate_frames_dropped_total counter\n"
+		 "wsgate_frames_dropped_total %llu\n"
+		 "# TYPE wsgate_notices_dropped_total counter\n"
+		 "wsgate_notices_dropped_total %llu\n"
+		 "# TYPE wsgate_client_messages_total counter\n"
+		 "wsgate_client_messages_total %llu\n",
+		 (long long)((clock_now_us() - srv->started_us) / 1000000),
+		 registry_conn_count(srv->reg),
+		 registry_connected_user_count(srv->reg),
+		 (unsigned long long)c->events_accepted,
+		 (unsigned long long)c->frames_written,
+		 (unsigned long long)c->frames_dropped,
+		 (unsigned long long)c->notices_dropped,
+		 (unsigned long long)c->client_messages);
+}
+
+static int http_serve(struct ws_server *srv, struct lws *wsi, const char *uri)
+{
+	int rc;
+	if (strcmp(uri, "/healthz") == 0) {
+		rc = http_respond(wsi, 200, "text/plain", "ok\n");
+	} else if (strcmp(uri, "/metrics") == 0) {
+		char body[2048];
+		metrics_render(srv, body, sizeof(body));
+		rc = http_respond(wsi, 200, "text/plain; version=0.0.4", body);
+	} else if (strcmp(uri, "/ws") == 0) {
+		rc = http_respond(wsi, 426, "text/plain",
+				  "WebSocket upgrade required\n");
+	} else {
+		rc = http_respond(wsi, 404, "text/plain", "not found\n");
+	}
+	if (rc || lws_http_transaction_completed(wsi))
+		return -1;
+	return 0;
+}
+
+/* --- handshake --- */
+
+static int origin_allowed(struct ws_server *srv, struct lws *wsi)
+{
+	if (srv->n_origins == 0)
+		return 1;
+	char origin[256];
+	if (lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
+		return 0;
+	for (int i = 0; i < srv->n_origins; i++)
+		if (strcmp(origin, srv->origins[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* Finds the token in the header, the query, or the subprotocol list, in
+ * that order. buf holds it; returns its length, 0 when none. */
+static size_t handshake_find_token(struct lws *wsi, char *buf, size_t cap,
+				   const char **tok)
+{
+	size_t tok_len;
+	int n = lws_hdr_copy(wsi, buf, (int)cap, WSI_TOKEN_HTTP_AUTHORIZATION);
+	if (n > 0 && handshake_token_from_authorization(buf, (size_t)n, tok,
+							&tok_len) == 0)
+		return tok_len;
+	const char *v = lws_get_urlarg_by_name(wsi, "access_token=", buf,
+					       (int)cap);
+	if (v && *v) {
+		*tok = v;
+		return strlen(v);
+	}
+	n = lws_hdr_copy(wsi, buf, (int)cap, WSI_TOKEN_PROTOCOL);
+	if (n > 0 && handshake_token_from_protocols(buf, (size_t)n, tok,
+						    &tok_len) == 0)
+		return tok_len;
+	return 0;
+}
+
+static int handshake_refuse(struct lws *wsi, unsigned int status,
+			    const char *why, const char *peer)
+{
+	log_info("handshake from %s refused (%u): %s", peer, status, why);
+	char body[128];
+	snprintf(body, sizeof(body), "%s\n", why);
+	return http_respond(wsi, status, "text/plain", body) ? -1 : 1;
+}
+
+/*
+ * Decides an upgrade: path, origin, token, since, per-user limit. Returns
+ * 0 to allow, 1 after answering with an HTTP error, -1 to hang up.
+ */
+static int handshake_check(struct ws_server *srv, struct lws *wsi)
+{
+	char buf[AUTH_JWT_MAX_TOKEN + 64], peer[64];
+	lws_get_peer_simple(wsi, peer, sizeof(peer));
+	srv->stash.wsi = NULL;
+
+	if (lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_GET_URI) <= 0 ||
+	    strcmp(buf, "/ws") != 0)
+		return handshake_refuse(wsi, 404, "not found", peer);
+	if (!origin_allowed(srv, wsi))
+		return handshake_refuse(wsi, 403, "origin not allowed", peer);
+
+	const char *tok = NULL;
+	size_t tok_len = handshake_find_token(wsi, buf, sizeof(buf), &tok);
+	struct auth_jwt_claims claims;
+	enum auth_jwt_result ar =
+		tok_len ? auth_jwt_verify(srv->deps.auth, tok, tok_len,
+					  clock_now_us() / 1000000, &claims)
+			: AUTH_JWT_MISSING;
+	if (ar != AUTH_JWT_OK)
+		return handshake_refuse(wsi, 401, auth_jwt_result_reason(ar),
+					peer);
+
+	const char *since = lws_get_urlarg_by_name(wsi, "since=", buf,
+						   (int)sizeof(buf));
+	uint64_t since_seq;
+	if (handshake_parse_since(since, &since_seq) == SINCE_INVALID)
+		return handshake_refuse(wsi, 400, "since: not an integer >= 0",
+					peer);
+
+	struct user *u = registry_user(srv->reg, claims.sub,
+				       strlen(claims.sub), false);
+	if (u && u->n_conns >= srv->max_conns_per_user)
+		return handshake_refuse(wsi, 429, "too many connections",
+					peer);
+
+	srv->stash.wsi = wsi;
+	srv->stash.claims = claims;
+	return 0;
+}
+
+/* --- sessions --- */
+
+static void session_expired_cb(lws_sorted_usec_list_t *sul)
+{
+	struct session *s = lws_container_of(sul, struct session, sul_expiry);
+	struct conn *c = s->conn;
+	if (c) {
+		struct ws_server *srv =
+			lws_context_user(lws_get_context(c->transport));
+		registry_conn_close(srv->reg, c, 4001, "token expired");
+	}
+}
+
+static int session_open(struct ws_server *srv, struct lws *wsi,
+			struct session *s)
+{
+	if (srv->stash.wsi != wsi)
+		return -1; /* not authenticated by handshake_check */
+	srv->stash.wsi = NULL;
+	const struct auth_jwt_claims *cl = &srv->stash.claims;
+	char peer[64];
+	lws_get_peer_simple(wsi, peer, sizeof(peer));
+	int64_t now = clock_now_us();
+
+	struct user *u = registry_user(srv->reg, cl->sub, strlen(cl->sub), true);
+	struct conn *c = u ? registry_add_conn(srv->reg, u, wsi, peer, now)
+			   : NULL;
+	if (!c) {
+		log_error("out of memory opening a connection of %s", cl->sub);
+		return -1;
+	}
+	s->conn = c;
+	if (router_conn_opened(srv->reg, c))
+		return -1;
+	if (inbound_send_opened(srv->deps.inbound, c->id, u->id, peer, now))
+		registry_counters(srv->reg)->notices_dropped++;
+
+	/* The token stays good until exp plus the leeway it was checked
+	 * with; past that the connection is closed with 4001. */
+	int64_t until = (cl->exp + AUTH_JWT_LEEWAY_S) * 1000000 - now;
+	lws_sul_schedule(lws_get_context(wsi), 0, &s->sul_expiry,
+			 session_expired_cb, until > 0 ? until : 0);
+	log_debug("open %s user=%s peer=%s", c->id, u->id, peer);
+	return 0;
+}
+
+static void session_send(struct ws_server *srv, struct conn *c,
+			 struct frame *f)
+{
+	registry_conn_send(srv->reg, c, f);
+}
+
+static void session_send_error(struct ws_server *srv, struct conn *c,
+			       const char *code)
+{
+	struct frame *f = frame_build_error(code);
+	if (f) {
+		session_send(srv, c, f);
+		frame_unref(f);
+	}
+}
+
+/* A complete text message from the client. */
+static void session_message(struct ws_server *srv, struct conn *c,
+			    const unsigned char *data, size_t len)
+{
+	uint64_t ack_seq = 0;
+	switch (client_frame_classify(data, len, &ack_seq)) {
+	case CLIENT_FRAME_INVALID_JSON:
+		session_send_error(srv, c, "invalid_json");
+		break;
+	case CLIENT_FRAME_PING:
+		session_send(srv, c, srv->pong);
+		break;
+	case CLIENT_FRAME_ACK:
+		if (ack_seq > c->last_seq_written)
+			session_send_error(srv, c, "invalid_ack");
+		break;
+	case CLIENT_FRAME_INVALID_ACK:
+		session_send_error(srv, c, "invalid_ack");
+		break;
+	case CLIENT_FRAME_FORWARD:
+		if (inbound_send_client_message(srv->deps.inbound, c->id,
+						c->user->id, data, len,
+						clock_now_us()))
+			session_send_error(srv, c, "backend_unavailable");
+		else
+			registry_counters(srv->reg)->client_messages++;
+		break;
+	}
+}
+
+static int session_receive(struct ws_server *srv, struct lws *wsi,
+			   struct session *s, const unsigned char *in,
+			   size_t len)
+{
+	if (!s->conn)
+		return -1;
+	if (lws_frame_is_binary(wsi)) {
+		static const char why[] = "binary frames are not accepted";
+		lws_close_reason(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
+				 (unsigned char *)why, sizeof(why) - 1);
+		return -1;
+	}
+	int complete = lws_is_final_fragment(wsi) &&
+		       !lws_remaining_packet_payload(wsi);
+	if (s->rx_len + len > srv->max_client_frame) {
+		static const char why[] = "frame too large";
+		lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+				 (unsigned char *)why, sizeof(why) - 1);
+		return -1;
+	}
+	if (complete && s->rx_len == 0) {
+		session_message(srv, s->conn, in, len);
+		return 0;
+	}
+	/* A message arriving in pieces: gather it, bounded above. */
+	unsigned char *rx = realloc(s->rx, s->rx_len + len + 1);
+	if (!rx)
+		return -1;
+	memcpy(rx + s->rx_len, in, len);
+	s->rx = rx;
+	s->rx_len += len;
+	if (complete) {
+		session_message(srv, s->conn, s->rx, s->rx_len);
+		free(s->rx);
+		s->rx = NULL;
+		s->rx_len = 0;
+	}
+	return 0;
+}
+
+/* Writes queued frames while the socket takes them without blocking. */
+static int session_write(struct ws_server *srv, struct lws *wsi,
+			 struct session *s)
+{
+	struct conn *c = s->conn;
+	if (!c)
+		return 0;
+	if (c->close_code) {
+		lws_close_reason(wsi, (enum lws_close_status)c->close_code,
+				 (unsigned char *)c->close_reason,
+				 strlen(c->close_reason));
+		return -1;
+	}
+	struct frame *f;
+	int budget = WRITE_BUDGET;
+	while ((f = frame_queue_peek(&c->queue)) && budget--) {
+		if (lws_write(wsi, f->payload, f->len, LWS_WRITE_TEXT) <
+		    (int)f->len) {
+			log_warn("write to %s failed; closing", c->id);
+			return -1;
+		}
+		registry_conn_written(srv->reg, c);
+		if (lws_send_pipe_choked(wsi))
+			break;
+	}
+	if (c->queue.len)
+		lws_callback_on_writable(wsi);
+	return 0;
+}
+
+static void session_closed(struct ws_server *srv, struct session *s)
+{
+	lws_sul_cancel(&s->sul_expiry);
+	free(s->rx);
+	s->rx = NULL;
+	struct conn *c = s->conn;
+	if (!c)
+		return;
+	int code = c->close_code ? c->close_code
+		   : s->peer_close_code ? s->peer_close_code
+					: LWS_CLOSE_STATUS_ABNORMAL_CLOSE;
+	const char *reason = c->close_code ? c->close_reason : "client closed";
+	if (inbound_send_closed(srv->deps.inbound, c->id, c->user->id, code,
+				reason, clock_now_us()))
+		registry_counters(srv->reg)->notices_dropped++;
+	log_debug("close %s user=%s code=%d", c->id, c->user->id, code);
+	registry_remove_conn(srv->reg, c);
+	s->conn = NULL;
+}
+
+static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
+		       void *user, void *in, size_t len)
+{
+	struct ws_server *srv = lws_context_user(lws_get_context(wsi));
+	struct session *s = user;
+
+	switch (reason) {
+	case LWS_CALLBACK_HTTP:
+		return http_serve(srv, wsi, in);
+	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+		return handshake_check(srv, wsi);
+	case LWS_CALLBACK_ESTABLISHED:
+		return session_open(srv, wsi, s);
+	case LWS_CALLBACK_RECEIVE:
+		return session_receive(srv, wsi, s, in, len);
+	case LWS_CALLBACK_SERVER_WRITEABLE:
+		return session_write(srv, wsi, s);
+	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+		if (len >= 2) {
+			const unsigned char *p = in;
+			s->peer_close_code = (p[0] << 8) | p[1];
+		}
+		return 0;
+	case LWS_CALLBACK_CLOSED:
+		session_closed(srv, s);
+		return 0;
+	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+		srv->deps.on_wake(srv->deps.wake_arg);
+		return 0;
+	default:
+		return lws_callback_http_dummy(wsi, reason, user, in, len);
+	}
+}
+
+void ws_server_conn_ready(struct conn *c, void *arg)
+{
+	(void)arg;
+	lws_callback_on_writable(c->transport);
+}
+
+/* "HOST:PORT", "[V6]:PORT" or ":PORT". */
+static int parse_listen(const char *listen, char *host, size_t hcap,
+			int *port)
+{
+	const char *colon = strrchr(listen, ':');
+	if (!colon || colon[1] == '\0')
+		return -1;
+	char *end;
+	long p = strtol(colon + 1, &end, 10);
+	if (*end || p <= 0 || p > 65535)
+		return -1;
+	size_t hlen = (size_t)(colon - listen);
+	const char *h = listen;
+	if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']')
+		h++, hlen -= 2;
+	if (hlen >= hcap)
+		return -1;
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	*port = (int)p;
+	return 0;
+}
+
+struct ws_server *ws_server_new(const struct config *cfg,
+				const struct ws_server_deps *deps, char *err,
+				size_t errlen)
+{
+	char host[128];
+	int port;
+	if (parse_listen(cfg->listen, host, sizeof(host), &port)) {
+		snprintf(err, errlen, "--listen: '%s' is not HOST:PORT",
+			 cfg->listen);
+		return NULL;
+	}
+	struct ws_server *srv = calloc(1, sizeof(*srv));
+	if (!srv) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	srv->deps = *deps;
+	srv->reg = deps->registry;
+	srv->max_client_frame = cfg->max_client_frame;
+	srv->max_conns_per_user = (uint32_t)cfg->max_conns_per_user;
+	srv->origins = cfg->allowed_origins;
+	srv->n_origins = cfg->n_allowed_origins;
+	srv->started_us = clock_now_us();
+	srv->pong = frame_build_literal("{\"type\":\"pong\"}");
+	srv->protocols[0] = (struct lws_protocols){
+		.name = "wsgate.v1",
+		.callback = ws_callback,
+		.per_session_data_size = sizeof(struct session),
+		.rx_buffer_size = 0,
+	};
+	srv->retry.secs_since_valid_ping =
+		(uint16_t)(cfg->ping_interval_us / 1000000);
+	srv->retry.secs_since_valid_hangup =
+		(uint16_t)(cfg->idle_timeout_us / 1000000);
+
+	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+	struct lws_context_creation_info info;
+	memset(&info, 0, sizeof(info));
+	info.port = port;
+	info.iface = host[0] && strcmp(host, "0.0.0.0") != 0 ? host : NULL;
+	info.protocols = srv->protocols;
+	info.user = srv;
+	info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+	info.retry_and_idle_policy = &srv->retry;
+	info.max_http_header_data = AUTH_JWT_MAX_TOKEN + 1024;
+	if (cfg->tls_cert || cfg->tls_key) {
+		if (!cfg->tls_cert || !cfg->tls_key) {
+			snprintf(err, errlen,
+				 "--tls-cert and --tls-key go together");
+			goto fail;
+		}
+		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+		info.ssl_cert_filepath = cfg->tls_cert;
+		info.ssl_private_key_filepath = cfg->tls_key;
+	}
+	srv->context = lws_create_context(&info);
+	if (!srv->context) {
+		snprintf(err, errlen, "cannot serve on %s (port busy?)",
+			 cfg->listen);
+		goto fail;
+	}
+	return srv;
+fail:
+	frame_unref(srv->pong);
+	free(srv);
+	return NULL;
+}
+
+int ws_server_service(struct ws_server *srv)
+{
+	return lws_service(srv->context, 0);
+}
+
+void ws_server_wake(struct ws_server *srv)
+{
+	lws_cancel_service(srv->context);
+}
+
+struct close_all {
+	struct registry *reg;
+	int code;
+	const char *reason;
+};
+
+static void close_one(struct conn *c, void *arg)
+{
+	struct close_all *ca = arg;
+	registry_conn_close(ca->reg, c, ca->code, ca->reason);
+}
+
+void ws_server_drain(struct ws_server *srv, int code, const char *reason,
+		     int timeout_ms)
+{
+	struct close_all ca = {srv->reg, code, reason};
+	registry_foreach_conn(srv->reg, close_one, &ca);
+	int64_t deadline = clock_now_us() + (int64_t)timeout_ms * 1000;
+	while (registry_conn_count(srv->reg) && clock_now_us() < deadline)
+		lws_service(srv->context, 0);
+}
+
+void ws_server_destroy(struct ws_server *srv)
+{
+	if (!srv)
+		return;
+	lws_context_destroy(srv->context);
+	frame_unref(srv->pong);
+	free(srv);
+}

@@ -1,0 +1,54 @@
+/*
+ * ws_server: the libwebsockets server -- the /ws endpoint with its
+ * handshake (JWT auth, origin, per-user limit, since), the client protocol
+ * (connected frame, ping/pong, invalid_json, ack, forwarding to backends),
+ * writing each connection's queue, closes with their codes, and the HTTP
+ * endpoints /healthz and /metrics.
+ *
+ * Threads: everything here runs on the one lws service thread, except
+ * ws_server_wake, which any thread may call.
+ *
+ * Ownership: the server references the registry, verifier and inbound
+ * socket given at creation; main owns them and frees them after
+ * ws_server_destroy.
+ */
+#ifndef WSGATE_WS_SERVER_H
+#define WSGATE_WS_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth_jwt.h"
+#include "config.h"
+#include "inbound.h"
+#include "registry.h"
+
+struct ws_server;
+
+/* Called on the service thread after ws_server_wake. */
+typedef void (*ws_server_wake_fn)(void *arg);
+
+struct ws_server_deps {
+	struct registry *registry;
+	const struct auth_jwt *auth;
+	struct inbound *inbound;
+	ws_server_wake_fn on_wake;
+	void *wake_arg;
+};
+
+struct ws_server *ws_server_new(const struct config *cfg,
+				const struct ws_server_deps *deps, char *err,
+				size_t errlen);
+/* Runs one service iteration (blocks until there is something to do). */
+int ws_server_service(struct ws_server *srv);
+/* Thread-safe: makes the service thread call on_wake soon. */
+void ws_server_wake(struct ws_server *srv);
+/* Used by the registry: arrange a writable callback for c. */
+void ws_server_conn_ready(struct conn *c, void *srv);
+/* Shutdown: closes every connection with code and reason, then serves
+ * until they are gone or timeout_ms has passed. */
+void ws_server_drain(struct ws_server *srv, int code, const char *reason,
+		     int timeout_ms);
+void ws_server_destroy(struct ws_server *srv);
+
+#endif

@@ -1,0 +1,101 @@
+/*
+ * sidecar_proc: a real wsgate process for an integration test.
+ *
+ * sidecar_start makes a private temporary directory holding everything the
+ * process uses (HS256 secret, control and inbound IPC sockets, database,
+ * audit key, log), picks a free TCP port, starts WSGATE_BIN on them and
+ * returns once GET /healthz answers 200. The test then mints tokens for
+ * users, talks to the process over WebSocket, libwsgate or HTTP, may stop,
+ * kill or restart it on the same directory, and finally frees it, which
+ * stops the process and removes the directory (kept, with its log path
+ * printed, when the test says it failed or WSGATE_TEST_KEEP is set).
+ *
+ * The sidecar runs with --log-level warn; its stdout and stderr go to
+ * DIR/sidecar.log (appended across restarts).
+ */
+#ifndef WSGATE_TEST_SIDECAR_PROC_H
+#define WSGATE_TEST_SIDECAR_PROC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define SIDECAR_READY_TIMEOUT_MS 10000
+#define SIDECAR_STOP_TIMEOUT_MS  10000
+#define SIDECAR_MAX_ARGS         32
+
+/* One of these per started sidecar; the paths stay valid until
+ * sidecar_free, across restarts. */
+struct sidecar {
+	char dir[64];
+	char secret_path[96];
+	char log_path[96];
+	char db_path[96];
+	char audit_key_path[96];
+	char control_url[112];
+	char inbound_url[112];
+	uint16_t port;
+	pid_t pid; /* 0 when not running */
+	char secret[65]; /* the HS256 key: 64 hex characters */
+	size_t secret_len;
+	char *extra_args[SIDECAR_MAX_ARGS + 1]; /* copies, NULL-terminated */
+	bool keep_dir;
+};
+
+/* Starts a sidecar with the standard flags plus extra_args (NULL or a
+ * NULL-terminated list, e.g. {"--max-conns-per-user", "2", NULL}).
+ * Returns 0 and sets *out, or -1 after printing why (and the log tail) on
+ * stderr. */
+int sidecar_start(struct sidecar **out, const char *const *extra_args);
+
+/* Starts the process again on the same directory, port and arguments.
+ * Returns 0 once it is ready, -1 otherwise. The previous process must have
+ * been stopped or killed. */
+int sidecar_restart(struct sidecar *s);
+
+/* SIGTERM, then sidecar_wait. */
+int sidecar_stop(struct sidecar *s, int timeout_ms);
+
+/* Sends sig to the process; 0 or -1 (not running). */
+int sidecar_signal(struct sidecar *s, int sig);
+
+/* Waits up to timeout_ms for the process to exit (SIGKILL after that).
+ * Returns the exit status (0-255), 128 + signal when it died of a signal,
+ * or -1. */
+int sidecar_wait(struct sidecar *s, int timeout_ms);
+
+/* SIGKILL and reap: a crash. Returns like sidecar_stop. */
+int sidecar_kill9(struct sidecar *s);
+
+/* Whether the process is still running (reaps it if it has exited; then
+ * *status, if not NULL, gets what sidecar_stop would return). */
+bool sidecar_running(struct sidecar *s, int *status);
+
+/* A valid HS256 token for user, issued now and expiring in ttl_s seconds.
+ * malloc'd; NULL on failure. */
+char *sidecar_token(const struct sidecar *s, const char *user, int64_t ttl_s);
+
+/* GET path on the sidecar's HTTP port; see http_get. */
+int sidecar_http_get(const struct sidecar *s, const char *path, char **body);
+
+/* Stops the process if it still runs and frees s. The directory is removed
+ * unless failed is true, s->keep_dir is set or WSGATE_TEST_KEEP is in the
+ * environment; then its path and the log's path are printed on stderr. */
+void sidecar_free(struct sidecar *s, bool failed);
+
+/* Prints the last lines of the sidecar's log on stderr. */
+void sidecar_print_log(const struct sidecar *s, size_t max_bytes);
+
+/* GET http://127.0.0.1:port/path with "Connection: close" and optional
+ * extra header lines (NULL-terminated, without CRLF). Returns the HTTP
+ * status, or -1 on a transport error or timeout. If body is not NULL it
+ * gets the malloc'd, NUL-terminated body (Content-Length, chunked, or up to
+ * EOF). */
+int http_get(uint16_t port, const char *path, const char *const *headers,
+	     char **body, int timeout_ms);
+
+/* A TCP port on 127.0.0.1 that was free a moment ago; 0 on failure. */
+uint16_t free_tcp_port(void);
+
+#endif
