@@ -20,8 +20,8 @@ static void ipc_prepare_dir(const char *url)
 	}
 }
 
-int ipc_listen(nng_socket sock, const char *what, const char *url,
-	       int ipc_mode, char *err, size_t errlen)
+int ipc_listen(nng_socket sock, const char *what, const char *url, int ipc_mode,
+               char *err, size_t errlen)
 {
 	nng_listener l;
 	int rv, is_ipc = strncmp(url, "ipc://", 6) == 0;
@@ -29,19 +29,19 @@ int ipc_listen(nng_socket sock, const char *what, const char *url,
 		ipc_prepare_dir(url);
 	if ((rv = nng_listener_create(&l, sock, url)) != 0) {
 		snprintf(err, errlen, "%s: bad address %s: %s", what, url,
-			 nng_strerror(rv));
+		         nng_strerror(rv));
 		return -1;
 	}
 	if (is_ipc &&
 	    (rv = nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, ipc_mode))) {
 		snprintf(err, errlen, "%s: cannot set mode of %s: %s", what,
-			 url, nng_strerror(rv));
+		         url, nng_strerror(rv));
 		nng_listener_close(l);
 		return -1;
 	}
 	if ((rv = nng_listener_start(l, 0)) != 0) {
 		snprintf(err, errlen, "%s: cannot listen on %s: %s", what, url,
-			 nng_strerror(rv));
+		         nng_strerror(rv));
 		nng_listener_close(l);
 		return -1;
 	}

@@ -11,7 +11,7 @@
 #include <stddef.h>
 
 /* 0, or -1 with a one-line reason (prefixed by what) in err. */
-int ipc_listen(nng_socket sock, const char *what, const char *url,
-	       int ipc_mode, char *err, size_t errlen);
+int ipc_listen(nng_socket sock, const char *what, const char *url, int ipc_mode,
+               char *err, size_t errlen);
 
 #endif

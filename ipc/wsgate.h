@@ -90,6 +90,8 @@ struct wsgate_stats {
 	uint64_t frames_dropped;
 	uint64_t audit_backlog;
 	uint64_t notices_dropped;
+	uint64_t storage_failures; /* event-log commits that failed */
+	char storage_error[256];   /* the last one; "" when none */
 	char version[32];
 };
 

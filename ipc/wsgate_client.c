@@ -38,7 +38,7 @@ struct wsgate_client {
 };
 
 static void client_set_error(struct wsgate_client *c, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static void client_set_error(struct wsgate_client *c, const char *fmt, ...)
 {
@@ -90,11 +90,11 @@ static bool status_is_valid(int s)
 }
 
 static enum wsgate_status client_nng_error(struct wsgate_client *c,
-					   const char *what, int rv)
+                                           const char *what, int rv)
 {
 	if (rv == NNG_ETIMEDOUT) {
 		client_set_error(c, "no reply from %s within %d ms", c->url,
-				 c->timeout_ms);
+		                 c->timeout_ms);
 		return WSGATE_ERR_TIMEOUT;
 	}
 	client_set_error(c, "%s %s: %s", what, c->url, nng_strerror(rv));
@@ -109,8 +109,8 @@ static enum wsgate_status client_nng_error(struct wsgate_client *c,
  * non-OK status has already been recorded as the client's error.
  */
 static enum wsgate_status client_call(struct wsgate_client *c,
-				      Wsgate__V1__Request *req,
-				      Wsgate__V1__Reply **out)
+                                      Wsgate__V1__Request *req,
+                                      Wsgate__V1__Reply **out)
 {
 	enum wsgate_status st;
 	nng_ctx ctx;
@@ -123,8 +123,8 @@ static enum wsgate_status client_call(struct wsgate_client *c,
 	*out = NULL;
 	req->request_id = atomic_fetch_add(&c->next_id, 1);
 
-	if ((rv = nng_msg_alloc(&msg, wsgate__v1__request__get_packed_size(
-					      req))) != 0)
+	if ((rv = nng_msg_alloc(
+	         &msg, wsgate__v1__request__get_packed_size(req))) != 0)
 		return client_nng_error(c, "cannot send to", rv);
 	wsgate__v1__request__pack(req, nng_msg_body(msg));
 
@@ -164,7 +164,7 @@ static enum wsgate_status client_call(struct wsgate_client *c,
 	}
 	msg = nng_aio_get_msg(aio);
 	rep = wsgate__v1__reply__unpack(NULL, nng_msg_len(msg),
-					nng_msg_body(msg));
+	                                nng_msg_body(msg));
 	nng_msg_free(msg);
 	if (rep == NULL) {
 		client_set_error(c, "undecodable reply from %s", c->url);
@@ -175,15 +175,15 @@ static enum wsgate_status client_call(struct wsgate_client *c,
 	 * peer is not speaking our protocol correctly. */
 	if (rep->request_id != req->request_id) {
 		client_set_error(c, "reply is for request %llu, not %llu",
-				 (unsigned long long)rep->request_id,
-				 (unsigned long long)req->request_id);
+		                 (unsigned long long)rep->request_id,
+		                 (unsigned long long)req->request_id);
 		wsgate__v1__reply__free_unpacked(rep, NULL);
 		st = WSGATE_ERR_PROTOCOL;
 		goto done;
 	}
 	if (!status_is_valid(rep->status)) {
 		client_set_error(c, "reply has invalid status %d",
-				 (int)rep->status);
+		                 (int)rep->status);
 		wsgate__v1__reply__free_unpacked(rep, NULL);
 		st = WSGATE_ERR_PROTOCOL;
 		goto done;
@@ -191,8 +191,9 @@ static enum wsgate_status client_call(struct wsgate_client *c,
 	st = (enum wsgate_status)rep->status;
 	if (st != WSGATE_OK)
 		client_set_error(c, "%s",
-				 rep->error[0] != '\0' ? rep->error
-						       : wsgate_status_name(st));
+		                 rep->error[0] != '\0'
+		                     ? rep->error
+		                     : wsgate_status_name(st));
 	*out = rep;
 done:
 	if (aio != NULL)
@@ -203,8 +204,8 @@ done:
 
 /* An OK reply without the body its request calls for. */
 static enum wsgate_status client_bad_body(struct wsgate_client *c,
-					  Wsgate__V1__Reply *rep,
-					  const char *want)
+                                          Wsgate__V1__Reply *rep,
+                                          const char *want)
 {
 	client_set_error(c, "OK reply without %s", want);
 	wsgate__v1__reply__free_unpacked(rep, NULL);
@@ -230,7 +231,7 @@ static bool event_to_pb(const struct wsgate_event *ev, Wsgate__V1__Event *pb)
 }
 
 static void result_from_pb(const Wsgate__V1__EventResult *r,
-			   struct wsgate_event_result *res)
+                           struct wsgate_event_result *res)
 {
 	res->status = (enum wsgate_status)r->status;
 	copy_str(res->error, sizeof(res->error), r->error);
@@ -241,7 +242,7 @@ static void result_from_pb(const Wsgate__V1__EventResult *r,
 }
 
 static void result_fail(struct wsgate_client *c, enum wsgate_status st,
-			struct wsgate_event_result *res)
+                        struct wsgate_event_result *res)
 {
 	memset(res, 0, sizeof(*res));
 	res->status = st;
@@ -249,7 +250,7 @@ static void result_fail(struct wsgate_client *c, enum wsgate_status st,
 }
 
 enum wsgate_status wsgate_client_open(wsgate_client **out, const char *url,
-				      int timeout_ms)
+                                      int timeout_ms)
 {
 	struct wsgate_client *c;
 	int rv;
@@ -274,7 +275,7 @@ enum wsgate_status wsgate_client_open(wsgate_client **out, const char *url,
 	if ((rv = nng_req0_open(&c->sock)) != 0)
 		goto fail;
 	if ((rv = nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ,
-				      CLIENT_RECV_MAX)) != 0)
+	                              CLIENT_RECV_MAX)) != 0)
 		goto fail_sock;
 	/* Non-blocking: the first attempt may fail (sidecar not up yet) and
 	 * NNG keeps redialing; requests wait for the pipe within their
@@ -339,13 +340,13 @@ const char *wsgate_status_name(enum wsgate_status s)
 
 /* Index = enum value; the wire names of the WebSocket protocol. */
 static const char *const event_type_names[] = {
-	[WSGATE_AGENT_STARTED] = "agent_started",
-	[WSGATE_AGENT_THINKING] = "agent_thinking",
-	[WSGATE_TOOL_EXECUTING] = "tool_executing",
-	[WSGATE_TOOL_COMPLETED] = "tool_completed",
-	[WSGATE_AGENT_COMPLETED] = "agent_completed",
-	[WSGATE_AGENT_ERROR] = "agent_error",
-	[WSGATE_CUSTOM] = "custom",
+    [WSGATE_AGENT_STARTED] = "agent_started",
+    [WSGATE_AGENT_THINKING] = "agent_thinking",
+    [WSGATE_TOOL_EXECUTING] = "tool_executing",
+    [WSGATE_TOOL_COMPLETED] = "tool_completed",
+    [WSGATE_AGENT_COMPLETED] = "agent_completed",
+    [WSGATE_AGENT_ERROR] = "agent_error",
+    [WSGATE_CUSTOM] = "custom",
 };
 
 const char *wsgate_event_type_name(enum wsgate_event_type t)
@@ -366,8 +367,8 @@ enum wsgate_event_type wsgate_event_type_parse(const char *name)
 }
 
 enum wsgate_status wsgate_send_event(wsgate_client *c,
-				     const struct wsgate_event *ev,
-				     struct wsgate_event_result *res)
+                                     const struct wsgate_event *ev,
+                                     struct wsgate_event_result *res)
 {
 	Wsgate__V1__Request req = WSGATE__V1__REQUEST__INIT;
 	Wsgate__V1__SendEvent body = WSGATE__V1__SEND_EVENT__INIT;
@@ -387,8 +388,9 @@ enum wsgate_status wsgate_send_event(wsgate_client *c,
 	req.send_event = &body;
 
 	st = client_call(c, &req, &rep);
-	if (st == WSGATE_OK && (rep->body_case != WSGATE__V1__REPLY__BODY_EVENT ||
-				rep->event == NULL))
+	if (st == WSGATE_OK &&
+	    (rep->body_case != WSGATE__V1__REPLY__BODY_EVENT ||
+	     rep->event == NULL))
 		st = client_bad_body(c, rep, "event");
 	if (st < 0) {
 		result_fail(c, st, res);
@@ -406,8 +408,8 @@ enum wsgate_status wsgate_send_event(wsgate_client *c,
 }
 
 enum wsgate_status wsgate_send_batch(wsgate_client *c,
-				     const struct wsgate_event *ev, size_t n,
-				     struct wsgate_event_result *res)
+                                     const struct wsgate_event *ev, size_t n,
+                                     struct wsgate_event_result *res)
 {
 	Wsgate__V1__Request req = WSGATE__V1__REQUEST__INIT;
 	Wsgate__V1__SendBatch body = WSGATE__V1__SEND_BATCH__INIT;
@@ -422,9 +424,10 @@ enum wsgate_status wsgate_send_batch(wsgate_client *c,
 		if (ev == NULL)
 			client_set_error(c, "events is NULL");
 		else
-			client_set_error(c, "a batch holds 1 to %d events, "
-					    "not %zu",
-					 WSGATE_MAX_BATCH, n);
+			client_set_error(c,
+			                 "a batch holds 1 to %d events, "
+			                 "not %zu",
+			                 WSGATE_MAX_BATCH, n);
 		st = WSGATE_ERR_ARGUMENT;
 		goto fail;
 	}
@@ -438,7 +441,7 @@ enum wsgate_status wsgate_send_batch(wsgate_client *c,
 	for (i = 0; i < n; i++) {
 		if (!event_to_pb(&ev[i], &pbs[i])) {
 			client_set_error(c, "events[%zu]: payload_json is NULL",
-					 i);
+			                 i);
 			st = WSGATE_ERR_ARGUMENT;
 			goto fail;
 		}
@@ -462,7 +465,7 @@ enum wsgate_status wsgate_send_batch(wsgate_client *c,
 			memset(&res[i], 0, sizeof(res[i]));
 			res[i].status = st;
 			copy_str(res[i].error, sizeof(res[i].error),
-				 rep->error);
+			         rep->error);
 		}
 		wsgate__v1__reply__free_unpacked(rep, NULL);
 		return st;
@@ -473,16 +476,18 @@ enum wsgate_status wsgate_send_batch(wsgate_client *c,
 		goto fail;
 	}
 	if (rep->batch->n_results != n) {
-		client_set_error(c, "batch reply has %zu results for %zu events",
-				 rep->batch->n_results, n);
+		client_set_error(c,
+		                 "batch reply has %zu results for %zu events",
+		                 rep->batch->n_results, n);
 		wsgate__v1__reply__free_unpacked(rep, NULL);
 		st = WSGATE_ERR_PROTOCOL;
 		goto fail;
 	}
 	for (i = 0; i < n; i++) {
 		if (!status_is_valid(rep->batch->results[i]->status)) {
-			client_set_error(c, "results[%zu] has invalid status %d",
-					 i, (int)rep->batch->results[i]->status);
+			client_set_error(
+			    c, "results[%zu] has invalid status %d", i,
+			    (int)rep->batch->results[i]->status);
 			wsgate__v1__reply__free_unpacked(rep, NULL);
 			st = WSGATE_ERR_PROTOCOL;
 			goto fail;
@@ -502,8 +507,8 @@ fail:
 }
 
 enum wsgate_status wsgate_disconnect(wsgate_client *c, const char *user_id,
-				     const char *conn_id, const char *reason,
-				     uint32_t *disconnected)
+                                     const char *conn_id, const char *reason,
+                                     uint32_t *disconnected)
 {
 	Wsgate__V1__Request req = WSGATE__V1__REQUEST__INIT;
 	Wsgate__V1__Disconnect body = WSGATE__V1__DISCONNECT__INIT;
@@ -537,9 +542,9 @@ enum wsgate_status wsgate_disconnect(wsgate_client *c, const char *user_id,
 }
 
 enum wsgate_status wsgate_list_connections(wsgate_client *c,
-					   const char *user_id,
-					   struct wsgate_connection **out,
-					   size_t *n)
+                                           const char *user_id,
+                                           struct wsgate_connection **out,
+                                           size_t *n)
 {
 	Wsgate__V1__Request req = WSGATE__V1__REQUEST__INIT;
 	Wsgate__V1__ListConnections body = WSGATE__V1__LIST_CONNECTIONS__INIT;
@@ -573,12 +578,12 @@ enum wsgate_status wsgate_list_connections(wsgate_client *c,
 	}
 	for (i = 0; i < count; i++) {
 		const Wsgate__V1__Connection *pc =
-			rep->connections->connections[i];
+		    rep->connections->connections[i];
 
 		copy_str(conns[i].conn_id, sizeof(conns[i].conn_id),
-			 pc->conn_id);
+		         pc->conn_id);
 		copy_str(conns[i].user_id, sizeof(conns[i].user_id),
-			 pc->user_id);
+		         pc->user_id);
 		conns[i].opened_at = pc->opened_at;
 		copy_str(conns[i].peer, sizeof(conns[i].peer), pc->peer);
 		conns[i].queued = pc->queued;
@@ -622,6 +627,9 @@ enum wsgate_status wsgate_get_stats(wsgate_client *c, struct wsgate_stats *out)
 	out->frames_dropped = s->frames_dropped;
 	out->audit_backlog = s->audit_backlog;
 	out->notices_dropped = s->notices_dropped;
+	out->storage_failures = s->storage_failures;
+	copy_str(out->storage_error, sizeof(out->storage_error),
+		 s->storage_error);
 	copy_str(out->version, sizeof(out->version), s->version);
 	wsgate__v1__reply__free_unpacked(rep, NULL);
 	return WSGATE_OK;

@@ -56,7 +56,7 @@ enum wsgate_status wsgate_inbound_open(wsgate_inbound **out, const char *url)
 	/* Non-blocking dial: a backend may start before the sidecar; NNG
 	 * keeps redialing and messages flow once it is up. */
 	if ((rv = nng_socket_set_size(in->sock, NNG_OPT_RECVMAXSZ,
-				      INBOUND_RECV_MAX)) != 0 ||
+	                              INBOUND_RECV_MAX)) != 0 ||
 	    (rv = nng_dial(in->sock, url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
 		nng_close(in->sock);
 		free(in);
@@ -80,7 +80,7 @@ void wsgate_inbound_close(wsgate_inbound *in)
 /* CLIENT_MESSAGE data gets a NUL after data_len bytes, so a backend may
  * hand the JSON text to a string parser directly. */
 static enum wsgate_status inbound_fill(const Wsgate__V1__Inbound *pb,
-				       struct wsgate_inbound_msg *msg)
+                                       struct wsgate_inbound_msg *msg)
 {
 	switch (pb->body_case) {
 	case WSGATE__V1__INBOUND__BODY_CLIENT_MESSAGE: {
@@ -101,18 +101,18 @@ static enum wsgate_status inbound_fill(const Wsgate__V1__Inbound *pb,
 	case WSGATE__V1__INBOUND__BODY_OPENED:
 		msg->kind = WSGATE_INBOUND_OPENED;
 		copy_str(msg->conn_id, sizeof(msg->conn_id),
-			 pb->opened->conn_id);
+		         pb->opened->conn_id);
 		copy_str(msg->user_id, sizeof(msg->user_id),
-			 pb->opened->user_id);
+		         pb->opened->user_id);
 		msg->at = pb->opened->at;
 		copy_str(msg->peer, sizeof(msg->peer), pb->opened->peer);
 		return WSGATE_OK;
 	case WSGATE__V1__INBOUND__BODY_CLOSED:
 		msg->kind = WSGATE_INBOUND_CLOSED;
 		copy_str(msg->conn_id, sizeof(msg->conn_id),
-			 pb->closed->conn_id);
+		         pb->closed->conn_id);
 		copy_str(msg->user_id, sizeof(msg->user_id),
-			 pb->closed->user_id);
+		         pb->closed->user_id);
 		msg->at = pb->closed->at;
 		msg->code = pb->closed->code;
 		copy_str(msg->reason, sizeof(msg->reason), pb->closed->reason);
@@ -130,8 +130,8 @@ static enum wsgate_status inbound_fill(const Wsgate__V1__Inbound *pb,
  * go on receiving.
  */
 enum wsgate_status wsgate_inbound_recv(wsgate_inbound *in,
-				       struct wsgate_inbound_msg *msg,
-				       int timeout_ms)
+                                       struct wsgate_inbound_msg *msg,
+                                       int timeout_ms)
 {
 	Wsgate__V1__Inbound *pb;
 	enum wsgate_status st;
@@ -142,15 +142,14 @@ enum wsgate_status wsgate_inbound_recv(wsgate_inbound *in,
 		memset(msg, 0, sizeof(*msg));
 	if (in == NULL || msg == NULL || timeout_ms < -1)
 		return WSGATE_ERR_ARGUMENT;
-	if ((rv = nng_socket_set_ms(in->sock, NNG_OPT_RECVTIMEO,
-				    timeout_ms)) != 0)
+	if ((rv = nng_socket_set_ms(in->sock, NNG_OPT_RECVTIMEO, timeout_ms)) !=
+	    0)
 		return WSGATE_ERR_TRANSPORT;
 	if ((rv = nng_recvmsg(in->sock, &m, 0)) != 0)
 		return rv == NNG_ETIMEDOUT || rv == NNG_EAGAIN
-			       ? WSGATE_ERR_TIMEOUT
-			       : WSGATE_ERR_TRANSPORT;
-	pb = wsgate__v1__inbound__unpack(NULL, nng_msg_len(m),
-					 nng_msg_body(m));
+		           ? WSGATE_ERR_TIMEOUT
+		           : WSGATE_ERR_TRANSPORT;
+	pb = wsgate__v1__inbound__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
 	nng_msg_free(m);
 	if (pb == NULL)
 		return WSGATE_ERR_PROTOCOL;

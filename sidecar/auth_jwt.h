@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AUTH_JWT_LEEWAY_S 30
+#define AUTH_JWT_LEEWAY_S  30
 #define AUTH_JWT_MAX_TOKEN 8192
 
 enum auth_jwt_alg { AUTH_JWT_HS256, AUTH_JWT_RS256, AUTH_JWT_ES256 };
@@ -28,14 +28,14 @@ enum auth_jwt_alg { AUTH_JWT_HS256, AUTH_JWT_RS256, AUTH_JWT_ES256 };
  * in logs and auth_failures (e.g. "expired", "bad_signature"). */
 enum auth_jwt_result {
 	AUTH_JWT_OK = 0,
-	AUTH_JWT_MISSING,       /* no token presented */
-	AUTH_JWT_MALFORMED,     /* not three base64url parts of JSON */
-	AUTH_JWT_WRONG_ALG,     /* alg differs from the key's (none, HS/RS...) */
+	AUTH_JWT_MISSING,   /* no token presented */
+	AUTH_JWT_MALFORMED, /* not three base64url parts of JSON */
+	AUTH_JWT_WRONG_ALG, /* alg differs from the key's (none, HS/RS...) */
 	AUTH_JWT_BAD_SIGNATURE,
 	AUTH_JWT_EXPIRED,
 	AUTH_JWT_NOT_YET_VALID, /* nbf in the future */
 	AUTH_JWT_ISSUED_IN_FUTURE,
-	AUTH_JWT_MISSING_SUB,   /* absent, empty, or not a valid user id */
+	AUTH_JWT_MISSING_SUB, /* absent, empty, or not a valid user id */
 	AUTH_JWT_MISSING_EXP,
 	AUTH_JWT_BAD_ISSUER,
 	AUTH_JWT_BAD_AUDIENCE,
@@ -59,15 +59,15 @@ struct auth_jwt;
 
 /* Loads the key. On failure returns -1 and writes a one-line reason. */
 int auth_jwt_open(struct auth_jwt **out, const struct auth_jwt_config *cfg,
-		  char *err, size_t errlen);
+                  char *err, size_t errlen);
 void auth_jwt_close(struct auth_jwt *v);
 enum auth_jwt_alg auth_jwt_algorithm(const struct auth_jwt *v);
 
 /* Verifies token[0..len) at time now_s (seconds since the epoch). */
 enum auth_jwt_result auth_jwt_verify(const struct auth_jwt *v,
-				     const char *token, size_t len,
-				     int64_t now_s,
-				     struct auth_jwt_claims *claims);
+                                     const char *token, size_t len,
+                                     int64_t now_s,
+                                     struct auth_jwt_claims *claims);
 const char *auth_jwt_result_reason(enum auth_jwt_result r);
 
 #endif

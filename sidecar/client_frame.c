@@ -8,7 +8,7 @@
 #include <string.h>
 
 enum client_frame_kind client_frame_classify(const void *data, size_t len,
-					     uint64_t *ack_seq)
+                                             uint64_t *ack_seq)
 {
 	json_error_t jerr;
 	json_t *root = json_loadb(data, len, JSON_DECODE_ANY, &jerr);

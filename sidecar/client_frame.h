@@ -9,7 +9,8 @@
 #include <stdint.h>
 
 enum client_frame_kind {
-	CLIENT_FRAME_INVALID_JSON, /* answer {"type":"error","code":"invalid_json"} */
+	CLIENT_FRAME_INVALID_JSON, /* answer
+	                              {"type":"error","code":"invalid_json"} */
 	CLIENT_FRAME_PING,         /* answer {"type":"pong"} */
 	CLIENT_FRAME_ACK,          /* consume; seq in *ack_seq */
 	CLIENT_FRAME_INVALID_ACK,  /* ack whose seq is not a positive integer */
@@ -17,6 +18,6 @@ enum client_frame_kind {
 };
 
 enum client_frame_kind client_frame_classify(const void *data, size_t len,
-					     uint64_t *ack_seq);
+                                             uint64_t *ack_seq);
 
 #endif

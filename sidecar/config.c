@@ -9,13 +9,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum flag_kind { FLAG_STRING, FLAG_SIZE, FLAG_DURATION, FLAG_COUNT,
-		 FLAG_OCTAL, FLAG_LIST };
+enum flag_kind {
+	FLAG_STRING,
+	FLAG_SIZE,
+	FLAG_DURATION,
+	FLAG_COUNT,
+	FLAG_OCTAL,
+	FLAG_LIST
+};
 
 struct flag {
 	const char *name; /* without the leading "--" */
 	const char *env;
-	const char *def;  /* NULL: unset */
+	const char *def; /* NULL: unset */
 	enum flag_kind kind;
 	size_t offset;
 	const char *help;
@@ -24,51 +30,50 @@ struct flag {
 #define F(field) offsetof(struct config, field)
 
 static const struct flag flags[] = {
-	{"listen", "WSGATE_LISTEN", "127.0.0.1:8080", FLAG_STRING, F(listen),
-	 "WebSocket and HTTP endpoint HOST:PORT"},
-	{"control", "WSGATE_CONTROL", "ipc:///tmp/wsgate/control.ipc",
-	 FLAG_STRING, F(control), "backend and admin requests (NNG rep0)"},
-	{"inbound", "WSGATE_INBOUND", "ipc:///tmp/wsgate/inbound.ipc",
-	 FLAG_STRING, F(inbound),
-	 "client messages and connection notices (NNG push0)"},
-	{"db", "WSGATE_DB", "./wsgate.db", FLAG_STRING, F(db),
-	 "event log and audit store (SQLite)"},
-	{"jwt-secret-file", "WSGATE_JWT_SECRET_FILE", NULL, FLAG_STRING,
-	 F(jwt_secret_file), "HS256 secret (>= 32 bytes)"},
-	{"jwt-public-key", "WSGATE_JWT_PUBLIC_KEY", NULL, FLAG_STRING,
-	 F(jwt_public_key), "RS256/ES256 public key (PEM)"},
-	{"jwt-issuer", "WSGATE_JWT_ISSUER", NULL, FLAG_STRING, F(jwt_issuer),
-	 "required iss claim"},
-	{"jwt-audience", "WSGATE_JWT_AUDIENCE", NULL, FLAG_STRING,
-	 F(jwt_audience), "required aud claim"},
-	{"retention", "WSGATE_RETENTION", "24h", FLAG_DURATION,
-	 F(retention_us), "how long events stay replayable"},
-	{"audit-key-file", "WSGATE_AUDIT_KEY_FILE", "./wsgate.audit-key",
-	 FLAG_STRING, F(audit_key_file), "audit hash-chain key (0600)"},
-	{"max-payload", "WSGATE_MAX_PAYLOAD", "1M", FLAG_SIZE, F(max_payload),
-	 "largest event payload a backend may send"},
-	{"max-client-frame", "WSGATE_MAX_CLIENT_FRAME", "64K", FLAG_SIZE,
-	 F(max_client_frame), "largest frame a client may send"},
-	{"inbound-buffer", "WSGATE_INBOUND_BUFFER", "1024", FLAG_COUNT,
-	 F(inbound_buffer), "client messages waiting for backends"},
-	{"queue-limit", "WSGATE_QUEUE_LIMIT", "4M", FLAG_SIZE, F(queue_limit),
-	 "bytes queued for one connection before close 4008"},
-	{"max-conns-per-user", "WSGATE_MAX_CONNS_PER_USER", "32", FLAG_COUNT,
-	 F(max_conns_per_user), "further handshakes of the user get 429"},
-	{"allowed-origin", "WSGATE_ALLOWED_ORIGIN", NULL, FLAG_LIST,
-	 F(allowed_origins), "Origin allowlist (repeatable; default any)"},
-	{"tls-cert", "WSGATE_TLS_CERT", NULL, FLAG_STRING, F(tls_cert),
-	 "serve wss/https with this certificate"},
-	{"tls-key", "WSGATE_TLS_KEY", NULL, FLAG_STRING, F(tls_key),
-	 "private key of --tls-cert"},
-	{"ping-interval", "WSGATE_PING_INTERVAL", "25s", FLAG_DURATION,
-	 F(ping_interval_us), "WebSocket ping cadence"},
-	{"idle-timeout", "WSGATE_IDLE_TIMEOUT", "75s", FLAG_DURATION,
-	 F(idle_timeout_us), "close a connection silent for longer"},
-	{"log-level", "WSGATE_LOG_LEVEL", "info", FLAG_STRING, F(log_level),
-	 "debug, info, warn, error"},
-	{"ipc-mode", "WSGATE_IPC_MODE", "0600", FLAG_OCTAL, F(ipc_mode),
-	 "permissions of the IPC socket files"},
+    {"listen", "WSGATE_LISTEN", "127.0.0.1:8080", FLAG_STRING, F(listen),
+     "WebSocket and HTTP endpoint HOST:PORT"},
+    {"control", "WSGATE_CONTROL", "ipc:///tmp/wsgate/control.ipc", FLAG_STRING,
+     F(control), "backend and admin requests (NNG rep0)"},
+    {"inbound", "WSGATE_INBOUND", "ipc:///tmp/wsgate/inbound.ipc", FLAG_STRING,
+     F(inbound), "client messages and connection notices (NNG push0)"},
+    {"db", "WSGATE_DB", "./wsgate.db", FLAG_STRING, F(db),
+     "event log and audit store (SQLite)"},
+    {"jwt-secret-file", "WSGATE_JWT_SECRET_FILE", NULL, FLAG_STRING,
+     F(jwt_secret_file), "HS256 secret (>= 32 bytes)"},
+    {"jwt-public-key", "WSGATE_JWT_PUBLIC_KEY", NULL, FLAG_STRING,
+     F(jwt_public_key), "RS256/ES256 public key (PEM)"},
+    {"jwt-issuer", "WSGATE_JWT_ISSUER", NULL, FLAG_STRING, F(jwt_issuer),
+     "required iss claim"},
+    {"jwt-audience", "WSGATE_JWT_AUDIENCE", NULL, FLAG_STRING, F(jwt_audience),
+     "required aud claim"},
+    {"retention", "WSGATE_RETENTION", "24h", FLAG_DURATION, F(retention_us),
+     "how long events stay replayable"},
+    {"audit-key-file", "WSGATE_AUDIT_KEY_FILE", "./wsgate.audit-key",
+     FLAG_STRING, F(audit_key_file), "audit hash-chain key (0600)"},
+    {"max-payload", "WSGATE_MAX_PAYLOAD", "1M", FLAG_SIZE, F(max_payload),
+     "largest event payload a backend may send"},
+    {"max-client-frame", "WSGATE_MAX_CLIENT_FRAME", "64K", FLAG_SIZE,
+     F(max_client_frame), "largest frame a client may send"},
+    {"inbound-buffer", "WSGATE_INBOUND_BUFFER", "1024", FLAG_COUNT,
+     F(inbound_buffer), "client messages waiting for backends"},
+    {"queue-limit", "WSGATE_QUEUE_LIMIT", "4M", FLAG_SIZE, F(queue_limit),
+     "bytes queued for one connection before close 4008"},
+    {"max-conns-per-user", "WSGATE_MAX_CONNS_PER_USER", "32", FLAG_COUNT,
+     F(max_conns_per_user), "further handshakes of the user get 429"},
+    {"allowed-origin", "WSGATE_ALLOWED_ORIGIN", NULL, FLAG_LIST,
+     F(allowed_origins), "Origin allowlist (repeatable; default any)"},
+    {"tls-cert", "WSGATE_TLS_CERT", NULL, FLAG_STRING, F(tls_cert),
+     "serve wss/https with this certificate"},
+    {"tls-key", "WSGATE_TLS_KEY", NULL, FLAG_STRING, F(tls_key),
+     "private key of --tls-cert"},
+    {"ping-interval", "WSGATE_PING_INTERVAL", "25s", FLAG_DURATION,
+     F(ping_interval_us), "WebSocket ping cadence"},
+    {"idle-timeout", "WSGATE_IDLE_TIMEOUT", "75s", FLAG_DURATION,
+     F(idle_timeout_us), "close a connection silent for longer"},
+    {"log-level", "WSGATE_LOG_LEVEL", "info", FLAG_STRING, F(log_level),
+     "debug, info, warn, error"},
+    {"ipc-mode", "WSGATE_IPC_MODE", "0600", FLAG_OCTAL, F(ipc_mode),
+     "permissions of the IPC socket files"},
 };
 
 #define N_FLAGS (sizeof(flags) / sizeof(flags[0]))
@@ -121,8 +126,8 @@ int config_parse_duration_us(const char *s, int64_t *out)
 	return 0;
 }
 
-static int set_flag(struct config *cfg, const struct flag *f,
-		    const char *value, char *err, size_t errlen)
+static int set_flag(struct config *cfg, const struct flag *f, const char *value,
+                    char *err, size_t errlen)
 {
 	char *field = (char *)cfg + f->offset;
 	switch (f->kind) {
@@ -132,7 +137,7 @@ static int set_flag(struct config *cfg, const struct flag *f,
 	case FLAG_LIST:
 		if (cfg->n_allowed_origins >= CONFIG_MAX_ORIGINS) {
 			snprintf(err, errlen, "--%s: at most %d values",
-				 f->name, CONFIG_MAX_ORIGINS);
+			         f->name, CONFIG_MAX_ORIGINS);
 			return -1;
 		}
 		cfg->allowed_origins[cfg->n_allowed_origins++] = value;
@@ -141,7 +146,7 @@ static int set_flag(struct config *cfg, const struct flag *f,
 		if (config_parse_size(value, (uint64_t *)field) == 0)
 			return 0;
 		snprintf(err, errlen, "--%s: '%s' is not a size (e.g. 64K, 4M)",
-			 f->name, value);
+		         f->name, value);
 		return -1;
 	case FLAG_COUNT: {
 		char *end;
@@ -150,7 +155,7 @@ static int set_flag(struct config *cfg, const struct flag *f,
 		if (!isdigit((unsigned char)*value) || *end || errno ||
 		    v > UINT32_MAX) {
 			snprintf(err, errlen, "--%s: '%s' is not a count",
-				 f->name, value);
+			         f->name, value);
 			return -1;
 		}
 		*(uint64_t *)field = v;
@@ -161,7 +166,7 @@ static int set_flag(struct config *cfg, const struct flag *f,
 		unsigned long v = strtoul(value, &end, 8);
 		if (!isdigit((unsigned char)*value) || *end || v > 0777) {
 			snprintf(err, errlen, "--%s: '%s' is not a mode",
-				 f->name, value);
+			         f->name, value);
 			return -1;
 		}
 		*(uint64_t *)field = v;
@@ -171,8 +176,8 @@ static int set_flag(struct config *cfg, const struct flag *f,
 		if (config_parse_duration_us(value, (int64_t *)field) == 0)
 			return 0;
 		snprintf(err, errlen,
-			 "--%s: '%s' is not a duration (e.g. 500ms, 25s, 24h)",
-			 f->name, value);
+		         "--%s: '%s' is not a duration (e.g. 500ms, 25s, 24h)",
+		         f->name, value);
 		return -1;
 	}
 	return -1;
@@ -187,8 +192,8 @@ static const struct flag *find_flag(const char *name, size_t len)
 	return NULL;
 }
 
-enum config_parse_result config_parse(struct config *cfg, int argc,
-				      char **argv, char *err, size_t errlen)
+enum config_parse_result config_parse(struct config *cfg, int argc, char **argv,
+                                      char *err, size_t errlen)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	for (size_t i = 0; i < N_FLAGS; i++)
@@ -219,14 +224,14 @@ enum config_parse_result config_parse(struct config *cfg, int argc,
 		const struct flag *f = find_flag(name, nlen);
 		if (!f) {
 			snprintf(err, errlen, "unknown flag '%s' (see --help)",
-				 arg);
+			         arg);
 			return CONFIG_ERROR;
 		}
 		const char *value = eq ? eq + 1 : NULL;
 		if (!value) {
 			if (i + 1 >= argc) {
 				snprintf(err, errlen, "--%s needs a value",
-					 f->name);
+				         f->name);
 				return CONFIG_ERROR;
 			}
 			value = argv[++i];
@@ -248,7 +253,7 @@ void config_usage(FILE *out)
 		char left[64];
 		snprintf(left, sizeof(left), "--%s", flags[i].name);
 		fprintf(out, "  %-22s %s [%s, default %s]\n", left,
-			flags[i].help, flags[i].env,
-			flags[i].def ? flags[i].def : "none");
+		        flags[i].help, flags[i].env,
+		        flags[i].def ? flags[i].def : "none");
 	}
 }

@@ -46,8 +46,8 @@ enum config_parse_result { CONFIG_OK, CONFIG_HELP, CONFIG_ERROR };
 
 /* Fills cfg from defaults, environment and argv. On CONFIG_ERROR writes a
  * one-line reason to err. */
-enum config_parse_result config_parse(struct config *cfg, int argc,
-				      char **argv, char *err, size_t errlen);
+enum config_parse_result config_parse(struct config *cfg, int argc, char **argv,
+                                      char *err, size_t errlen);
 void config_usage(FILE *out);
 
 /* Exposed for tests and for wsgatectl-like tools. */

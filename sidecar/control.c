@@ -28,8 +28,8 @@ struct control_request {
 	nng_ctx ctx;
 	nng_aio *aio;
 	enum slot_state state;
-	Wsgate__V1__Request *req;  /* decoded; freed after the reply */
-	char **event_errors;       /* SendBatch: per event, NULL when valid */
+	Wsgate__V1__Request *req; /* decoded; freed after the reply */
+	char **event_errors;      /* SendBatch: per event, NULL when valid */
 	size_t n_event_errors;
 	struct control_request *next_ready;
 };
@@ -86,7 +86,7 @@ void control_reply(struct control_request *s, Wsgate__V1__Reply *reply)
 }
 
 static void reply_error(struct control_request *s, Wsgate__V1__Status status,
-			const char *error)
+                        const char *error)
 {
 	Wsgate__V1__Reply reply = WSGATE__V1__REPLY__INIT;
 	reply.status = status;
@@ -112,10 +112,10 @@ static int slot_validate(struct control_request *s)
 		return -1;
 	}
 	case WSGATE__V1__REQUEST__BODY_SEND_EVENT:
-		if (validate_event(req->send_event->event,
-				   s->ctl->max_payload, err, sizeof(err))) {
+		if (validate_event(req->send_event->event, s->ctl->max_payload,
+		                   err, sizeof(err))) {
 			reply_error(s, WSGATE__V1__STATUS__INVALID_ARGUMENT,
-				    err);
+			            err);
 			return -1;
 		}
 		return 0;
@@ -124,14 +124,14 @@ static int slot_validate(struct control_request *s)
 		s->event_errors = calloc(n, sizeof(*s->event_errors));
 		if (!s->event_errors) {
 			reply_error(s, WSGATE__V1__STATUS__RESOURCE_EXHAUSTED,
-				    "out of memory");
+			            "out of memory");
 			return -1;
 		}
 		s->n_event_errors = n;
 		for (size_t i = 0; i < n; i++)
 			if (validate_event(req->send_batch->events[i],
-					   s->ctl->max_payload, err,
-					   sizeof(err)))
+			                   s->ctl->max_payload, err,
+			                   sizeof(err)))
 				s->event_errors[i] = strdup(err);
 		return 0;
 	}
@@ -167,12 +167,12 @@ static void slot_recv_cb(struct control_request *s)
 	}
 	nng_msg *msg = nng_aio_get_msg(s->aio);
 	s->req = wsgate__v1__request__unpack(NULL, nng_msg_len(msg),
-					     nng_msg_body(msg));
+	                                     nng_msg_body(msg));
 	nng_msg_free(msg);
 	if (!s->req) {
 		log_warn("control: undecodable request refused");
 		reply_error(s, WSGATE__V1__STATUS__INVALID_ARGUMENT,
-			    "request: not a wsgate.v1.Request");
+		            "request: not a wsgate.v1.Request");
 		return;
 	}
 	if (slot_validate(s) == 0)
@@ -216,21 +216,20 @@ struct control_request *control_next(struct control *ctl)
 	return s;
 }
 
-const Wsgate__V1__Request *control_request_body(
-	const struct control_request *req)
+const Wsgate__V1__Request *
+control_request_body(const struct control_request *req)
 {
 	return req->req;
 }
 
 const char *control_request_event_error(const struct control_request *req,
-					size_t i)
+                                        size_t i)
 {
 	return i < req->n_event_errors ? req->event_errors[i] : NULL;
 }
 
 int control_open(struct control **out, const struct control_config *cfg,
-		 control_wake_fn wake, void *wake_arg, char *err,
-		 size_t errlen)
+                 control_wake_fn wake, void *wake_arg, char *err, size_t errlen)
 {
 	struct control *ctl = calloc(1, sizeof(*ctl));
 	int rv;
@@ -248,7 +247,7 @@ int control_open(struct control **out, const struct control_config *cfg,
 	}
 	nng_socket_set_size(ctl->sock, NNG_OPT_RECVMAXSZ, cfg->max_message);
 	if (ipc_listen(ctl->sock, "control", cfg->url, cfg->ipc_mode, err,
-		       errlen))
+	               errlen))
 		goto fail_sock;
 	ctl->slots = calloc((size_t)cfg->contexts, sizeof(*ctl->slots));
 	if (!ctl->slots) {

@@ -27,26 +27,26 @@ typedef void (*control_wake_fn)(void *arg);
 
 struct control_config {
 	const char *url;
-	int ipc_mode;        /* permissions of an ipc:// socket file */
-	size_t max_payload;  /* per event */
-	size_t max_message;  /* largest request accepted (NNG_OPT_RECVMAXSZ) */
-	int contexts;        /* concurrent requests in service */
+	int ipc_mode;       /* permissions of an ipc:// socket file */
+	size_t max_payload; /* per event */
+	size_t max_message; /* largest request accepted (NNG_OPT_RECVMAXSZ) */
+	int contexts;       /* concurrent requests in service */
 };
 
 int control_open(struct control **out, const struct control_config *cfg,
-		 control_wake_fn wake, void *wake_arg, char *err,
-		 size_t errlen);
+                 control_wake_fn wake, void *wake_arg, char *err,
+                 size_t errlen);
 /* Stops serving and frees every request not yet replied. Call from the
  * service thread after its loop has ended. */
 void control_close(struct control *ctl);
 
 /* Service thread: the next validated request, or NULL. */
 struct control_request *control_next(struct control *ctl);
-const Wsgate__V1__Request *control_request_body(
-	const struct control_request *req);
+const Wsgate__V1__Request *
+control_request_body(const struct control_request *req);
 /* For a SendBatch: NULL when event i is valid, else why not. */
 const char *control_request_event_error(const struct control_request *req,
-					size_t i);
+                                        size_t i);
 /* Sends reply (its request_id is set here) and releases req. */
 void control_reply(struct control_request *req, Wsgate__V1__Reply *reply);
 

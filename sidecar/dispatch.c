@@ -8,8 +8,47 @@
 #include "log.h"
 #include "router.h"
 
+/*
+ * An event request waits for its events' commits: one of these counts them
+ * down and answers when the last one is in. A SendEvent is a batch of one
+ * with its own reply shape.
+ */
+struct reply_wait {
+	struct control_request *req;
+	int is_batch;
+	size_t n;
+	size_t remaining;
+	Wsgate__V1__EventResult *results;
+	Wsgate__V1__EventResult **ptrs;
+};
+
+static void reply_wait_send(struct reply_wait *w)
+{
+	Wsgate__V1__Reply reply = WSGATE__V1__REPLY__INIT;
+	Wsgate__V1__BatchResult br = WSGATE__V1__BATCH_RESULT__INIT;
+	if (w->is_batch) {
+		br.n_results = w->n;
+		br.results = w->ptrs;
+		reply.status = WSGATE__V1__STATUS__OK;
+		reply.body_case = WSGATE__V1__REPLY__BODY_BATCH;
+		reply.batch = &br;
+	} else {
+		reply.status = w->results[0].status;
+		if (reply.status == WSGATE__V1__STATUS__OK) {
+			reply.body_case = WSGATE__V1__REPLY__BODY_EVENT;
+			reply.event = &w->results[0];
+		} else {
+			reply.error = w->results[0].error;
+		}
+	}
+	control_reply(w->req, &reply);
+	free(w->results);
+	free(w->ptrs);
+	free(w);
+}
+
 static void event_result_fill(Wsgate__V1__EventResult *er,
-			      const struct router_result *rr)
+                              const struct router_result *rr)
 {
 	switch (rr->status) {
 	case ROUTER_OK:
@@ -17,103 +56,102 @@ static void event_result_fill(Wsgate__V1__EventResult *er,
 		er->seq = rr->seq;
 		er->connections = rr->connections;
 		er->retained = rr->retained;
+		er->duplicate = rr->duplicate;
 		break;
 	case ROUTER_EXHAUSTED:
 		er->status = WSGATE__V1__STATUS__RESOURCE_EXHAUSTED;
-		er->error = "user's pending events at --queue-limit; retry "
-			    "later";
+		er->error = (char *)rr->error;
 		break;
-	case ROUTER_NO_MEMORY:
-		er->status = WSGATE__V1__STATUS__RESOURCE_EXHAUSTED;
-		er->error = "out of memory";
+	case ROUTER_FAILED:
+		er->status = WSGATE__V1__STATUS__INTERNAL;
+		er->error = (char *)rr->error;
 		break;
 	}
 }
 
-static void do_send_event(struct dispatch *d, struct control_request *req)
+void dispatch_event_done(void *owner, size_t index,
+                         const struct router_result *res)
 {
-	const Wsgate__V1__Request *r = control_request_body(req);
-	Wsgate__V1__Reply reply = WSGATE__V1__REPLY__INIT;
-	Wsgate__V1__EventResult er = WSGATE__V1__EVENT_RESULT__INIT;
-	struct router_result rr =
-		router_deliver_event(d->reg, r->send_event->event,
-				     clock_now_us());
-	event_result_fill(&er, &rr);
-	reply.status = er.status;
-	if (er.status == WSGATE__V1__STATUS__OK) {
-		reply.body_case = WSGATE__V1__REPLY__BODY_EVENT;
-		reply.event = &er;
-	} else {
-		reply.error = er.error;
-	}
-	control_reply(req, &reply);
+	struct reply_wait *w = owner;
+	event_result_fill(&w->results[index], res);
+	if (--w->remaining == 0)
+		reply_wait_send(w);
 }
 
-static void do_send_batch(struct dispatch *d, struct control_request *req)
+static void do_send_events(struct dispatch *d, struct control_request *req,
+                           Wsgate__V1__Event *const *events, size_t n,
+                           int is_batch)
 {
-	const Wsgate__V1__SendBatch *b = control_request_body(req)->send_batch;
-	Wsgate__V1__Reply reply = WSGATE__V1__REPLY__INIT;
-	Wsgate__V1__BatchResult br = WSGATE__V1__BATCH_RESULT__INIT;
-	Wsgate__V1__EventResult *ers = calloc(b->n_events, sizeof(*ers));
-	Wsgate__V1__EventResult **erp = calloc(b->n_events, sizeof(*erp));
-	if (!ers || !erp) {
-		free(ers);
-		free(erp);
+	struct reply_wait *w = calloc(1, sizeof(*w));
+	if (w) {
+		w->results = calloc(n, sizeof(*w->results));
+		w->ptrs = calloc(n, sizeof(*w->ptrs));
+	}
+	if (!w || !w->results || !w->ptrs) {
+		if (w) {
+			free(w->results);
+			free(w->ptrs);
+		}
+		free(w);
+		Wsgate__V1__Reply reply = WSGATE__V1__REPLY__INIT;
 		reply.status = WSGATE__V1__STATUS__RESOURCE_EXHAUSTED;
 		reply.error = "out of memory";
 		control_reply(req, &reply);
 		return;
 	}
+	w->req = req;
+	w->is_batch = is_batch;
+	w->n = n;
+	/* One more than the events, released below, so that events
+	 * finishing synchronously cannot send the reply early. */
+	w->remaining = n + 1;
 	int64_t now = clock_now_us();
-	for (size_t i = 0; i < b->n_events; i++) {
-		Wsgate__V1__EventResult *er = &ers[i];
-		wsgate__v1__event_result__init(er);
-		erp[i] = er;
+	for (size_t i = 0; i < n; i++) {
+		wsgate__v1__event_result__init(&w->results[i]);
+		w->ptrs[i] = &w->results[i];
 		const char *invalid = control_request_event_error(req, i);
 		if (invalid) {
-			er->status = WSGATE__V1__STATUS__INVALID_ARGUMENT;
-			er->error = (char *)invalid;
+			w->results[i].status =
+			    WSGATE__V1__STATUS__INVALID_ARGUMENT;
+			w->results[i].error = (char *)invalid;
+			w->remaining--;
 			continue;
 		}
-		struct router_result rr =
-			router_deliver_event(d->reg, b->events[i], now);
-		event_result_fill(er, &rr);
+		struct router_result rr;
+		if (router_accept_event(d->router, events[i], now, w, i, &rr)) {
+			event_result_fill(&w->results[i], &rr);
+			w->remaining--;
+		}
 	}
-	br.n_results = b->n_events;
-	br.results = erp;
-	reply.status = WSGATE__V1__STATUS__OK;
-	reply.body_case = WSGATE__V1__REPLY__BODY_BATCH;
-	reply.batch = &br;
-	/* The error strings live in req until control_reply packs them. */
-	control_reply(req, &reply);
-	free(ers);
-	free(erp);
+	if (--w->remaining == 0)
+		reply_wait_send(w);
 }
 
 static void do_disconnect(struct dispatch *d, struct control_request *req)
 {
 	const Wsgate__V1__Disconnect *dc =
-		control_request_body(req)->disconnect;
-	const char *reason = dc->reason && *dc->reason ? dc->reason
-						       : "kicked by admin";
+	    control_request_body(req)->disconnect;
+	const char *reason =
+	    dc->reason && *dc->reason ? dc->reason : "kicked by admin";
 	uint32_t n = 0;
 	if (dc->conn_id && *dc->conn_id) {
 		struct conn *c = registry_find_conn(d->reg, dc->conn_id);
 		/* Both given: only when the connection is that user's. */
-		if (c && (!*dc->user_id || strcmp(c->user->id, dc->user_id) == 0)) {
+		if (c &&
+		    (!*dc->user_id || strcmp(c->user->id, dc->user_id) == 0)) {
 			registry_conn_close(d->reg, c, 4003, reason);
 			n = 1;
 		}
 	} else {
 		struct user *u = registry_user(d->reg, dc->user_id,
-					       strlen(dc->user_id), false);
+		                               strlen(dc->user_id), false);
 		for (struct conn *c = u ? u->conns : NULL; c;
 		     c = c->user_next, n++)
 			registry_conn_close(d->reg, c, 4003, reason);
 	}
 	if (n)
 		log_info("disconnect: %u connection(s) closed (4003: %s)", n,
-			 reason);
+		         reason);
 	Wsgate__V1__Reply reply = WSGATE__V1__REPLY__INIT;
 	reply.status = WSGATE__V1__STATUS__OK;
 	reply.body_case = WSGATE__V1__REPLY__BODY_DISCONNECTED;
@@ -141,8 +179,7 @@ static void conn_list_add(struct conn *c, void *arg)
 	l->ptrs[l->n++] = x;
 }
 
-static void do_list_connections(struct dispatch *d,
-				struct control_request *req)
+static void do_list_connections(struct dispatch *d, struct control_request *req)
 {
 	const char *uid = control_request_body(req)->list_connections->user_id;
 	Wsgate__V1__Reply reply = WSGATE__V1__REPLY__INIT;
@@ -154,8 +191,8 @@ static void do_list_connections(struct dispatch *d,
 		cap = u ? u->n_conns : 0;
 	}
 	struct conn_list l = {
-		.items = calloc(cap + 1, sizeof(*l.items)),
-		.ptrs = calloc(cap + 1, sizeof(*l.ptrs)),
+	    .items = calloc(cap + 1, sizeof(*l.items)),
+	    .ptrs = calloc(cap + 1, sizeof(*l.ptrs)),
 	};
 	if (!l.items || !l.ptrs) {
 		reply.status = WSGATE__V1__STATUS__RESOURCE_EXHAUSTED;
@@ -191,6 +228,11 @@ static void do_get_stats(struct dispatch *d, struct control_request *req)
 	st.frames_written = c->frames_written;
 	st.frames_dropped = c->frames_dropped;
 	st.notices_dropped = c->notices_dropped;
+	st.audit_backlog = store_backlog(d->store);
+	st.storage_failures = c->storage_failures;
+	char storage_error[256];
+	store_failures(d->store, storage_error, sizeof(storage_error));
+	st.storage_error = storage_error;
 	st.version = WSGATE_VERSION;
 	reply.status = WSGATE__V1__STATUS__OK;
 	reply.body_case = WSGATE__V1__REPLY__BODY_STATS;
@@ -204,10 +246,16 @@ void dispatch_drain(struct dispatch *d)
 	while ((req = control_next(d->ctl))) {
 		switch (control_request_body(req)->body_case) {
 		case WSGATE__V1__REQUEST__BODY_SEND_EVENT:
-			do_send_event(d, req);
+			do_send_events(
+			    d, req,
+			    &control_request_body(req)->send_event->event, 1,
+			    0);
 			break;
 		case WSGATE__V1__REQUEST__BODY_SEND_BATCH:
-			do_send_batch(d, req);
+			do_send_events(
+			    d, req,
+			    control_request_body(req)->send_batch->events,
+			    control_request_body(req)->send_batch->n_events, 1);
 			break;
 		case WSGATE__V1__REQUEST__BODY_DISCONNECT:
 			do_disconnect(d, req);

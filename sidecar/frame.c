@@ -27,6 +27,9 @@ static struct frame *frame_alloc(size_t cap)
 	f->refs = 1;
 	f->seq = 0;
 	f->len = 0;
+	f->event_id = NULL;
+	f->user_id = NULL;
+	f->pending = 0;
 	f->payload = f->storage + FRAME_HEADROOM;
 	return f;
 }
@@ -92,9 +95,10 @@ struct frame *frame_build_event(const struct frame_event *ev)
 	size_t tlen = strlen(ev->type);
 	size_t payload_len = ev->payload_len ? ev->payload_len : 2;
 	size_t cap = 128 + escaped_max(tlen) + escaped_max(ev->event_id_len) +
-		     escaped_max(ev->user_id_len) +
-		     escaped_max(ev->thread_id_len) +
-		     escaped_max(ev->run_id_len) + payload_len;
+	             escaped_max(ev->user_id_len) +
+	             escaped_max(ev->thread_id_len) +
+	             escaped_max(ev->run_id_len) + payload_len +
+	             ev->event_id_len + ev->user_id_len + 2;
 	struct frame *f = frame_alloc(cap);
 	if (!f)
 		return NULL;
@@ -121,15 +125,24 @@ struct frame *frame_build_event(const struct frame_event *ev)
 	*p++ = '}';
 	f->len = (size_t)(p - start);
 	f->seq = ev->seq;
+	/* The ids, NUL-terminated, after the text: for audit rows. */
+	char *ids = p;
+	memcpy(ids, ev->event_id, ev->event_id_len);
+	ids[ev->event_id_len] = '\0';
+	f->event_id = ids;
+	ids += ev->event_id_len + 1;
+	memcpy(ids, ev->user_id, ev->user_id_len);
+	ids[ev->user_id_len] = '\0';
+	f->user_id = ids;
 	return f;
 }
 
 struct frame *frame_build_connected(const char *conn_id, const char *user_id,
-				    uint64_t seq)
+                                    uint64_t seq)
 {
 	size_t clen = strlen(conn_id), ulen = strlen(user_id);
 	struct frame *f =
-		frame_alloc(64 + escaped_max(clen) + escaped_max(ulen));
+	    frame_alloc(64 + escaped_max(clen) + escaped_max(ulen));
 	if (!f)
 		return NULL;
 	char *start = (char *)f->payload, *p = start;

@@ -7,8 +7,9 @@
  * writes the frame header there; the header is the same for every
  * connection, so sharing the buffer across connections is safe).
  *
- * Threads: frames are created, referenced and released on the service
- * thread only; the reference count is not atomic.
+ * Threads: a frame is referenced and released on the service thread only
+ * (its reference count is not atomic); the store's writer thread builds
+ * replay frames and hands them over whole.
  */
 #ifndef WSGATE_FRAME_H
 #define WSGATE_FRAME_H
@@ -20,6 +21,12 @@ struct frame {
 	uint32_t refs;
 	uint64_t seq; /* event frames: the user's seq; 0 for protocol frames */
 	size_t len;   /* payload bytes after the headroom */
+	/* Event frames: the event's own ids, for the audit rows of each
+	 * delivery (NULL for protocol frames); pending: the event was kept
+	 * for a user with no connection and is still owed to one. */
+	const char *event_id;
+	const char *user_id;
+	int pending;
 	unsigned char *payload; /* = storage + FRAME_HEADROOM */
 	unsigned char storage[];
 };
@@ -44,7 +51,7 @@ struct frame_event {
 /* NULL on allocation failure. The new frame holds one reference. */
 struct frame *frame_build_event(const struct frame_event *ev);
 struct frame *frame_build_connected(const char *conn_id, const char *user_id,
-				    uint64_t seq);
+                                    uint64_t seq);
 /* {"type":"error","code":CODE} */
 struct frame *frame_build_error(const char *code);
 /* {"type":"pong"} and the like: a literal JSON text. */
@@ -76,7 +83,7 @@ static inline struct frame *frame_queue_peek(const struct frame_queue *q)
 	return q->len ? q->items[q->head] : NULL;
 }
 static inline struct frame *frame_queue_at(const struct frame_queue *q,
-					   uint32_t i)
+                                           uint32_t i)
 {
 	return q->items[(q->head + i) & (q->cap - 1)];
 }

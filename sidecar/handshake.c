@@ -11,7 +11,7 @@ static bool is_space(char c)
 }
 
 int handshake_token_from_authorization(const char *value, size_t len,
-				       const char **tok, size_t *tok_len)
+                                       const char **tok, size_t *tok_len)
 {
 	static const char scheme[] = "bearer";
 	size_t n = sizeof(scheme) - 1, i;
@@ -31,7 +31,7 @@ int handshake_token_from_authorization(const char *value, size_t len,
 }
 
 int handshake_token_from_protocols(const char *value, size_t len,
-				   const char **tok, size_t *tok_len)
+                                   const char **tok, size_t *tok_len)
 {
 	static const char prefix[] = "bearer.";
 	size_t plen = sizeof(prefix) - 1, i = 0;
@@ -41,7 +41,8 @@ int handshake_token_from_protocols(const char *value, size_t len,
 		size_t start = i;
 		while (i < len && value[i] != ',' && !is_space(value[i]))
 			i++;
-		if (i - start > plen && memcmp(value + start, prefix, plen) == 0) {
+		if (i - start > plen &&
+		    memcmp(value + start, prefix, plen) == 0) {
 			*tok = value + start + plen;
 			*tok_len = i - start - plen;
 			return 0;

@@ -14,11 +14,11 @@
 
 /* "Bearer <token>" (scheme case-insensitive). 0 and the token, or -1. */
 int handshake_token_from_authorization(const char *value, size_t len,
-				       const char **tok, size_t *tok_len);
+                                       const char **tok, size_t *tok_len);
 /* Sec-WebSocket-Protocol "wsgate.v1, bearer.<token>": 0 and the token, or
  * -1 when no bearer.* element is there. */
 int handshake_token_from_protocols(const char *value, size_t len,
-				   const char **tok, size_t *tok_len);
+                                   const char **tok, size_t *tok_len);
 
 enum handshake_since { SINCE_ABSENT, SINCE_VALID, SINCE_INVALID };
 /* value is the since= query value (NULL when absent). Empty counts as

@@ -18,7 +18,7 @@ struct inbound {
 };
 
 int inbound_open(struct inbound **out, const char *url, int ipc_mode,
-		 int buffer, char *err, size_t errlen)
+                 int buffer, char *err, size_t errlen)
 {
 	struct inbound *in = calloc(1, sizeof(*in));
 	int rv;
@@ -67,8 +67,8 @@ static int inbound_send(struct inbound *in, const Wsgate__V1__Inbound *msg)
 }
 
 int inbound_send_client_message(struct inbound *in, const char *conn_id,
-				const char *user_id, const void *data,
-				size_t len, int64_t received_at)
+                                const char *user_id, const void *data,
+                                size_t len, int64_t received_at)
 {
 	Wsgate__V1__ClientMessage cm = WSGATE__V1__CLIENT_MESSAGE__INIT;
 	Wsgate__V1__Inbound msg = WSGATE__V1__INBOUND__INIT;
@@ -83,7 +83,7 @@ int inbound_send_client_message(struct inbound *in, const char *conn_id,
 }
 
 int inbound_send_opened(struct inbound *in, const char *conn_id,
-			const char *user_id, const char *peer, int64_t at)
+                        const char *user_id, const char *peer, int64_t at)
 {
 	Wsgate__V1__ConnectionOpened o = WSGATE__V1__CONNECTION_OPENED__INIT;
 	Wsgate__V1__Inbound msg = WSGATE__V1__INBOUND__INIT;
@@ -97,8 +97,8 @@ int inbound_send_opened(struct inbound *in, const char *conn_id,
 }
 
 int inbound_send_closed(struct inbound *in, const char *conn_id,
-			const char *user_id, int code, const char *reason,
-			int64_t at)
+                        const char *user_id, int code, const char *reason,
+                        int64_t at)
 {
 	Wsgate__V1__ConnectionClosed c = WSGATE__V1__CONNECTION_CLOSED__INIT;
 	Wsgate__V1__Inbound msg = WSGATE__V1__INBOUND__INIT;

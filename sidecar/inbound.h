@@ -18,17 +18,17 @@
 struct inbound;
 
 int inbound_open(struct inbound **out, const char *url, int ipc_mode,
-		 int buffer, char *err, size_t errlen);
+                 int buffer, char *err, size_t errlen);
 void inbound_close(struct inbound *in);
 
 /* Each returns 0 when queued, -1 when the buffer is full (or on error). */
 int inbound_send_client_message(struct inbound *in, const char *conn_id,
-				const char *user_id, const void *data,
-				size_t len, int64_t received_at);
+                                const char *user_id, const void *data,
+                                size_t len, int64_t received_at);
 int inbound_send_opened(struct inbound *in, const char *conn_id,
-			const char *user_id, const char *peer, int64_t at);
+                        const char *user_id, const char *peer, int64_t at);
 int inbound_send_closed(struct inbound *in, const char *conn_id,
-			const char *user_id, int code, const char *reason,
-			int64_t at);
+                        const char *user_id, int code, const char *reason,
+                        int64_t at);
 
 #endif

@@ -14,7 +14,7 @@ void log_set_level(enum log_level level);
 /* "debug", "info", "warn", "error": returns -1 for anything else. */
 int log_level_parse(const char *name, enum log_level *out);
 void log_write(enum log_level level, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 #define log_debug(...) log_write(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...)  log_write(LOG_INFO, __VA_ARGS__)

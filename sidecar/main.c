@@ -1,37 +1,49 @@
 /*
  * main: the wsgate sidecar process. Parses the configuration, opens the
- * pieces in dependency order (key, registry, inbound socket, WebSocket
- * server, control socket), runs the libwebsockets service loop on this
- * thread until SIGINT/SIGTERM, then shuts down in reverse: connections are
- * closed with 1001, sockets closed, everything freed.
+ * pieces in dependency order (keys, registry, event log, router, inbound
+ * socket, WebSocket server, control socket), runs the libwebsockets service
+ * loop on this thread until SIGINT/SIGTERM, then shuts down in reverse:
+ * connections closed with 1001, every accepted event committed and
+ * answered, sockets closed, everything freed.
  *
- * Threads: this thread is the service thread (it owns the registry); NNG
- * runs its own; one thread waits for signals (they are blocked everywhere
- * else, so NNG threads never take them).
+ * Threads: this thread is the service thread (it owns the registry, router
+ * and dedup); NNG runs its own; the store runs its writer; one thread waits
+ * for signals (they are blocked everywhere else).
  */
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "audit_chain.h"
 #include "auth_jwt.h"
 #include "clock.h"
 #include "config.h"
 #include "control.h"
+#include "dedup.h"
 #include "dispatch.h"
 #include "inbound.h"
 #include "log.h"
 #include "registry.h"
+#include "router.h"
+#include "store.h"
 #include "ws_server.h"
 
-#define CONTROL_CONTEXTS 64
+#define CONTROL_CONTEXTS  64
 #define SHUTDOWN_DRAIN_MS 2000
+#define STORE_MAX_BACKLOG 200000 /* jobs; past it, RESOURCE_EXHAUSTED */
+#define REPLAY_CHUNK      256
 
 struct app {
 	struct config cfg;
 	struct auth_jwt *auth;
+	struct audit_key audit_key;
 	struct registry *reg;
+	struct dedup *dedup;
+	struct store *store;
+	struct router *router;
 	struct inbound *inbound;
 	struct ws_server *srv;
 	struct control *ctl;
@@ -51,14 +63,38 @@ static void *signal_thread(void *arg)
 	return NULL;
 }
 
+/* Service thread, after any wake-up: new requests, finished commits, and
+ * event ids past retention. */
 static void on_wake(void *arg)
 {
-	dispatch_drain(arg);
+	struct app *app = arg;
+	dispatch_drain(&app->dispatch);
+	router_handle_done(app->router);
+	dedup_prune(app->dedup, clock_now_us() - app->cfg.retention_us);
 }
 
-static void control_wake(void *arg)
+/* Any thread: something for the service thread. */
+static void wake(void *arg)
 {
-	ws_server_wake(arg);
+	struct app *app = arg;
+	if (app->srv)
+		ws_server_wake(app->srv);
+}
+
+static void load_user(void *arg, const char *user_id, uint64_t last_seq)
+{
+	struct app *app = arg;
+	struct user *u =
+	    registry_user(app->reg, user_id, strlen(user_id), true);
+	if (u && last_seq > u->last_seq)
+		u->last_seq = last_seq;
+}
+
+static void load_event_id(void *arg, const char *user_id, const char *event_id,
+                          uint64_t seq, int64_t accepted_at)
+{
+	struct app *app = arg;
+	dedup_add(app->dedup, user_id, event_id, seq, accepted_at);
 }
 
 static int fail(const char *what, const char *err)
@@ -71,33 +107,64 @@ static int app_open(struct app *app, char *err, size_t errlen)
 {
 	const struct config *cfg = &app->cfg;
 	struct auth_jwt_config acfg = {
-		.secret_file = cfg->jwt_secret_file,
-		.public_key_file = cfg->jwt_public_key,
-		.issuer = cfg->jwt_issuer,
-		.audience = cfg->jwt_audience,
+	    .secret_file = cfg->jwt_secret_file,
+	    .public_key_file = cfg->jwt_public_key,
+	    .issuer = cfg->jwt_issuer,
+	    .audience = cfg->jwt_audience,
 	};
 	if (!cfg->jwt_secret_file == !cfg->jwt_public_key) {
 		snprintf(err, errlen,
-			 "give exactly one of --jwt-secret-file or "
-			 "--jwt-public-key");
+		         "give exactly one of --jwt-secret-file or "
+		         "--jwt-public-key");
 		return -1;
 	}
 	if (auth_jwt_open(&app->auth, &acfg, err, errlen))
 		return -1;
+	if (audit_key_load(&app->audit_key, cfg->audit_key_file, 1, err,
+	                   errlen))
+		return -1;
 	app->reg = registry_new(cfg->queue_limit, ws_server_conn_ready, NULL);
-	if (!app->reg) {
+	app->dedup = dedup_new();
+	if (!app->reg || !app->dedup) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	struct store_config scfg = {
+	    .path = cfg->db,
+	    .retention_us = cfg->retention_us,
+	    .audit_key = &app->audit_key,
+	    .wake = wake,
+	    .wake_arg = app,
+	    .on_user = load_user,
+	    .on_event_id = load_event_id,
+	    .loader_arg = app,
+	};
+	if (store_open(&app->store, &scfg, err, errlen))
+		return -1;
+	struct router_config rcfg = {
+	    .registry = app->reg,
+	    .store = app->store,
+	    .dedup = app->dedup,
+	    .max_backlog = STORE_MAX_BACKLOG,
+	    .replay_chunk = REPLAY_CHUNK,
+	    .on_event_done = dispatch_event_done,
+	};
+	app->router = router_new(&rcfg);
+	if (!app->router) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
 	if (inbound_open(&app->inbound, cfg->inbound, (int)cfg->ipc_mode,
-			 (int)cfg->inbound_buffer, err, errlen))
+	                 (int)cfg->inbound_buffer, err, errlen))
 		return -1;
 	struct ws_server_deps deps = {
-		.registry = app->reg,
-		.auth = app->auth,
-		.inbound = app->inbound,
-		.on_wake = on_wake,
-		.wake_arg = &app->dispatch,
+	    .registry = app->reg,
+	    .router = app->router,
+	    .store = app->store,
+	    .auth = app->auth,
+	    .inbound = app->inbound,
+	    .on_wake = on_wake,
+	    .wake_arg = app,
 	};
 	app->srv = ws_server_new(cfg, &deps, err, errlen);
 	if (!app->srv)
@@ -107,18 +174,19 @@ static int app_open(struct app *app, char *err, size_t errlen)
 	if (max_message < (16u << 20))
 		max_message = 16u << 20;
 	struct control_config ccfg = {
-		.url = cfg->control,
-		.ipc_mode = (int)cfg->ipc_mode,
-		.max_payload = cfg->max_payload,
-		.max_message = max_message,
-		.contexts = CONTROL_CONTEXTS,
+	    .url = cfg->control,
+	    .ipc_mode = (int)cfg->ipc_mode,
+	    .max_payload = cfg->max_payload,
+	    .max_message = max_message,
+	    .contexts = CONTROL_CONTEXTS,
 	};
-	if (control_open(&app->ctl, &ccfg, control_wake, app->srv, err,
-			 errlen))
-		return -1;
 	app->dispatch.reg = app->reg;
-	app->dispatch.ctl = app->ctl;
+	app->dispatch.router = app->router;
+	app->dispatch.store = app->store;
 	app->dispatch.started_us = clock_now_us();
+	if (control_open(&app->ctl, &ccfg, wake, app, err, errlen))
+		return -1;
+	app->dispatch.ctl = app->ctl;
 	return 0;
 }
 
@@ -126,11 +194,19 @@ static void app_close(struct app *app)
 {
 	if (app->srv)
 		ws_server_drain(app->srv, 1001, "sidecar shutting down",
-				SHUTDOWN_DRAIN_MS);
+		                SHUTDOWN_DRAIN_MS);
+	/* Every accepted event is committed and answered before the control
+	 * socket closes. */
+	if (app->store && app->router) {
+		store_flush(app->store);
+		router_handle_done(app->router);
+	}
 	control_close(app->ctl);
-	app->dispatch.ctl = NULL;
+	store_close(app->store);
 	ws_server_destroy(app->srv);
 	inbound_close(app->inbound);
+	router_free(app->router);
+	dedup_free(app->dedup);
 	registry_free(app->reg);
 	auth_jwt_close(app->auth);
 }
@@ -168,8 +244,8 @@ int main(int argc, char **argv)
 	pthread_t sig_tid;
 	pthread_create(&sig_tid, NULL, signal_thread, &app);
 	log_info("wsgate %s serving ws://%s/ws, control %s, inbound %s",
-		 WSGATE_VERSION, app.cfg.listen, app.cfg.control,
-		 app.cfg.inbound);
+	         WSGATE_VERSION, app.cfg.listen, app.cfg.control,
+	         app.cfg.inbound);
 
 	while (!atomic_load(&app.stop))
 		if (ws_server_service(app.srv) < 0)

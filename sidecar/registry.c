@@ -40,7 +40,7 @@ static uint64_t hash_bytes(const char *s, size_t len)
 }
 
 struct registry *registry_new(size_t queue_limit, registry_ready_fn on_ready,
-			      void *arg)
+                              void *arg)
 {
 	struct registry *r = calloc(1, sizeof(*r));
 	if (!r)
@@ -63,6 +63,8 @@ struct registry *registry_new(size_t queue_limit, registry_ready_fn on_ready,
 static void conn_free(struct conn *c)
 {
 	frame_queue_clear(&c->queue);
+	frame_queue_clear(&c->held);
+	frame_queue_clear(&c->unacked);
 	free(c);
 }
 
@@ -82,7 +84,6 @@ void registry_free(struct registry *r)
 		struct user *u = r->users[b];
 		while (u) {
 			struct user *next = u->hash_next;
-			frame_queue_clear(&u->pending);
 			free(u->id);
 			free(u);
 			u = next;
@@ -135,7 +136,7 @@ static void users_grow(struct registry *r)
 }
 
 struct user *registry_user(struct registry *r, const char *id, size_t len,
-			   bool create)
+                           bool create)
 {
 	size_t b = hash_bytes(id, len) & r->users_mask;
 	for (struct user *u = r->users[b]; u; u = u->hash_next)
@@ -171,8 +172,8 @@ static void conns_grow(struct registry *r)
 		struct conn *c = r->conns[b];
 		while (c) {
 			struct conn *next = c->hash_next;
-			size_t i = hash_bytes(c->id, REGISTRY_CONN_ID_LEN) &
-				   nmask;
+			size_t i =
+			    hash_bytes(c->id, REGISTRY_CONN_ID_LEN) & nmask;
 			c->hash_next = nb[i];
 			nb[i] = c;
 			c = next;
@@ -206,8 +207,8 @@ static int conn_make_id(struct registry *r, char *out)
 }
 
 struct conn *registry_add_conn(struct registry *r, struct user *u,
-			       void *transport, const char *peer,
-			       int64_t now_us)
+                               void *transport, const char *peer,
+                               int64_t now_us)
 {
 	struct conn *c = calloc(1, sizeof(*c));
 	if (!c)
@@ -238,8 +239,7 @@ struct conn *registry_add_conn(struct registry *r, struct user *u,
 void registry_remove_conn(struct registry *r, struct conn *c)
 {
 	struct conn **pp =
-		&r->conns[hash_bytes(c->id, REGISTRY_CONN_ID_LEN) &
-			  r->conns_mask];
+	    &r->conns[hash_bytes(c->id, REGISTRY_CONN_ID_LEN) & r->conns_mask];
 	while (*pp && *pp != c)
 		pp = &(*pp)->hash_next;
 	assert(*pp == c);
@@ -255,8 +255,8 @@ void registry_remove_conn(struct registry *r, struct conn *c)
 	if (--u->n_conns == 0)
 		r->n_connected_users--;
 	r->n_conns--;
-	r->counters.frames_dropped += frame_queue_clear(&c->queue);
-	free(c);
+	r->counters.frames_dropped += c->queue.len + c->held.len;
+	conn_free(c);
 }
 
 struct conn *registry_find_conn(struct registry *r, const char *id)
@@ -272,7 +272,7 @@ struct conn *registry_find_conn(struct registry *r, const char *id)
 }
 
 void registry_foreach_conn(struct registry *r,
-			   void (*fn)(struct conn *c, void *arg), void *arg)
+                           void (*fn)(struct conn *c, void *arg), void *arg)
 {
 	for (size_t b = 0; b <= r->conns_mask; b++) {
 		struct conn *c = r->conns[b];
@@ -286,7 +286,7 @@ void registry_foreach_conn(struct registry *r,
 }
 
 void registry_conn_close(struct registry *r, struct conn *c, int code,
-			 const char *reason)
+                         const char *reason)
 {
 	if (c->close_code)
 		return; /* the first reason stands */
@@ -295,30 +295,15 @@ void registry_conn_close(struct registry *r, struct conn *c, int code,
 	r->on_ready(c, r->on_ready_arg);
 }
 
-/*
- * Slow consumer policy: a connection whose queue would pass --queue-limit
- * is closed with 4008 rather than buffered without bound. Its queued frames
- * are dropped (counted); the client reconnects with ?since= and loses
- * nothing, and no other connection pays for it.
- */
-static void conn_close_slow_consumer(struct registry *r, struct conn *c)
+int registry_conn_send(struct registry *r, struct conn *c, struct frame *f,
+                       int exempt)
 {
-	r->counters.frames_dropped += frame_queue_clear(&c->queue);
-	registry_conn_close(r, c, 4008, "slow consumer");
-}
-
-int registry_conn_send(struct registry *r, struct conn *c, struct frame *f)
-{
-	if (c->close_code) {
-		r->counters.frames_dropped++;
+	if (c->close_code)
 		return -1;
-	}
-	if (c->queue.bytes + f->len > r->queue_limit ||
-	    frame_queue_push(&c->queue, f)) {
-		r->counters.frames_dropped++;
-		conn_close_slow_consumer(r, c);
+	if (!exempt && c->queue.bytes + f->len > r->queue_limit)
 		return -1;
-	}
+	if (frame_queue_push(&c->queue, f))
+		return -1;
 	r->on_ready(c, r->on_ready_arg);
 	return 0;
 }
@@ -329,16 +314,7 @@ void registry_conn_written(struct registry *r, struct conn *c)
 	assert(f);
 	c->written++;
 	r->counters.frames_written++;
-	if (f->seq) {
-		struct user *u = c->user;
-		if (f->seq > c->last_seq_written)
-			c->last_seq_written = f->seq;
-		/* Pending events stay until written once to any connection
-		 * of their user; this connection got every pending event
-		 * before any later one, so all up to f->seq are delivered. */
-		while (u->pending.len &&
-		       frame_queue_peek(&u->pending)->seq <= f->seq)
-			frame_queue_pop(&u->pending);
-	}
+	if (f->seq > c->last_seq_written)
+		c->last_seq_written = f->seq;
 	frame_queue_pop(&c->queue);
 }

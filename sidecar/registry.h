@@ -1,8 +1,7 @@
 /*
  * registry: who is connected, as whom. One registry per sidecar holds every
  * user (by id) and every connection (by id and under its user), each
- * connection's outgoing frame queue, and each user's sequence counter and
- * pending (early) events.
+ * connection's outgoing frame queues, and each user's sequence counter.
  *
  * Threads: the registry and everything reachable from it belong to the
  * libwebsockets service thread. No locks: other threads hand work to that
@@ -30,17 +29,28 @@ struct user;
 /* One of these per open WebSocket connection. */
 struct conn {
 	char id[REGISTRY_CONN_ID_LEN + 1];
-	struct user *user;          /* authenticated identity, never changes */
-	void *transport;            /* struct lws *; opaque here */
-	struct conn *user_prev;     /* in user->conns */
+	struct user *user;      /* authenticated identity, never changes */
+	void *transport;        /* struct lws *; opaque here */
+	struct conn *user_prev; /* in user->conns */
 	struct conn *user_next;
 	struct conn *hash_next;     /* in the registry's id table */
 	struct frame_queue queue;   /* frames not yet handed to the kernel */
+	struct frame_queue held;    /* live events waiting for the catch-up */
+	struct frame_queue unacked; /* last events written, for acked rows */
 	uint64_t written;           /* frames written */
 	uint64_t last_seq_written;  /* highest event seq written */
-	int64_t opened_at;          /* microseconds since the epoch */
+	/* Catch-up (replay of ?since= and of pending events) runs before
+	 * live events: live events with seq > live_from are held until it
+	 * ends; those <= live_from only come through the catch-up. */
+	uint64_t live_from;    /* user's last seq when it opened */
+	uint64_t replay_after; /* catch-up cursor: last seq read */
+	uint64_t since;
+	int has_since;
+	int replaying;       /* catch-up not finished */
+	int replay_inflight; /* a chunk is being read */
+	int64_t opened_at;   /* microseconds since the epoch */
 	char peer[64];
-	int close_code;             /* != 0: close with it at next writable */
+	int close_code; /* != 0: close with it at next writable */
 	char close_reason[64];
 };
 
@@ -48,11 +58,9 @@ struct conn {
 struct user {
 	char *id;
 	size_t id_len;
-	uint64_t last_seq;          /* highest seq assigned; 0 for none */
-	struct conn *conns;         /* open connections, newest first */
+	uint64_t last_seq;  /* highest seq assigned; 0 for none */
+	struct conn *conns; /* open connections, newest first */
 	uint32_t n_conns;
-	struct frame_queue pending; /* events accepted while no conn was open,
-				     * in seq order, until written once */
 	struct user *hash_next;
 };
 
@@ -63,6 +71,8 @@ struct registry_counters {
 	uint64_t frames_dropped;
 	uint64_t notices_dropped;
 	uint64_t client_messages;
+	uint64_t events_duplicate;
+	uint64_t storage_failures;
 };
 
 /* Called when a connection has something to write (queued frame or close
@@ -70,7 +80,7 @@ struct registry_counters {
 typedef void (*registry_ready_fn)(struct conn *c, void *arg);
 
 struct registry *registry_new(size_t queue_limit, registry_ready_fn on_ready,
-			      void *arg);
+                              void *arg);
 /* Frees every user and connection (call after the server has stopped). */
 void registry_free(struct registry *r);
 
@@ -82,24 +92,25 @@ uint32_t registry_connected_user_count(const struct registry *r);
 
 /* NULL when absent and !create, or on allocation failure. */
 struct user *registry_user(struct registry *r, const char *id, size_t len,
-			   bool create);
+                           bool create);
 struct conn *registry_add_conn(struct registry *r, struct user *u,
-			       void *transport, const char *peer,
-			       int64_t now_us);
-/* Drops the connection's queued frames (counted as dropped) and frees it. */
+                               void *transport, const char *peer,
+                               int64_t now_us);
+/* Frees the connection; its queues must have been emptied (router). */
 void registry_remove_conn(struct registry *r, struct conn *c);
 struct conn *registry_find_conn(struct registry *r, const char *id);
 void registry_foreach_conn(struct registry *r,
-			   void (*fn)(struct conn *c, void *arg), void *arg);
+                           void (*fn)(struct conn *c, void *arg), void *arg);
 
-/* Queues f on c. When c's queue would pass the queue limit the frame is not
- * queued and c is closed as a slow consumer (4008); returns -1 then. */
-int registry_conn_send(struct registry *r, struct conn *c, struct frame *f);
+/* Queues f on c. -1 when c is closing, when the queue would pass the queue
+ * limit (unless exempt: replays never count against it), or when out of
+ * memory; the caller decides what that means. */
+int registry_conn_send(struct registry *r, struct conn *c, struct frame *f,
+                       int exempt);
 /* Asks for c to be closed with code and reason at its next writable. */
 void registry_conn_close(struct registry *r, struct conn *c, int code,
-			 const char *reason);
-/* The head of c's queue was handed to the kernel: pop it, count it, and
- * release the user's pending events it delivered. */
+                         const char *reason);
+/* The head of c's queue was handed to the kernel: pop it and count it. */
 void registry_conn_written(struct registry *r, struct conn *c);
 
 #endif

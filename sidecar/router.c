@@ -1,88 +1,408 @@
 /*
- * router: event fan-out to exactly one user's connections (see router.h).
- *
- * Isolation invariant: a frame built from event E is only ever queued on
- * connections found through E's own user (registry_user(E.user_id)), whose
- * identity was fixed by its token at the handshake. The assert in
- * router_deliver_event states it.
+ * router: acceptance, commit-then-send fan-out, catch-up and the delivery
+ * rows of each frame (see router.h for the rules it keeps).
  */
 #include "router.h"
 
 #include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
+#include "log.h"
 #include "validate.h"
 
-struct router_result router_deliver_event(struct registry *r,
-					  const Wsgate__V1__Event *ev,
-					  int64_t accepted_us)
+#define UNACKED_KEEP 64 /* events per connection that an ack can name */
+
+/* One per sidecar. */
+struct router {
+	struct router_config cfg;
+	struct registry *reg;
+	struct store *store;
+};
+
+struct router *router_new(const struct router_config *cfg)
 {
-	struct router_result res = {0};
-	size_t ulen = strlen(ev->user_id);
-	struct user *u = registry_user(r, ev->user_id, ulen, true);
-	if (!u) {
-		res.status = ROUTER_NO_MEMORY;
-		return res;
+	struct router *rt = calloc(1, sizeof(*rt));
+	if (!rt)
+		return NULL;
+	rt->cfg = *cfg;
+	rt->reg = cfg->registry;
+	rt->store = cfg->store;
+	return rt;
+}
+
+void router_free(struct router *rt)
+{
+	free(rt);
+}
+
+/* --- delivery rows --- */
+
+static char *dup_or_empty(const char *s)
+{
+	return strdup(s ? s : "");
+}
+
+/* Records an outcome of frame f on the connection conn_id, whose
+ * authenticated user is conn_user_id. */
+static void record_row(struct router *rt, const char *conn_id,
+                       const char *conn_user_id, const struct frame *f,
+                       const char *status)
+{
+	struct store_job *job = store_job_new(STORE_DELIVERY);
+	if (!job)
+		goto lost;
+	memcpy(job->delivery.conn_id, conn_id, sizeof(job->delivery.conn_id));
+	job->delivery.status = status;
+	job->delivery.seq = f->seq;
+	job->delivery.at = clock_now_us();
+	job->delivery.user_id = dup_or_empty(f->user_id);
+	job->delivery.event_id = dup_or_empty(f->event_id);
+	job->delivery.conn_user_id = dup_or_empty(conn_user_id);
+	if (!job->delivery.user_id || !job->delivery.event_id ||
+	    !job->delivery.conn_user_id) {
+		store_job_free(job);
+		goto lost;
 	}
-	/* With nobody to take it, the event waits in memory: bound that so a
-	 * backend streaming to an absent user cannot grow us without limit. */
-	size_t plen = ev->payload_json.len;
-	if (u->n_conns == 0 &&
-	    u->pending.bytes + plen > registry_queue_limit(r)) {
-		res.status = ROUTER_EXHAUSTED;
-		return res;
+	store_submit(rt->store, job);
+	return;
+lost:
+	log_error("out of memory: %s row of %s seq %llu lost", status, conn_id,
+	          (unsigned long long)f->seq);
+}
+
+static void record_outcome(struct router *rt, struct conn *c,
+                           const struct frame *f, const char *status)
+{
+	record_row(rt, c->id, c->user->id, f, status);
+}
+
+/* Drops every event frame of q, recording each, and empties q. */
+static void drop_queue(struct router *rt, struct conn *c, struct frame_queue *q)
+{
+	for (uint32_t i = 0; i < q->len; i++) {
+		struct frame *f = frame_queue_at(q, i);
+		if (f->seq)
+			record_outcome(rt, c, f, "dropped");
+	}
+	registry_counters(rt->reg)->frames_dropped += frame_queue_clear(q);
+}
+
+/*
+ * Slow consumer policy: a connection whose queue would pass --queue-limit
+ * is closed with 4008 rather than buffered without bound. Its unsent events
+ * are dropped (and recorded so); the client reconnects with ?since= and
+ * gets them from the log, and no other connection pays for it.
+ */
+static void close_slow_consumer(struct router *rt, struct conn *c,
+                                const struct frame *refused)
+{
+	if (refused && refused->seq)
+		record_outcome(rt, c, refused, "dropped");
+	registry_counters(rt->reg)->frames_dropped++;
+	drop_queue(rt, c, &c->queue);
+	drop_queue(rt, c, &c->held);
+	registry_conn_close(rt->reg, c, 4008, "slow consumer");
+	log_info("closed %s of %s: slow consumer (queue limit)", c->id,
+	         c->user->id);
+}
+
+/* Queues a live event frame whose queued row is committed. */
+static int deliver_live(struct router *rt, struct conn *c, struct frame *f)
+{
+	if (c->close_code) {
+		record_outcome(rt, c, f, "dropped");
+		registry_counters(rt->reg)->frames_dropped++;
+		return -1;
+	}
+	if (c->replaying) {
+		if (c->held.bytes + f->len > registry_queue_limit(rt->reg) ||
+		    frame_queue_push(&c->held, f)) {
+			close_slow_consumer(rt, c, f);
+			return -1;
+		}
+		return 0;
+	}
+	if (registry_conn_send(rt->reg, c, f, 0)) {
+		close_slow_consumer(rt, c, f);
+		return -1;
+	}
+	return 0;
+}
+
+/* --- acceptance --- */
+
+int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
+                        int64_t accepted_us, void *owner, size_t index,
+                        struct router_result *res)
+{
+	memset(res, 0, sizeof(*res));
+	uint64_t seq;
+	if (dedup_find(rt->cfg.dedup, ev->user_id, ev->event_id, &seq)) {
+		res->status = ROUTER_OK;
+		res->seq = seq;
+		res->duplicate = 1;
+		registry_counters(rt->reg)->events_duplicate++;
+		return 1;
+	}
+	if (store_backlog(rt->store) >= rt->cfg.max_backlog) {
+		res->status = ROUTER_EXHAUSTED;
+		res->error = "event log behind: retry later";
+		return 1;
+	}
+	size_t ulen = strlen(ev->user_id);
+	struct user *u = registry_user(rt->reg, ev->user_id, ulen, true);
+	struct store_job *job = store_job_new(STORE_EVENT);
+	if (!u || !job)
+		goto no_memory;
+	uint32_t n = 0;
+	if (u->n_conns) {
+		job->event.conns =
+		    calloc(u->n_conns, sizeof(*job->event.conns));
+		if (!job->event.conns)
+			goto no_memory;
+	}
+	for (struct conn *c = u->conns; c; c = c->user_next) {
+		assert(c->user == u); /* isolation: only the event's user */
+		if (c->close_code)
+			continue;
+		memcpy(job->event.conns[n].conn_id, c->id, sizeof(c->id));
+		job->event.conns[n].conn_user_id = c->user->id;
+		n++;
 	}
 
 	struct frame_event fe = {
-		.type = validate_event_type_name(ev),
-		.seq = u->last_seq + 1,
-		.event_id = ev->event_id,
-		.event_id_len = strlen(ev->event_id),
-		.user_id = u->id,
-		.user_id_len = u->id_len,
-		.thread_id = ev->thread_id,
-		.thread_id_len = strlen(ev->thread_id),
-		.run_id = ev->run_id,
-		.run_id_len = strlen(ev->run_id),
-		.ts_us = accepted_us,
-		.payload = ev->payload_json.data,
-		.payload_len = plen,
+	    .type = validate_event_type_name(ev),
+	    .seq = u->last_seq + 1,
+	    .event_id = ev->event_id,
+	    .event_id_len = strlen(ev->event_id),
+	    .user_id = ev->user_id,
+	    .user_id_len = ulen,
+	    .thread_id = ev->thread_id,
+	    .thread_id_len = strlen(ev->thread_id),
+	    .run_id = ev->run_id,
+	    .run_id_len = strlen(ev->run_id),
+	    .ts_us = accepted_us,
+	    .payload = ev->payload_json.data,
+	    .payload_len = ev->payload_json.len,
 	};
 	struct frame *f = frame_build_event(&fe);
-	if (!f) {
-		res.status = ROUTER_NO_MEMORY;
-		return res;
-	}
-	if (u->n_conns == 0) {
-		if (frame_queue_push(&u->pending, f)) {
-			frame_unref(f);
-			res.status = ROUTER_NO_MEMORY;
-			return res;
-		}
-		res.retained = 1;
+	if (!f || dedup_add(rt->cfg.dedup, ev->user_id, ev->event_id, fe.seq,
+	                    accepted_us)) {
+		frame_unref(f);
+		goto no_memory;
 	}
 	u->last_seq = fe.seq;
-	registry_counters(r)->events_accepted++;
-	for (struct conn *c = u->conns; c; c = c->user_next) {
-		assert(c->user == u);
-		if (registry_conn_send(r, c, f) == 0)
-			res.connections++;
-	}
-	frame_unref(f);
-	res.status = ROUTER_OK;
-	res.seq = fe.seq;
-	return res;
+	job->event.user_id = ev->user_id;
+	job->event.event_id = ev->event_id;
+	job->event.type = fe.type;
+	job->event.thread_id = ev->thread_id;
+	job->event.run_id = ev->run_id;
+	job->event.payload = ev->payload_json.data;
+	job->event.payload_len = ev->payload_json.len;
+	job->event.seq = fe.seq;
+	job->event.accepted_at = accepted_us;
+	job->event.pending = n == 0;
+	job->event.frame = f;
+	job->event.owner = owner;
+	job->event.index = index;
+	job->event.n_conns = n;
+	store_submit(rt->store, job);
+	return 0;
+
+no_memory:
+	store_job_free(job);
+	res->status = ROUTER_FAILED;
+	res->error = "out of memory";
+	return 1;
 }
 
-int router_conn_opened(struct registry *r, struct conn *c)
+static void event_committed(struct router *rt, struct store_job *job)
+{
+	struct router_result res = {.status = ROUTER_OK,
+	                            .seq = job->event.seq,
+	                            .retained = job->event.pending};
+	struct frame *f = job->event.frame;
+	if (job->failed) {
+		struct user *u =
+		    registry_user(rt->reg, job->event.user_id,
+		                  strlen(job->event.user_id), false);
+		/* Give the seq back unless a later one was handed out. */
+		if (u && u->last_seq == job->event.seq)
+			u->last_seq--;
+		dedup_remove(rt->cfg.dedup, job->event.user_id,
+		             job->event.event_id);
+		registry_counters(rt->reg)->storage_failures++;
+		res = (struct router_result){
+		    .status = ROUTER_FAILED,
+		    .error = "event log: cannot commit (see sidecar log)"};
+	} else {
+		registry_counters(rt->reg)->events_accepted++;
+		for (uint32_t i = 0; i < job->event.n_conns; i++) {
+			struct conn *c = registry_find_conn(
+			    rt->reg, job->event.conns[i].conn_id);
+			if (!c) {
+				/* Gone before the commit: its queued row
+				 * still needs an outcome. */
+				record_row(rt, job->event.conns[i].conn_id,
+				           job->event.conns[i].conn_user_id, f,
+				           "dropped");
+				continue;
+			}
+			if (deliver_live(rt, c, f) == 0)
+				res.connections++;
+		}
+	}
+	rt->cfg.on_event_done(job->event.owner, job->event.index, &res);
+	frame_unref(f);
+}
+
+/* --- catch-up --- */
+
+static void replay_request(struct router *rt, struct conn *c)
+{
+	struct store_job *job = store_job_new(STORE_REPLAY);
+	if (!job) {
+		registry_conn_close(rt->reg, c, 1011, "out of memory");
+		return;
+	}
+	memcpy(job->replay.conn_id, c->id, sizeof(c->id));
+	job->replay.user_id = c->user->id;
+	job->replay.conn_user_id = c->user->id;
+	job->replay.after = c->replay_after;
+	job->replay.upto = c->live_from;
+	job->replay.since = c->since;
+	job->replay.has_since = c->has_since;
+	job->replay.limit = rt->cfg.replay_chunk;
+	c->replay_inflight = 1;
+	store_submit(rt->store, job);
+}
+
+static void replay_finish(struct router *rt, struct conn *c)
+{
+	c->replaying = 0;
+	struct frame_queue held = c->held;
+	memset(&c->held, 0, sizeof(c->held));
+	/* After a slow-consumer close, deliver_live records the rest as
+	 * dropped. */
+	for (uint32_t i = 0; i < held.len; i++)
+		deliver_live(rt, c, frame_queue_at(&held, i));
+	frame_queue_clear(&held);
+}
+
+static void replay_read(struct router *rt, struct store_job *job)
+{
+	struct conn *c = registry_find_conn(rt->reg, job->replay.conn_id);
+	if (!c || c->close_code || job->failed) {
+		if (c && job->failed)
+			registry_conn_close(rt->reg, c, 1011,
+			                    "event log unavailable");
+		if (c)
+			c->replay_inflight = 0;
+		for (uint32_t i = 0; c && i < job->replay.n_frames; i++)
+			record_outcome(rt, c, job->replay.frames[i], "dropped");
+		return;
+	}
+	c->replay_inflight = 0;
+	if (job->replay.resume_failed) {
+		char text[96];
+		snprintf(text, sizeof(text),
+		         "{\"type\":\"resume_failed\",\"oldest_seq\":%llu}",
+		         (unsigned long long)job->replay.oldest_seq);
+		struct frame *rf = frame_build_literal(text);
+		if (rf) {
+			registry_conn_send(rt->reg, c, rf, 1);
+			frame_unref(rf);
+		}
+	}
+	for (uint32_t i = 0; i < job->replay.n_frames; i++) {
+		struct frame *f = job->replay.frames[i];
+		if (registry_conn_send(rt->reg, c, f, 1))
+			record_outcome(rt, c, f, "dropped");
+		c->replay_after = f->seq;
+	}
+	if (!job->replay.more)
+		replay_finish(rt, c);
+	else if (c->queue.len == 0)
+		replay_request(rt, c);
+	/* else: the next chunk is read when the socket has drained. */
+}
+
+void router_handle_done(struct router *rt)
+{
+	struct store_job *job = store_take_done(rt->store);
+	while (job) {
+		struct store_job *next = job->next;
+		if (job->kind == STORE_EVENT)
+			event_committed(rt, job);
+		else if (job->kind == STORE_REPLAY)
+			replay_read(rt, job);
+		store_job_free(job);
+		job = next;
+	}
+}
+
+int router_conn_opened(struct router *rt, struct conn *c, int has_since,
+                       uint64_t since)
 {
 	struct user *u = c->user;
+	c->live_from = u->last_seq;
+	c->has_since = has_since && since < c->live_from;
+	c->since = since;
 	struct frame *f = frame_build_connected(c->id, u->id, u->last_seq);
 	if (!f)
 		return -1;
-	int rc = registry_conn_send(r, c, f);
+	int rc = registry_conn_send(rt->reg, c, f, 1);
 	frame_unref(f);
-	for (uint32_t i = 0; rc == 0 && i < u->pending.len; i++)
-		rc = registry_conn_send(r, c, frame_queue_at(&u->pending, i));
-	return rc;
+	if (rc)
+		return -1;
+	/* A user without any event yet has nothing to catch up on. */
+	if (c->live_from > 0) {
+		c->replaying = 1;
+		replay_request(rt, c);
+	}
+	return 0;
+}
+
+void router_conn_written(struct router *rt, struct conn *c)
+{
+	struct frame *f = frame_queue_peek(&c->queue);
+	assert(f);
+	if (f->seq) {
+		record_outcome(rt, c, f, "written");
+		if (f->pending) {
+			struct store_job *job =
+			    store_job_new(STORE_PENDING_DONE);
+			if (job) {
+				job->pending_done.user_id = strdup(c->user->id);
+				job->pending_done.seq = f->seq;
+				store_submit(rt->store, job);
+			}
+		}
+		if (c->unacked.len == UNACKED_KEEP)
+			frame_queue_pop(&c->unacked);
+		frame_queue_push(&c->unacked, f);
+	}
+	registry_conn_written(rt->reg, c);
+	if (c->replaying && !c->replay_inflight && c->queue.len == 0 &&
+	    !c->close_code)
+		replay_request(rt, c);
+}
+
+void router_conn_acked(struct router *rt, struct conn *c, uint64_t seq)
+{
+	struct frame *f;
+	while ((f = frame_queue_peek(&c->unacked)) && f->seq <= seq) {
+		record_outcome(rt, c, f, "acked");
+		frame_queue_pop(&c->unacked);
+	}
+}
+
+void router_conn_closing(struct router *rt, struct conn *c)
+{
+	drop_queue(rt, c, &c->queue);
+	drop_queue(rt, c, &c->held);
+	frame_queue_clear(&c->unacked);
 }

@@ -1,39 +1,89 @@
 /*
- * router: the one way an event reaches browsers. It assigns the user's next
- * seq, builds the event's frame once, and queues it on every open
- * connection of that user and of no other; with none open it keeps the
- * event pending for the user's next connections.
+ * router: the one way an event reaches browsers, and the record of it.
  *
- * Threads: service thread only (it works on the registry).
+ * Accepting an event: check its event_id against the user's earlier ones
+ * (dedup), assign the user's next seq, build its frame once, and submit it
+ * to the store together with a `queued` row for each connection of that
+ * user open right now (none: the event is pending for the user's next
+ * connections). Only when the store has committed all of that does the
+ * frame go to those connections, and the backend get its answer.
+ *
+ * A new connection first gets `connected`, then its catch-up -- the events
+ * with seq > since and the user's pending ones, read from the store in
+ * chunks as the socket drains -- then live events, which wait in `held`
+ * meanwhile. Every frame of an event that leaves has a committed queued
+ * row naming its connection; outcome rows (written, dropped, acked)
+ * follow without the event loop waiting for them.
+ *
+ * Isolation invariant: an event's frame is only queued on connections
+ * found through the event's own user, whose identity was fixed by its
+ * token; the audit rows take user_id from the event and conn_user_id from
+ * the connection.
+ *
+ * Threads: service thread only.
  */
 #ifndef WSGATE_ROUTER_H
 #define WSGATE_ROUTER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
+#include "dedup.h"
 #include "registry.h"
+#include "store.h"
 #include "wsgate.pb-c.h"
 
 enum router_status {
-	ROUTER_OK,
-	ROUTER_EXHAUSTED, /* the user's pending events are at the limit */
-	ROUTER_NO_MEMORY,
+	ROUTER_OK,        /* seq assigned; commit pending or done */
+	ROUTER_EXHAUSTED, /* the store is behind: retry later */
+	ROUTER_FAILED,    /* out of memory, or the store could not commit */
 };
 
 struct router_result {
 	enum router_status status;
+	const char *error; /* when not OK */
 	uint64_t seq;
 	uint32_t connections; /* live connections it was queued to */
-	int retained;         /* kept pending: the user had no connection */
+	int retained;         /* pending: the user had no connection */
+	int duplicate;        /* event_id seen before: its first seq */
 };
 
-/* ev must have passed validate_event. accepted_us stamps the frame's ts. */
-struct router_result router_deliver_event(struct registry *r,
-					  const Wsgate__V1__Event *ev,
-					  int64_t accepted_us);
+/* An accepted event's outcome, once its commit is done. */
+typedef void (*router_event_done_fn)(void *owner, size_t index,
+                                     const struct router_result *res);
 
-/* A connection of c->user has opened: queue its "connected" frame, then
- * the user's pending events in seq order. -1 on allocation failure. */
-int router_conn_opened(struct registry *r, struct conn *c);
+struct router_config {
+	struct registry *registry;
+	struct store *store;
+	struct dedup *dedup;
+	uint64_t max_backlog;  /* store jobs in flight before EXHAUSTED */
+	uint32_t replay_chunk; /* events read per catch-up step */
+	router_event_done_fn on_event_done;
+};
+
+struct router;
+
+struct router *router_new(const struct router_config *cfg);
+void router_free(struct router *rt);
+
+/* Returns 1 when *res is final now (duplicates, refusals); 0 when the
+ * event was submitted and on_event_done(owner, index) will follow. */
+int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
+                        int64_t accepted_us, void *owner, size_t index,
+                        struct router_result *res);
+/* Takes the store's finished jobs: sends committed events' frames,
+ * answers their owners, continues catch-ups. Call on every wake-up. */
+void router_handle_done(struct router *rt);
+
+/* A connection opened: queue `connected` and start its catch-up. */
+int router_conn_opened(struct router *rt, struct conn *c, int has_since,
+                       uint64_t since);
+/* The head of c's queue was handed to the kernel. */
+void router_conn_written(struct router *rt, struct conn *c);
+/* The client acked every event up to seq. */
+void router_conn_acked(struct router *rt, struct conn *c, uint64_t seq);
+/* c is going: its unsent events get `dropped` rows. Call before
+ * registry_remove_conn. */
+void router_conn_closing(struct router *rt, struct conn *c);
 
 #endif

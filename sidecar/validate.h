@@ -29,7 +29,7 @@ bool validate_json(const void *buf, size_t len);
 /* One event: ids, type (not UNSPECIFIED, known), custom_type rules and
  * reserved names, payload size (<= max_payload) and JSON. */
 int validate_event(const Wsgate__V1__Event *ev, size_t max_payload, char *err,
-		   size_t errlen);
+                   size_t errlen);
 /* The parts of a request that are not per-event: a body is present, a
  * SendEvent has an event, a batch has 1..1000 events, a Disconnect names a
  * user or a connection, ids within limits. Events of a batch are checked

@@ -29,10 +29,10 @@
 
 /* One of these is created by lws for each WebSocket connection. */
 struct session {
-	struct conn *conn;            /* NULL until ESTABLISHED */
-	unsigned char *rx;            /* a message arriving in fragments */
+	struct conn *conn; /* NULL until ESTABLISHED */
+	unsigned char *rx; /* a message arriving in fragments */
 	size_t rx_len;
-	int peer_close_code;          /* from the client's close frame */
+	int peer_close_code;               /* from the client's close frame */
 	lws_sorted_usec_list_t sul_expiry; /* token expiry: close 4001 */
 };
 
@@ -40,6 +40,9 @@ struct session {
 struct handshake_stash {
 	struct lws *wsi;
 	struct auth_jwt_claims claims;
+	int has_since;
+	uint64_t since;
+	char user_agent[256];
 };
 
 /* One per sidecar. */
@@ -49,6 +52,7 @@ struct ws_server {
 	lws_retry_bo_t retry;
 	struct ws_server_deps deps;
 	struct registry *reg;
+	struct router *router;
 	size_t max_client_frame;
 	uint32_t max_conns_per_user;
 	const char *const *origins;
@@ -64,22 +68,22 @@ static void lws_log_emit(int level, const char *line)
 	while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
 		len--;
 	log_write(level == LLL_ERR ? LOG_ERROR : LOG_WARN, "lws: %.*s",
-		  (int)len, line);
+	          (int)len, line);
 }
 
 /* --- HTTP --- */
 
 /* Sends a complete small response. The caller completes the transaction
  * (or, during CONFIRM_UPGRADE, lws does). Returns -1 to hang up. */
-static int http_respond(struct lws *wsi, unsigned int status,
-			const char *ctype, const char *body)
+static int http_respond(struct lws *wsi, unsigned int status, const char *ctype,
+                        const char *body)
 {
 	size_t len = strlen(body);
 	unsigned char hdr[LWS_PRE + 512];
 	unsigned char *start = hdr + LWS_PRE, *p = start,
-		      *end = hdr + sizeof(hdr) - 1;
+	              *end = hdr + sizeof(hdr) - 1;
 	if (lws_add_http_common_headers(wsi, status, ctype, (lws_filepos_t)len,
-					&p, end) ||
+	                                &p, end) ||
 	    lws_finalize_write_http_header(wsi, start, &p, end))
 		return -1;
 	unsigned char *buf = malloc(LWS_PRE + len + 1);
@@ -95,30 +99,30 @@ static void metrics_render(struct ws_server *srv, char *out, size_t cap)
 {
 	struct registry_counters *c = registry_counters(srv->reg);
 	snprintf(out, cap,
-		 "# TYPE wsgate_uptime_seconds gauge\n"
-		 "wsgate_uptime_seconds %lld\n"
-		 "# TYPE wsgate_connections gauge\n"
-		 "wsgate_connections %u\n"
-		 "# TYPE wsgate_users gauge\n"
-		 "wsgate_users %u\n"
-		 "# TYPE wsgate_events_accepted_total counter\n"
-		 "wsgate_events_accepted_total %llu\n"
-		 "# TYPE wsgate_frames_written_total counter\n"
-		 "wsgate_frames_written_total %llu\n"
-		 "# TYPE wsgate_frames_dropped_total counter\n"
-		 "wsgate_frames_dropped_total %llu\n"
-		 "# TYPE wsgate_notices_dropped_total counter\n"
-		 "wsgate_notices_dropped_total %llu\n"
-		 "# TYPE wsgate_client_messages_total counter\n"
-		 "wsgate_client_messages_total %llu\n",
-		 (long long)((clock_now_us() - srv->started_us) / 1000000),
-		 registry_conn_count(srv->reg),
-		 registry_connected_user_count(srv->reg),
-		 (unsigned long long)c->events_accepted,
-		 (unsigned long long)c->frames_written,
-		 (unsigned long long)c->frames_dropped,
-		 (unsigned long long)c->notices_dropped,
-		 (unsigned long long)c->client_messages);
+	         "# TYPE wsgate_uptime_seconds gauge\n"
+	         "wsgate_uptime_seconds %lld\n"
+	         "# TYPE wsgate_connections gauge\n"
+	         "wsgate_connections %u\n"
+	         "# TYPE wsgate_users gauge\n"
+	         "wsgate_users %u\n"
+	         "# TYPE wsgate_events_accepted_total counter\n"
+	         "wsgate_events_accepted_total %llu\n"
+	         "# TYPE wsgate_frames_written_total counter\n"
+	         "wsgate_frames_written_total %llu\n"
+	         "# TYPE wsgate_frames_dropped_total counter\n"
+	         "wsgate_frames_dropped_total %llu\n"
+	         "# TYPE wsgate_notices_dropped_total counter\n"
+	         "wsgate_notices_dropped_total %llu\n"
+	         "# TYPE wsgate_client_messages_total counter\n"
+	         "wsgate_client_messages_total %llu\n",
+	         (long long)((clock_now_us() - srv->started_us) / 1000000),
+	         registry_conn_count(srv->reg),
+	         registry_connected_user_count(srv->reg),
+	         (unsigned long long)c->events_accepted,
+	         (unsigned long long)c->frames_written,
+	         (unsigned long long)c->frames_dropped,
+	         (unsigned long long)c->notices_dropped,
+	         (unsigned long long)c->client_messages);
 }
 
 static int http_serve(struct ws_server *srv, struct lws *wsi, const char *uri)
@@ -132,7 +136,7 @@ static int http_serve(struct ws_server *srv, struct lws *wsi, const char *uri)
 		rc = http_respond(wsi, 200, "text/plain; version=0.0.4", body);
 	} else if (strcmp(uri, "/ws") == 0) {
 		rc = http_respond(wsi, 426, "text/plain",
-				  "WebSocket upgrade required\n");
+		                  "WebSocket upgrade required\n");
 	} else {
 		rc = http_respond(wsi, 404, "text/plain", "not found\n");
 	}
@@ -159,30 +163,39 @@ static int origin_allowed(struct ws_server *srv, struct lws *wsi)
 /* Finds the token in the header, the query, or the subprotocol list, in
  * that order. buf holds it; returns its length, 0 when none. */
 static size_t handshake_find_token(struct lws *wsi, char *buf, size_t cap,
-				   const char **tok)
+                                   const char **tok)
 {
 	size_t tok_len;
 	int n = lws_hdr_copy(wsi, buf, (int)cap, WSI_TOKEN_HTTP_AUTHORIZATION);
 	if (n > 0 && handshake_token_from_authorization(buf, (size_t)n, tok,
-							&tok_len) == 0)
+	                                                &tok_len) == 0)
 		return tok_len;
-	const char *v = lws_get_urlarg_by_name(wsi, "access_token=", buf,
-					       (int)cap);
+	const char *v =
+	    lws_get_urlarg_by_name(wsi, "access_token=", buf, (int)cap);
 	if (v && *v) {
 		*tok = v;
 		return strlen(v);
 	}
 	n = lws_hdr_copy(wsi, buf, (int)cap, WSI_TOKEN_PROTOCOL);
-	if (n > 0 && handshake_token_from_protocols(buf, (size_t)n, tok,
-						    &tok_len) == 0)
+	if (n > 0 &&
+	    handshake_token_from_protocols(buf, (size_t)n, tok, &tok_len) == 0)
 		return tok_len;
 	return 0;
 }
 
-static int handshake_refuse(struct lws *wsi, unsigned int status,
-			    const char *why, const char *peer)
+/* Answers an upgrade with an HTTP error and records it in auth_failures. */
+static int handshake_refuse(struct ws_server *srv, struct lws *wsi,
+                            unsigned int status, const char *why,
+                            const char *peer)
 {
 	log_info("handshake from %s refused (%u): %s", peer, status, why);
+	struct store_job *job = store_job_new(STORE_AUTH_FAILURE);
+	if (job) {
+		job->auth_failure.at = clock_now_us();
+		job->auth_failure.peer = strdup(peer);
+		job->auth_failure.reason = strdup(why);
+		store_submit(srv->deps.store, job);
+	}
 	char body[128];
 	snprintf(body, sizeof(body), "%s\n", why);
 	return http_respond(wsi, status, "text/plain", body) ? -1 : 1;
@@ -200,36 +213,44 @@ static int handshake_check(struct ws_server *srv, struct lws *wsi)
 
 	if (lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_GET_URI) <= 0 ||
 	    strcmp(buf, "/ws") != 0)
-		return handshake_refuse(wsi, 404, "not found", peer);
+		return handshake_refuse(srv, wsi, 404, "not found", peer);
 	if (!origin_allowed(srv, wsi))
-		return handshake_refuse(wsi, 403, "origin not allowed", peer);
+		return handshake_refuse(srv, wsi, 403, "origin not allowed",
+		                        peer);
 
 	const char *tok = NULL;
 	size_t tok_len = handshake_find_token(wsi, buf, sizeof(buf), &tok);
 	struct auth_jwt_claims claims;
 	enum auth_jwt_result ar =
-		tok_len ? auth_jwt_verify(srv->deps.auth, tok, tok_len,
-					  clock_now_us() / 1000000, &claims)
-			: AUTH_JWT_MISSING;
+	    tok_len ? auth_jwt_verify(srv->deps.auth, tok, tok_len,
+	                              clock_now_us() / 1000000, &claims)
+	            : AUTH_JWT_MISSING;
 	if (ar != AUTH_JWT_OK)
-		return handshake_refuse(wsi, 401, auth_jwt_result_reason(ar),
-					peer);
+		return handshake_refuse(srv, wsi, 401,
+		                        auth_jwt_result_reason(ar), peer);
 
-	const char *since = lws_get_urlarg_by_name(wsi, "since=", buf,
-						   (int)sizeof(buf));
-	uint64_t since_seq;
-	if (handshake_parse_since(since, &since_seq) == SINCE_INVALID)
-		return handshake_refuse(wsi, 400, "since: not an integer >= 0",
-					peer);
+	const char *since =
+	    lws_get_urlarg_by_name(wsi, "since=", buf, (int)sizeof(buf));
+	uint64_t since_seq = 0;
+	enum handshake_since hs = handshake_parse_since(since, &since_seq);
+	if (hs == SINCE_INVALID)
+		return handshake_refuse(srv, wsi, 400,
+		                        "since: not an integer >= 0", peer);
 
-	struct user *u = registry_user(srv->reg, claims.sub,
-				       strlen(claims.sub), false);
+	struct user *u =
+	    registry_user(srv->reg, claims.sub, strlen(claims.sub), false);
 	if (u && u->n_conns >= srv->max_conns_per_user)
-		return handshake_refuse(wsi, 429, "too many connections",
-					peer);
+		return handshake_refuse(srv, wsi, 429, "too many connections",
+		                        peer);
 
 	srv->stash.wsi = wsi;
 	srv->stash.claims = claims;
+	srv->stash.has_since = hs == SINCE_VALID;
+	srv->stash.since = since_seq;
+	if (lws_hdr_copy(wsi, srv->stash.user_agent,
+	                 sizeof(srv->stash.user_agent),
+	                 WSI_TOKEN_HTTP_USER_AGENT) < 0)
+		srv->stash.user_agent[0] = '\0';
 	return 0;
 }
 
@@ -241,13 +262,13 @@ static void session_expired_cb(lws_sorted_usec_list_t *sul)
 	struct conn *c = s->conn;
 	if (c) {
 		struct ws_server *srv =
-			lws_context_user(lws_get_context(c->transport));
+		    lws_context_user(lws_get_context(c->transport));
 		registry_conn_close(srv->reg, c, 4001, "token expired");
 	}
 }
 
 static int session_open(struct ws_server *srv, struct lws *wsi,
-			struct session *s)
+                        struct session *s)
 {
 	if (srv->stash.wsi != wsi)
 		return -1; /* not authenticated by handshake_check */
@@ -257,15 +278,28 @@ static int session_open(struct ws_server *srv, struct lws *wsi,
 	lws_get_peer_simple(wsi, peer, sizeof(peer));
 	int64_t now = clock_now_us();
 
-	struct user *u = registry_user(srv->reg, cl->sub, strlen(cl->sub), true);
-	struct conn *c = u ? registry_add_conn(srv->reg, u, wsi, peer, now)
-			   : NULL;
+	struct user *u =
+	    registry_user(srv->reg, cl->sub, strlen(cl->sub), true);
+	struct conn *c =
+	    u ? registry_add_conn(srv->reg, u, wsi, peer, now) : NULL;
 	if (!c) {
 		log_error("out of memory opening a connection of %s", cl->sub);
 		return -1;
 	}
 	s->conn = c;
-	if (router_conn_opened(srv->reg, c))
+	struct store_job *job = store_job_new(STORE_SESSION_OPEN);
+	if (job) {
+		memcpy(job->session.conn_id, c->id, sizeof(c->id));
+		job->session.user_id = strdup(u->id);
+		job->session.peer = strdup(peer);
+		job->session.user_agent = strdup(srv->stash.user_agent);
+		job->session.token_jti = strdup(cl->jti);
+		job->session.token_exp = cl->exp;
+		job->session.at = now;
+		store_submit(srv->deps.store, job);
+	}
+	if (router_conn_opened(srv->router, c, srv->stash.has_since,
+	                       srv->stash.since))
 		return -1;
 	if (inbound_send_opened(srv->deps.inbound, c->id, u->id, peer, now))
 		registry_counters(srv->reg)->notices_dropped++;
@@ -274,19 +308,20 @@ static int session_open(struct ws_server *srv, struct lws *wsi,
 	 * with; past that the connection is closed with 4001. */
 	int64_t until = (cl->exp + AUTH_JWT_LEEWAY_S) * 1000000 - now;
 	lws_sul_schedule(lws_get_context(wsi), 0, &s->sul_expiry,
-			 session_expired_cb, until > 0 ? until : 0);
+	                 session_expired_cb, until > 0 ? until : 0);
 	log_debug("open %s user=%s peer=%s", c->id, u->id, peer);
 	return 0;
 }
 
-static void session_send(struct ws_server *srv, struct conn *c,
-			 struct frame *f)
+/* Protocol answers (pong, errors) are small and few: they do not count
+ * against the queue limit, which is for events. */
+static void session_send(struct ws_server *srv, struct conn *c, struct frame *f)
 {
-	registry_conn_send(srv->reg, c, f);
+	registry_conn_send(srv->reg, c, f, 1);
 }
 
 static void session_send_error(struct ws_server *srv, struct conn *c,
-			       const char *code)
+                               const char *code)
 {
 	struct frame *f = frame_build_error(code);
 	if (f) {
@@ -297,7 +332,7 @@ static void session_send_error(struct ws_server *srv, struct conn *c,
 
 /* A complete text message from the client. */
 static void session_message(struct ws_server *srv, struct conn *c,
-			    const unsigned char *data, size_t len)
+                            const unsigned char *data, size_t len)
 {
 	uint64_t ack_seq = 0;
 	switch (client_frame_classify(data, len, &ack_seq)) {
@@ -310,14 +345,16 @@ static void session_message(struct ws_server *srv, struct conn *c,
 	case CLIENT_FRAME_ACK:
 		if (ack_seq > c->last_seq_written)
 			session_send_error(srv, c, "invalid_ack");
+		else
+			router_conn_acked(srv->router, c, ack_seq);
 		break;
 	case CLIENT_FRAME_INVALID_ACK:
 		session_send_error(srv, c, "invalid_ack");
 		break;
 	case CLIENT_FRAME_FORWARD:
 		if (inbound_send_client_message(srv->deps.inbound, c->id,
-						c->user->id, data, len,
-						clock_now_us()))
+		                                c->user->id, data, len,
+		                                clock_now_us()))
 			session_send_error(srv, c, "backend_unavailable");
 		else
 			registry_counters(srv->reg)->client_messages++;
@@ -326,23 +363,23 @@ static void session_message(struct ws_server *srv, struct conn *c,
 }
 
 static int session_receive(struct ws_server *srv, struct lws *wsi,
-			   struct session *s, const unsigned char *in,
-			   size_t len)
+                           struct session *s, const unsigned char *in,
+                           size_t len)
 {
 	if (!s->conn)
 		return -1;
 	if (lws_frame_is_binary(wsi)) {
 		static const char why[] = "binary frames are not accepted";
 		lws_close_reason(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
-				 (unsigned char *)why, sizeof(why) - 1);
+		                 (unsigned char *)why, sizeof(why) - 1);
 		return -1;
 	}
-	int complete = lws_is_final_fragment(wsi) &&
-		       !lws_remaining_packet_payload(wsi);
+	int complete =
+	    lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi);
 	if (s->rx_len + len > srv->max_client_frame) {
 		static const char why[] = "frame too large";
 		lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
-				 (unsigned char *)why, sizeof(why) - 1);
+		                 (unsigned char *)why, sizeof(why) - 1);
 		return -1;
 	}
 	if (complete && s->rx_len == 0) {
@@ -367,15 +404,15 @@ static int session_receive(struct ws_server *srv, struct lws *wsi,
 
 /* Writes queued frames while the socket takes them without blocking. */
 static int session_write(struct ws_server *srv, struct lws *wsi,
-			 struct session *s)
+                         struct session *s)
 {
 	struct conn *c = s->conn;
 	if (!c)
 		return 0;
 	if (c->close_code) {
 		lws_close_reason(wsi, (enum lws_close_status)c->close_code,
-				 (unsigned char *)c->close_reason,
-				 strlen(c->close_reason));
+		                 (unsigned char *)c->close_reason,
+		                 strlen(c->close_reason));
 		return -1;
 	}
 	struct frame *f;
@@ -386,7 +423,7 @@ static int session_write(struct ws_server *srv, struct lws *wsi,
 			log_warn("write to %s failed; closing", c->id);
 			return -1;
 		}
-		registry_conn_written(srv->reg, c);
+		router_conn_written(srv->router, c);
 		if (lws_send_pipe_choked(wsi))
 			break;
 	}
@@ -403,20 +440,29 @@ static void session_closed(struct ws_server *srv, struct session *s)
 	struct conn *c = s->conn;
 	if (!c)
 		return;
-	int code = c->close_code ? c->close_code
-		   : s->peer_close_code ? s->peer_close_code
-					: LWS_CLOSE_STATUS_ABNORMAL_CLOSE;
+	int code = c->close_code        ? c->close_code
+	           : s->peer_close_code ? s->peer_close_code
+	                                : LWS_CLOSE_STATUS_ABNORMAL_CLOSE;
 	const char *reason = c->close_code ? c->close_reason : "client closed";
 	if (inbound_send_closed(srv->deps.inbound, c->id, c->user->id, code,
-				reason, clock_now_us()))
+	                        reason, clock_now_us()))
 		registry_counters(srv->reg)->notices_dropped++;
 	log_debug("close %s user=%s code=%d", c->id, c->user->id, code);
+	router_conn_closing(srv->router, c);
+	struct store_job *job = store_job_new(STORE_SESSION_CLOSE);
+	if (job) {
+		memcpy(job->session.conn_id, c->id, sizeof(c->id));
+		job->session.at = clock_now_us();
+		job->session.close_code = code;
+		job->session.close_reason = strdup(reason);
+		store_submit(srv->deps.store, job);
+	}
 	registry_remove_conn(srv->reg, c);
 	s->conn = NULL;
 }
 
 static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
-		       void *user, void *in, size_t len)
+                       void *user, void *in, size_t len)
 {
 	struct ws_server *srv = lws_context_user(lws_get_context(wsi));
 	struct session *s = user;
@@ -456,8 +502,7 @@ void ws_server_conn_ready(struct conn *c, void *arg)
 }
 
 /* "HOST:PORT", "[V6]:PORT" or ":PORT". */
-static int parse_listen(const char *listen, char *host, size_t hcap,
-			int *port)
+static int parse_listen(const char *listen, char *host, size_t hcap, int *port)
 {
 	const char *colon = strrchr(listen, ':');
 	if (!colon || colon[1] == '\0')
@@ -479,14 +524,14 @@ static int parse_listen(const char *listen, char *host, size_t hcap,
 }
 
 struct ws_server *ws_server_new(const struct config *cfg,
-				const struct ws_server_deps *deps, char *err,
-				size_t errlen)
+                                const struct ws_server_deps *deps, char *err,
+                                size_t errlen)
 {
 	char host[128];
 	int port;
 	if (parse_listen(cfg->listen, host, sizeof(host), &port)) {
 		snprintf(err, errlen, "--listen: '%s' is not HOST:PORT",
-			 cfg->listen);
+		         cfg->listen);
 		return NULL;
 	}
 	struct ws_server *srv = calloc(1, sizeof(*srv));
@@ -496,6 +541,7 @@ struct ws_server *ws_server_new(const struct config *cfg,
 	}
 	srv->deps = *deps;
 	srv->reg = deps->registry;
+	srv->router = deps->router;
 	srv->max_client_frame = cfg->max_client_frame;
 	srv->max_conns_per_user = (uint32_t)cfg->max_conns_per_user;
 	srv->origins = cfg->allowed_origins;
@@ -503,15 +549,15 @@ struct ws_server *ws_server_new(const struct config *cfg,
 	srv->started_us = clock_now_us();
 	srv->pong = frame_build_literal("{\"type\":\"pong\"}");
 	srv->protocols[0] = (struct lws_protocols){
-		.name = "wsgate.v1",
-		.callback = ws_callback,
-		.per_session_data_size = sizeof(struct session),
-		.rx_buffer_size = 0,
+	    .name = "wsgate.v1",
+	    .callback = ws_callback,
+	    .per_session_data_size = sizeof(struct session),
+	    .rx_buffer_size = 0,
 	};
 	srv->retry.secs_since_valid_ping =
-		(uint16_t)(cfg->ping_interval_us / 1000000);
+	    (uint16_t)(cfg->ping_interval_us / 1000000);
 	srv->retry.secs_since_valid_hangup =
-		(uint16_t)(cfg->idle_timeout_us / 1000000);
+	    (uint16_t)(cfg->idle_timeout_us / 1000000);
 
 	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
 	struct lws_context_creation_info info;
@@ -526,7 +572,7 @@ struct ws_server *ws_server_new(const struct config *cfg,
 	if (cfg->tls_cert || cfg->tls_key) {
 		if (!cfg->tls_cert || !cfg->tls_key) {
 			snprintf(err, errlen,
-				 "--tls-cert and --tls-key go together");
+			         "--tls-cert and --tls-key go together");
 			goto fail;
 		}
 		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
@@ -536,7 +582,7 @@ struct ws_server *ws_server_new(const struct config *cfg,
 	srv->context = lws_create_context(&info);
 	if (!srv->context) {
 		snprintf(err, errlen, "cannot serve on %s (port busy?)",
-			 cfg->listen);
+		         cfg->listen);
 		goto fail;
 	}
 	return srv;
@@ -569,7 +615,7 @@ static void close_one(struct conn *c, void *arg)
 }
 
 void ws_server_drain(struct ws_server *srv, int code, const char *reason,
-		     int timeout_ms)
+                     int timeout_ms)
 {
 	struct close_all ca = {srv->reg, code, reason};
 	registry_foreach_conn(srv->reg, close_one, &ca);

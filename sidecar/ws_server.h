@@ -22,6 +22,8 @@
 #include "config.h"
 #include "inbound.h"
 #include "registry.h"
+#include "router.h"
+#include "store.h"
 
 struct ws_server;
 
@@ -30,6 +32,8 @@ typedef void (*ws_server_wake_fn)(void *arg);
 
 struct ws_server_deps {
 	struct registry *registry;
+	struct router *router;
+	struct store *store; /* sessions and auth_failures rows */
 	const struct auth_jwt *auth;
 	struct inbound *inbound;
 	ws_server_wake_fn on_wake;
@@ -37,8 +41,8 @@ struct ws_server_deps {
 };
 
 struct ws_server *ws_server_new(const struct config *cfg,
-				const struct ws_server_deps *deps, char *err,
-				size_t errlen);
+                                const struct ws_server_deps *deps, char *err,
+                                size_t errlen);
 /* Runs one service iteration (blocks until there is something to do). */
 int ws_server_service(struct ws_server *srv);
 /* Thread-safe: makes the service thread call on_wake soon. */
@@ -48,7 +52,7 @@ void ws_server_conn_ready(struct conn *c, void *srv);
 /* Shutdown: closes every connection with code and reason, then serves
  * until they are gone or timeout_ms has passed. */
 void ws_server_drain(struct ws_server *srv, int code, const char *reason,
-		     int timeout_ms);
+                     int timeout_ms);
 void ws_server_destroy(struct ws_server *srv);
 
 #endif

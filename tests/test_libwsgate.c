@@ -84,7 +84,7 @@ static void fake_send_raw(struct fake_sidecar *f, const void *data, size_t n)
 }
 
 static void fake_event_result(const Wsgate__V1__Event *ev, uint64_t count,
-			      Wsgate__V1__EventResult *r)
+                              Wsgate__V1__EventResult *r)
 {
 	if (ev->event_id[0] == '\0') {
 		r->status = WSGATE__V1__STATUS__INVALID_ARGUMENT;
@@ -107,8 +107,8 @@ static void fake_event_result(const Wsgate__V1__Event *ev, uint64_t count,
 }
 
 static void fake_answer_send_event(struct fake_sidecar *f,
-				   const Wsgate__V1__Request *req,
-				   uint64_t count)
+                                   const Wsgate__V1__Request *req,
+                                   uint64_t count)
 {
 	const Wsgate__V1__Event *ev = req->send_event->event;
 	Wsgate__V1__Reply rep = WSGATE__V1__REPLY__INIT;
@@ -116,12 +116,12 @@ static void fake_answer_send_event(struct fake_sidecar *f,
 
 	pthread_mutex_lock(&f->lk);
 	snprintf(f->last_user, sizeof(f->last_user), "%s", ev->user_id);
-	snprintf(f->last_custom, sizeof(f->last_custom), "%s",
-		 ev->custom_type);
+	snprintf(f->last_custom, sizeof(f->last_custom), "%s", ev->custom_type);
 	f->last_type = ev->type;
 	snprintf(f->last_payload, sizeof(f->last_payload), "%.*s",
-		 (int)ev->payload_json.len,
-		 ev->payload_json.data ? (const char *)ev->payload_json.data : "");
+	         (int)ev->payload_json.len,
+	         ev->payload_json.data ? (const char *)ev->payload_json.data
+	                               : "");
 	pthread_mutex_unlock(&f->lk);
 
 	rep.request_id = req->request_id;
@@ -151,8 +151,8 @@ static void fake_answer_send_event(struct fake_sidecar *f,
 }
 
 static void fake_answer_send_batch(struct fake_sidecar *f,
-				   const Wsgate__V1__Request *req,
-				   uint64_t count)
+                                   const Wsgate__V1__Request *req,
+                                   uint64_t count)
 {
 	const Wsgate__V1__SendBatch *b = req->send_batch;
 	Wsgate__V1__Reply rep = WSGATE__V1__REPLY__INIT;
@@ -180,7 +180,7 @@ static void fake_answer_send_batch(struct fake_sidecar *f,
 }
 
 static void fake_answer_disconnect(struct fake_sidecar *f,
-				   const Wsgate__V1__Request *req)
+                                   const Wsgate__V1__Request *req)
 {
 	const Wsgate__V1__Disconnect *d = req->disconnect;
 	Wsgate__V1__Reply rep = WSGATE__V1__REPLY__INIT;
@@ -203,13 +203,13 @@ static void fake_answer_disconnect(struct fake_sidecar *f,
 }
 
 static void fake_answer_list(struct fake_sidecar *f,
-			     const Wsgate__V1__Request *req)
+                             const Wsgate__V1__Request *req)
 {
 	static char long_user[301];
 	Wsgate__V1__Reply rep = WSGATE__V1__REPLY__INIT;
 	Wsgate__V1__ConnectionList list = WSGATE__V1__CONNECTION_LIST__INIT;
 	Wsgate__V1__Connection c[2] = {WSGATE__V1__CONNECTION__INIT,
-				       WSGATE__V1__CONNECTION__INIT};
+	                               WSGATE__V1__CONNECTION__INIT};
 	Wsgate__V1__Connection *ptrs[2] = {&c[0], &c[1]};
 	const char *want = req->list_connections->user_id;
 
@@ -239,7 +239,7 @@ static void fake_answer_list(struct fake_sidecar *f,
 }
 
 static void fake_answer_stats(struct fake_sidecar *f,
-			      const Wsgate__V1__Request *req)
+                              const Wsgate__V1__Request *req)
 {
 	Wsgate__V1__Reply rep = WSGATE__V1__REPLY__INIT;
 	Wsgate__V1__Stats s = WSGATE__V1__STATS__INIT;
@@ -274,7 +274,7 @@ static void *fake_run(void *arg)
 		if (rv != 0)
 			continue;
 		req = wsgate__v1__request__unpack(NULL, nng_msg_len(m),
-						  nng_msg_body(m));
+		                                  nng_msg_body(m));
 		nng_msg_free(m);
 		if (req == NULL)
 			continue;
@@ -338,9 +338,9 @@ static int fixture_setup(void **state)
 	if (mkdtemp(fx->dir) == NULL)
 		return -1;
 	snprintf(fx->control_url, sizeof(fx->control_url),
-		 "ipc://%s/control.ipc", fx->dir);
+	         "ipc://%s/control.ipc", fx->dir);
 	snprintf(fx->inbound_url, sizeof(fx->inbound_url),
-		 "ipc://%s/inbound.ipc", fx->dir);
+	         "ipc://%s/inbound.ipc", fx->dir);
 	if (fake_start(&fx->fake, fx->control_url) != 0)
 		return -1;
 	if (wsgate_client_open(&fx->client, fx->control_url, TIMEOUT_MS) !=
@@ -387,42 +387,42 @@ static void test_status_and_type_names(void **state)
 	(void)state;
 	assert_string_equal(wsgate_status_name(WSGATE_OK), "OK");
 	assert_string_equal(wsgate_status_name(WSGATE_INVALID_ARGUMENT),
-			    "INVALID_ARGUMENT");
+	                    "INVALID_ARGUMENT");
 	assert_string_equal(wsgate_status_name(WSGATE_RESOURCE_EXHAUSTED),
-			    "RESOURCE_EXHAUSTED");
+	                    "RESOURCE_EXHAUSTED");
 	assert_string_equal(wsgate_status_name(WSGATE_NOT_FOUND), "NOT_FOUND");
 	assert_string_equal(wsgate_status_name(WSGATE_INTERNAL), "INTERNAL");
 	assert_string_equal(wsgate_status_name(WSGATE_ERR_TIMEOUT), "TIMEOUT");
 	assert_string_equal(wsgate_status_name(WSGATE_ERR_TRANSPORT),
-			    "TRANSPORT");
+	                    "TRANSPORT");
 	assert_string_equal(wsgate_status_name(WSGATE_ERR_PROTOCOL),
-			    "PROTOCOL");
+	                    "PROTOCOL");
 	assert_string_equal(wsgate_status_name(WSGATE_ERR_ARGUMENT),
-			    "ARGUMENT");
+	                    "ARGUMENT");
 
 	for (int t = WSGATE_AGENT_STARTED; t <= WSGATE_AGENT_ERROR; t++)
 		assert_int_equal(wsgate_event_type_parse(wsgate_event_type_name(
-					 (enum wsgate_event_type)t)),
-				 t);
+		                     (enum wsgate_event_type)t)),
+		                 t);
 	assert_string_equal(wsgate_event_type_name(WSGATE_TOOL_COMPLETED),
-			    "tool_completed");
+	                    "tool_completed");
 	assert_string_equal(wsgate_event_type_name(WSGATE_CUSTOM), "custom");
 	assert_int_equal(wsgate_event_type_parse("my.progress"), WSGATE_CUSTOM);
 	assert_int_equal(wsgate_event_type_parse("Agent_Started"),
-			 WSGATE_CUSTOM);
+	                 WSGATE_CUSTOM);
 }
 
 static void test_send_event_maps_the_reply_into_the_result(void **state)
 {
 	struct fixture *fx = *state;
 	struct wsgate_event ev = {
-		.event_id = "e-1",
-		.user_id = "u1",
-		.run_id = "r1",
-		.type = WSGATE_CUSTOM,
-		.custom_type = "my.progress",
-		.payload_json = "{\"pct\":50}",
-		.payload_len = 10,
+	    .event_id = "e-1",
+	    .user_id = "u1",
+	    .run_id = "r1",
+	    .type = WSGATE_CUSTOM,
+	    .custom_type = "my.progress",
+	    .payload_json = "{\"pct\":50}",
+	    .payload_len = 10,
 	};
 	struct wsgate_event_result res;
 
@@ -457,7 +457,8 @@ static void test_send_event_maps_the_reply_into_the_result(void **state)
 static void test_sequential_requests_get_their_own_replies(void **state)
 {
 	struct fixture *fx = *state;
-	struct wsgate_event ev = {.user_id = "u1", .type = WSGATE_AGENT_STARTED};
+	struct wsgate_event ev = {.user_id = "u1",
+	                          .type = WSGATE_AGENT_STARTED};
 	struct wsgate_event_result res;
 	char id[32];
 
@@ -465,7 +466,7 @@ static void test_sequential_requests_get_their_own_replies(void **state)
 		snprintf(id, sizeof(id), "n-%" PRIu64, i * 3);
 		ev.event_id = id;
 		assert_int_equal(wsgate_send_event(fx->client, &ev, &res),
-				 WSGATE_OK);
+		                 WSGATE_OK);
 		assert_int_equal(res.seq, i * 3);
 	}
 }
@@ -473,21 +474,21 @@ static void test_sequential_requests_get_their_own_replies(void **state)
 static void test_error_status_and_text_reach_the_caller(void **state)
 {
 	struct fixture *fx = *state;
-	struct wsgate_event ev = {.user_id = "u1", .event_id = "",
-				  .type = WSGATE_AGENT_STARTED};
+	struct wsgate_event ev = {
+	    .user_id = "u1", .event_id = "", .type = WSGATE_AGENT_STARTED};
 	struct wsgate_event_result res;
 
 	assert_int_equal(wsgate_send_event(fx->client, &ev, &res),
-			 WSGATE_INVALID_ARGUMENT);
+	                 WSGATE_INVALID_ARGUMENT);
 	assert_int_equal(res.status, WSGATE_INVALID_ARGUMENT);
 	assert_string_equal(res.error, "event_id: required");
 	assert_string_equal(wsgate_client_error(fx->client),
-			    "event_id: required");
+	                    "event_id: required");
 
 	ev.event_id = "e-2";
 	ev.user_id = "busy";
 	assert_int_equal(wsgate_send_event(fx->client, &ev, &res),
-			 WSGATE_RESOURCE_EXHAUSTED);
+	                 WSGATE_RESOURCE_EXHAUSTED);
 	assert_int_equal(res.status, WSGATE_RESOURCE_EXHAUSTED);
 	assert_string_equal(res.error, "overloaded: retry later");
 	assert_int_equal(res.seq, 0);
@@ -496,18 +497,18 @@ static void test_error_status_and_text_reach_the_caller(void **state)
 static void test_reply_for_another_request_is_a_protocol_error(void **state)
 {
 	struct fixture *fx = *state;
-	struct wsgate_event ev = {.user_id = "liar", .event_id = "e-3",
-				  .type = WSGATE_AGENT_STARTED};
+	struct wsgate_event ev = {
+	    .user_id = "liar", .event_id = "e-3", .type = WSGATE_AGENT_STARTED};
 	struct wsgate_event_result res;
 
 	assert_int_equal(wsgate_send_event(fx->client, &ev, &res),
-			 WSGATE_ERR_PROTOCOL);
+	                 WSGATE_ERR_PROTOCOL);
 	assert_int_equal(res.status, WSGATE_ERR_PROTOCOL);
 	assert_non_null(strstr(res.error, "request"));
 
 	ev.user_id = "garbage";
 	assert_int_equal(wsgate_send_event(fx->client, &ev, &res),
-			 WSGATE_ERR_PROTOCOL);
+	                 WSGATE_ERR_PROTOCOL);
 	assert_non_null(strstr(wsgate_client_error(fx->client), "undecodable"));
 
 	/* The client is still usable afterwards. */
@@ -522,8 +523,8 @@ static void test_batch_results_keep_request_order(void **state)
 
 	for (int i = 0; i < 5; i++)
 		ev[i] = (struct wsgate_event){.event_id = "e-b",
-					      .user_id = "u1",
-					      .type = WSGATE_AGENT_THINKING};
+		                              .user_id = "u1",
+		                              .type = WSGATE_AGENT_THINKING};
 	ev[1].event_id = ""; /* invalid: the others are still accepted */
 	ev[3].event_id = NULL;
 
@@ -531,7 +532,7 @@ static void test_batch_results_keep_request_order(void **state)
 	for (int i = 0; i < 5; i++) {
 		if (i == 1 || i == 3) {
 			assert_int_equal(res[i].status,
-					 WSGATE_INVALID_ARGUMENT);
+			                 WSGATE_INVALID_ARGUMENT);
 			assert_string_equal(res[i].error, "event_id: required");
 			assert_int_equal(res[i].seq, 0);
 		} else {
@@ -547,34 +548,34 @@ static void test_batch_size_is_checked_before_sending(void **state)
 	struct fixture *fx = *state;
 	struct wsgate_event *ev = calloc(WSGATE_MAX_BATCH + 1, sizeof(*ev));
 	struct wsgate_event_result *res =
-		calloc(WSGATE_MAX_BATCH + 1, sizeof(*res));
+	    calloc(WSGATE_MAX_BATCH + 1, sizeof(*res));
 	uint64_t before, after;
 
 	assert_non_null(ev);
 	assert_non_null(res);
 	for (int i = 0; i <= WSGATE_MAX_BATCH; i++)
 		ev[i] = (struct wsgate_event){.event_id = "e-m",
-					      .user_id = "u1",
-					      .type = WSGATE_AGENT_STARTED};
+		                              .user_id = "u1",
+		                              .type = WSGATE_AGENT_STARTED};
 	pthread_mutex_lock(&fx->fake.lk);
 	before = fx->fake.requests;
 	pthread_mutex_unlock(&fx->fake.lk);
 
 	assert_int_equal(wsgate_send_batch(fx->client, ev, 0, res),
-			 WSGATE_ERR_ARGUMENT);
+	                 WSGATE_ERR_ARGUMENT);
 	assert_int_equal(
-		wsgate_send_batch(fx->client, ev, WSGATE_MAX_BATCH + 1, res),
-		WSGATE_ERR_ARGUMENT);
+	    wsgate_send_batch(fx->client, ev, WSGATE_MAX_BATCH + 1, res),
+	    WSGATE_ERR_ARGUMENT);
 	assert_int_equal(res[0].status, WSGATE_ERR_ARGUMENT);
 	assert_int_equal(wsgate_send_batch(fx->client, NULL, 1, res),
-			 WSGATE_ERR_ARGUMENT);
+	                 WSGATE_ERR_ARGUMENT);
 
 	/* A full batch is fine. */
 	assert_int_equal(
-		wsgate_send_batch(fx->client, ev, WSGATE_MAX_BATCH, res),
-		WSGATE_OK);
+	    wsgate_send_batch(fx->client, ev, WSGATE_MAX_BATCH, res),
+	    WSGATE_OK);
 	assert_int_equal(res[WSGATE_MAX_BATCH - 1].seq,
-			 100 + WSGATE_MAX_BATCH - 1);
+	                 100 + WSGATE_MAX_BATCH - 1);
 
 	pthread_mutex_lock(&fx->fake.lk);
 	after = fx->fake.requests;
@@ -593,23 +594,23 @@ static void test_disconnect_list_stats_and_ping(void **state)
 	size_t n;
 
 	assert_int_equal(
-		wsgate_disconnect(fx->client, "u1", NULL, "bye", &n_disc),
-		WSGATE_OK);
+	    wsgate_disconnect(fx->client, "u1", NULL, "bye", &n_disc),
+	    WSGATE_OK);
 	assert_int_equal(n_disc, 2);
 	pthread_mutex_lock(&fx->fake.lk);
 	assert_string_equal(fx->fake.last_reason, "bye");
 	pthread_mutex_unlock(&fx->fake.lk);
 	assert_int_equal(
-		wsgate_disconnect(fx->client, NULL, "c-77", NULL, &n_disc),
-		WSGATE_OK);
+	    wsgate_disconnect(fx->client, NULL, "c-77", NULL, &n_disc),
+	    WSGATE_OK);
 	assert_int_equal(n_disc, 0);
 	assert_int_equal(wsgate_disconnect(fx->client, NULL, NULL, NULL, NULL),
-			 WSGATE_INVALID_ARGUMENT);
+	                 WSGATE_INVALID_ARGUMENT);
 	assert_string_equal(wsgate_client_error(fx->client),
-			    "user_id or conn_id: required");
+	                    "user_id or conn_id: required");
 
 	assert_int_equal(wsgate_list_connections(fx->client, NULL, &conns, &n),
-			 WSGATE_OK);
+	                 WSGATE_OK);
 	assert_int_equal(n, 2);
 	assert_string_equal(conns[0].conn_id, "c-1");
 	assert_string_equal(conns[0].user_id, "u1");
@@ -620,16 +621,16 @@ static void test_disconnect_list_stats_and_ping(void **state)
 	assert_string_equal(conns[1].peer, "[::1]:6000");
 	/* Truncated to the field, still NUL-terminated. */
 	assert_int_equal(strlen(conns[1].user_id),
-			 sizeof(conns[1].user_id) - 1);
+	                 sizeof(conns[1].user_id) - 1);
 	free(conns);
 
 	assert_int_equal(wsgate_list_connections(fx->client, "u1", &conns, &n),
-			 WSGATE_OK);
+	                 WSGATE_OK);
 	assert_int_equal(n, 1);
 	free(conns);
 	assert_int_equal(
-		wsgate_list_connections(fx->client, "nobody", &conns, &n),
-		WSGATE_OK);
+	    wsgate_list_connections(fx->client, "nobody", &conns, &n),
+	    WSGATE_OK);
 	assert_int_equal(n, 0);
 	assert_null(conns);
 
@@ -669,12 +670,13 @@ static void test_silent_sidecar_times_out(void **state)
 {
 	struct fixture *fx = *state;
 	wsgate_client *c;
-	struct wsgate_event ev = {.user_id = "silent", .event_id = "e-4",
-				  .type = WSGATE_AGENT_STARTED};
+	struct wsgate_event ev = {.user_id = "silent",
+	                          .event_id = "e-4",
+	                          .type = WSGATE_AGENT_STARTED};
 	struct wsgate_event_result res;
 
 	assert_int_equal(wsgate_client_open(&c, fx->control_url, 300),
-			 WSGATE_OK);
+	                 WSGATE_OK);
 	assert_int_equal(wsgate_send_event(c, &ev, &res), WSGATE_ERR_TIMEOUT);
 	assert_int_equal(res.status, WSGATE_ERR_TIMEOUT);
 	assert_non_null(strstr(res.error, "within 300 ms"));
@@ -701,21 +703,22 @@ static void test_bad_arguments_are_refused_locally(void **state)
 {
 	struct fixture *fx = *state;
 	wsgate_client *c = (wsgate_client *)1;
-	struct wsgate_event ev = {.user_id = "u1", .event_id = "e",
-				  .payload_len = 3}; /* but no payload */
+	struct wsgate_event ev = {.user_id = "u1",
+	                          .event_id = "e",
+	                          .payload_len = 3}; /* but no payload */
 	struct wsgate_event_result res;
 
 	assert_int_equal(wsgate_client_open(&c, fx->control_url, 0),
-			 WSGATE_ERR_ARGUMENT);
+	                 WSGATE_ERR_ARGUMENT);
 	assert_null(c);
 	assert_int_equal(wsgate_client_open(&c, "nonsense://x", 100),
-			 WSGATE_ERR_ARGUMENT);
+	                 WSGATE_ERR_ARGUMENT);
 	assert_null(c);
 	assert_int_equal(wsgate_send_event(fx->client, &ev, &res),
-			 WSGATE_ERR_ARGUMENT);
+	                 WSGATE_ERR_ARGUMENT);
 	assert_int_equal(res.status, WSGATE_ERR_ARGUMENT);
 	assert_int_equal(wsgate_send_event(fx->client, NULL, &res),
-			 WSGATE_ERR_ARGUMENT);
+	                 WSGATE_ERR_ARGUMENT);
 }
 
 /* Concurrent callers on one client: every reply must reach the caller
@@ -730,7 +733,8 @@ struct worker {
 static void *worker_run(void *arg)
 {
 	struct worker *w = arg;
-	struct wsgate_event ev = {.user_id = "u1", .type = WSGATE_AGENT_STARTED};
+	struct wsgate_event ev = {.user_id = "u1",
+	                          .type = WSGATE_AGENT_STARTED};
 	struct wsgate_event_result res;
 	char id[32];
 
@@ -753,7 +757,7 @@ static void test_concurrent_calls_share_one_client(void **state)
 	for (int i = 0; i < 4; i++) {
 		w[i] = (struct worker){.c = fx->client, .base = (i + 1) * 1000};
 		assert_int_equal(pthread_create(&t[i], NULL, worker_run, &w[i]),
-				 0);
+		                 0);
 	}
 	for (int i = 0; i < 4; i++) {
 		pthread_join(t[i], NULL);
@@ -768,7 +772,7 @@ static void push_inbound(nng_socket push, const Wsgate__V1__Inbound *in)
 	nng_msg *m;
 
 	assert_int_equal(
-		nng_msg_alloc(&m, wsgate__v1__inbound__get_packed_size(in)), 0);
+	    nng_msg_alloc(&m, wsgate__v1__inbound__get_packed_size(in)), 0);
 	wsgate__v1__inbound__pack(in, nng_msg_body(m));
 	/* Blocks until the pull side has connected: that is the sync. */
 	assert_int_equal(nng_sendmsg(push, m, 0), 0);
@@ -789,10 +793,10 @@ static void test_inbound_delivers_messages_and_notices(void **state)
 
 	/* The backend may start first: it dials before anyone listens. */
 	assert_int_equal(wsgate_inbound_open(&pull, fx->inbound_url),
-			 WSGATE_OK);
+	                 WSGATE_OK);
 	assert_int_equal(nng_push0_open(&push), 0);
 	assert_int_equal(nng_socket_set_ms(push, NNG_OPT_SENDTIMEO, TIMEOUT_MS),
-			 0);
+	                 0);
 	assert_int_equal(nng_listen(push, fx->inbound_url, NULL, 0), 0);
 
 	cm.conn_id = "c-1";
@@ -822,7 +826,7 @@ static void test_inbound_delivers_messages_and_notices(void **state)
 	push_inbound(push, &in);
 
 	assert_int_equal(wsgate_inbound_recv(pull, &msg, TIMEOUT_MS),
-			 WSGATE_OK);
+	                 WSGATE_OK);
 	assert_int_equal(msg.kind, WSGATE_INBOUND_CLIENT_MESSAGE);
 	assert_string_equal(msg.conn_id, "c-1");
 	assert_string_equal(msg.user_id, "u1");
@@ -833,7 +837,7 @@ static void test_inbound_delivers_messages_and_notices(void **state)
 	wsgate_inbound_msg_clear(&msg);
 
 	assert_int_equal(wsgate_inbound_recv(pull, &msg, TIMEOUT_MS),
-			 WSGATE_OK);
+	                 WSGATE_OK);
 	assert_int_equal(msg.kind, WSGATE_INBOUND_OPENED);
 	assert_string_equal(msg.conn_id, "c-2");
 	assert_string_equal(msg.user_id, "u2");
@@ -843,7 +847,7 @@ static void test_inbound_delivers_messages_and_notices(void **state)
 	wsgate_inbound_msg_clear(&msg);
 
 	assert_int_equal(wsgate_inbound_recv(pull, &msg, TIMEOUT_MS),
-			 WSGATE_OK);
+	                 WSGATE_OK);
 	assert_int_equal(msg.kind, WSGATE_INBOUND_CLOSED);
 	assert_int_equal(msg.code, 4003);
 	assert_string_equal(msg.reason, "kicked");
@@ -855,19 +859,19 @@ static void test_inbound_delivers_messages_and_notices(void **state)
 	memcpy(nng_msg_body(raw), "\xff\xff\xff", 3);
 	assert_int_equal(nng_sendmsg(push, raw, 0), 0);
 	assert_int_equal(wsgate_inbound_recv(pull, &msg, TIMEOUT_MS),
-			 WSGATE_ERR_PROTOCOL);
+	                 WSGATE_ERR_PROTOCOL);
 	in.body_case = WSGATE__V1__INBOUND__BODY__NOT_SET;
 	push_inbound(push, &in);
 	assert_int_equal(wsgate_inbound_recv(pull, &msg, TIMEOUT_MS),
-			 WSGATE_ERR_PROTOCOL);
+	                 WSGATE_ERR_PROTOCOL);
 
 	/* Nothing more queued. */
 	assert_int_equal(wsgate_inbound_recv(pull, &msg, 100),
-			 WSGATE_ERR_TIMEOUT);
+	                 WSGATE_ERR_TIMEOUT);
 	assert_int_equal(wsgate_inbound_recv(pull, &msg, 0),
-			 WSGATE_ERR_TIMEOUT);
+	                 WSGATE_ERR_TIMEOUT);
 	assert_int_equal(wsgate_inbound_recv(pull, &msg, -2),
-			 WSGATE_ERR_ARGUMENT);
+	                 WSGATE_ERR_ARGUMENT);
 
 	wsgate_inbound_close(pull);
 	nng_close(push);
@@ -876,22 +880,21 @@ static void test_inbound_delivers_messages_and_notices(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_status_and_type_names),
-		cmocka_unit_test(
-			test_send_event_maps_the_reply_into_the_result),
-		cmocka_unit_test(test_sequential_requests_get_their_own_replies),
-		cmocka_unit_test(test_error_status_and_text_reach_the_caller),
-		cmocka_unit_test(
-			test_reply_for_another_request_is_a_protocol_error),
-		cmocka_unit_test(test_batch_results_keep_request_order),
-		cmocka_unit_test(test_batch_size_is_checked_before_sending),
-		cmocka_unit_test(test_disconnect_list_stats_and_ping),
-		cmocka_unit_test(test_no_listener_times_out),
-		cmocka_unit_test(test_silent_sidecar_times_out),
-		cmocka_unit_test(test_client_opened_before_the_sidecar_listens),
-		cmocka_unit_test(test_bad_arguments_are_refused_locally),
-		cmocka_unit_test(test_concurrent_calls_share_one_client),
-		cmocka_unit_test(test_inbound_delivers_messages_and_notices),
+	    cmocka_unit_test(test_status_and_type_names),
+	    cmocka_unit_test(test_send_event_maps_the_reply_into_the_result),
+	    cmocka_unit_test(test_sequential_requests_get_their_own_replies),
+	    cmocka_unit_test(test_error_status_and_text_reach_the_caller),
+	    cmocka_unit_test(
+	        test_reply_for_another_request_is_a_protocol_error),
+	    cmocka_unit_test(test_batch_results_keep_request_order),
+	    cmocka_unit_test(test_batch_size_is_checked_before_sending),
+	    cmocka_unit_test(test_disconnect_list_stats_and_ping),
+	    cmocka_unit_test(test_no_listener_times_out),
+	    cmocka_unit_test(test_silent_sidecar_times_out),
+	    cmocka_unit_test(test_client_opened_before_the_sidecar_listens),
+	    cmocka_unit_test(test_bad_arguments_are_refused_locally),
+	    cmocka_unit_test(test_concurrent_calls_share_one_client),
+	    cmocka_unit_test(test_inbound_delivers_messages_and_notices),
 	};
 
 	return cmocka_run_group_tests(tests, fixture_setup, fixture_teardown);

@@ -57,7 +57,7 @@ static int remaining_ms(int64_t deadline)
 static void pause_ms(int ms)
 {
 	struct timespec ts = {.tv_sec = ms / 1000,
-			      .tv_nsec = (long)(ms % 1000) * 1000000};
+	                      .tv_nsec = (long)(ms % 1000) * 1000000};
 
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
@@ -138,11 +138,12 @@ static int dechunk(const char *src, size_t len, struct growbuf *out)
 }
 
 static int head_value(const char *head, const char *name, char *out,
-		      size_t outlen)
+                      size_t outlen)
 {
 	size_t nlen = strlen(name);
 
-	for (const char *l = strstr(head, "\r\n"); l; l = strstr(l + 2, "\r\n")) {
+	for (const char *l = strstr(head, "\r\n"); l;
+	     l = strstr(l + 2, "\r\n")) {
 		const char *s = l + 2;
 
 		if (strncasecmp(s, name, nlen) == 0 && s[nlen] == ':') {
@@ -164,11 +165,11 @@ static int head_value(const char *head, const char *name, char *out,
 }
 
 int http_get(uint16_t port, const char *path, const char *const *headers,
-	     char **body, int timeout_ms)
+             char **body, int timeout_ms)
 {
 	int64_t deadline = now_ms() + timeout_ms;
 	struct sockaddr_in sa = {.sin_family = AF_INET,
-				 .sin_port = htons(port)};
+	                         .sin_port = htons(port)};
 	struct growbuf req = {0}, resp = {0}, chunked = {0};
 	size_t head_len = 0, content_length = 0;
 	bool have_length = false, is_chunked = false, done = false;
@@ -188,14 +189,14 @@ int http_get(uint16_t port, const char *path, const char *const *headers,
 	if (growbuf_reserve(&req, strlen(path) + 128) < 0)
 		goto out;
 	req.len = (size_t)snprintf(req.p, req.cap,
-				   "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n"
-				   "Connection: close\r\n",
-				   path, port);
+	                           "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n"
+	                           "Connection: close\r\n",
+	                           path, port);
 	for (size_t i = 0; headers && headers[i]; i++) {
 		if (growbuf_reserve(&req, strlen(headers[i]) + 2) < 0)
 			goto out;
 		req.len += (size_t)snprintf(req.p + req.len, req.cap - req.len,
-					    "%s\r\n", headers[i]);
+		                            "%s\r\n", headers[i]);
 	}
 	if (growbuf_reserve(&req, 2) < 0)
 		goto out;
@@ -249,18 +250,18 @@ int http_get(uint16_t port, const char *path, const char *const *headers,
 			}
 			resp.p[head_len - 2] = '\0';
 			if (head_value(resp.p, "Content-Length", value,
-				       sizeof(value)) == 0) {
+			               sizeof(value)) == 0) {
 				have_length = true;
 				content_length = strtoul(value, NULL, 10);
 			}
 			if (head_value(resp.p, "Transfer-Encoding", value,
-				       sizeof(value)) == 0 &&
+			               sizeof(value)) == 0 &&
 			    strcasecmp(value, "chunked") == 0)
 				is_chunked = true;
 		}
 		if (is_chunked) {
 			int r = dechunk(resp.p + head_len, resp.len - head_len,
-					&chunked);
+			                &chunked);
 
 			if (r < 0 || (r == 0 && n == 0)) {
 				status = -1;
@@ -348,7 +349,7 @@ void sidecar_print_log(const struct sidecar *s, size_t max_bytes)
 	else
 		fseek(f, 0, SEEK_SET);
 	fprintf(stderr, "--- %s (last %zu bytes) ---\n", s->log_path,
-		max_bytes);
+	        max_bytes);
 	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
 		fwrite(buf, 1, n, stderr);
 	fprintf(stderr, "--- end of sidecar log ---\n");
@@ -384,12 +385,12 @@ static int spawn(struct sidecar *s)
 		argv[argc++] = s->extra_args[i];
 	argv[argc] = NULL;
 
-	logfd = open(s->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-		     0600);
+	logfd =
+	    open(s->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 	nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (logfd < 0 || nullfd < 0) {
 		fprintf(stderr, "sidecar: cannot open %s: %s\n", s->log_path,
-			strerror(errno));
+		        strerror(errno));
 		if (logfd >= 0)
 			close(logfd);
 		if (nullfd >= 0)
@@ -433,17 +434,17 @@ static int wait_ready(struct sidecar *s, int timeout_ms, int *exit_status)
 	for (;;) {
 		if (!sidecar_running(s, exit_status)) {
 			fprintf(stderr,
-				"sidecar: exited with status %d before it was "
-				"ready\n",
-				*exit_status);
+			        "sidecar: exited with status %d before it was "
+			        "ready\n",
+			        *exit_status);
 			return -1;
 		}
 		if (http_get(s->port, "/healthz", NULL, NULL, 1000) == 200)
 			return 0;
 		if (remaining_ms(deadline) == 0) {
 			fprintf(stderr,
-				"sidecar: GET /healthz not 200 within %d ms\n",
-				timeout_ms);
+			        "sidecar: GET /healthz not 200 within %d ms\n",
+			        timeout_ms);
 			return -1;
 		}
 		pause_ms(POLL_INTERVAL_MS);
@@ -465,8 +466,8 @@ static int write_secret(struct sidecar *s)
 	}
 	s->secret[64] = '\0';
 	s->secret_len = 64;
-	fd = open(s->secret_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-		  0600);
+	fd =
+	    open(s->secret_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -1;
 	/* A trailing newline, as `openssl rand -hex 32` writes it: the
@@ -482,7 +483,7 @@ int sidecar_restart(struct sidecar *s)
 
 	if (sidecar_running(s, NULL)) {
 		fprintf(stderr, "sidecar: restart while pid %d runs\n",
-			(int)s->pid);
+		        (int)s->pid);
 		return -1;
 	}
 	if (spawn(s) < 0)
@@ -509,19 +510,19 @@ int sidecar_start(struct sidecar **out, const char *const *extra_args)
 		return -1;
 	}
 	snprintf(s->secret_path, sizeof(s->secret_path), "%s/jwt.secret",
-		 s->dir);
+	         s->dir);
 	snprintf(s->log_path, sizeof(s->log_path), "%s/sidecar.log", s->dir);
 	snprintf(s->db_path, sizeof(s->db_path), "%s/wsgate.db", s->dir);
 	snprintf(s->audit_key_path, sizeof(s->audit_key_path), "%s/audit.key",
-		 s->dir);
-	snprintf(s->control_url, sizeof(s->control_url),
-		 "ipc://%s/control.ipc", s->dir);
-	snprintf(s->inbound_url, sizeof(s->inbound_url),
-		 "ipc://%s/inbound.ipc", s->dir);
+	         s->dir);
+	snprintf(s->control_url, sizeof(s->control_url), "ipc://%s/control.ipc",
+	         s->dir);
+	snprintf(s->inbound_url, sizeof(s->inbound_url), "ipc://%s/inbound.ipc",
+	         s->dir);
 	for (; extra_args && extra_args[nargs]; nargs++) {
 		if (nargs == SIDECAR_MAX_ARGS) {
 			fprintf(stderr, "sidecar: over %d extra arguments\n",
-				SIDECAR_MAX_ARGS);
+			        SIDECAR_MAX_ARGS);
 			goto fail;
 		}
 		s->extra_args[nargs] = strdup(extra_args[nargs]);
@@ -540,7 +541,8 @@ int sidecar_start(struct sidecar **out, const char *const *extra_args)
 		s->port = free_tcp_port();
 		if (!s->port || spawn(s) < 0)
 			goto fail;
-		if (wait_ready(s, SIDECAR_READY_TIMEOUT_MS, &exit_status) == 0) {
+		if (wait_ready(s, SIDECAR_READY_TIMEOUT_MS, &exit_status) ==
+		    0) {
 			*out = s;
 			return 0;
 		}
@@ -568,8 +570,8 @@ int sidecar_wait(struct sidecar *s, int timeout_ms)
 	while (sidecar_running(s, &status)) {
 		if (remaining_ms(deadline) == 0) {
 			fprintf(stderr,
-				"sidecar: still running after %d ms; SIGKILL\n",
-				timeout_ms);
+			        "sidecar: still running after %d ms; SIGKILL\n",
+			        timeout_ms);
 			return sidecar_kill9(s);
 		}
 		pause_ms(1);
@@ -604,7 +606,7 @@ int sidecar_kill9(struct sidecar *s)
 char *sidecar_token(const struct sidecar *s, const char *user, int64_t ttl_s)
 {
 	return jwt_mint_hs256(s->secret, s->secret_len, user,
-			      (int64_t)time(NULL), ttl_s);
+	                      (int64_t)time(NULL), ttl_s);
 }
 
 int sidecar_http_get(const struct sidecar *s, const char *path, char **body)
@@ -613,7 +615,7 @@ int sidecar_http_get(const struct sidecar *s, const char *path, char **body)
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag,
-			struct FTW *ftw)
+                        struct FTW *ftw)
 {
 	(void)st;
 	(void)flag;
@@ -629,7 +631,7 @@ void sidecar_free(struct sidecar *s, bool failed)
 		sidecar_stop(s, SIDECAR_STOP_TIMEOUT_MS);
 	if (failed || s->keep_dir || getenv("WSGATE_TEST_KEEP")) {
 		fprintf(stderr, "sidecar: kept %s (log: %s)\n", s->dir,
-			s->log_path);
+		        s->log_path);
 	} else if (s->dir[0]) {
 		nftw(s->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
 	}

@@ -36,7 +36,7 @@ struct sidecar {
 	char control_url[112];
 	char inbound_url[112];
 	uint16_t port;
-	pid_t pid; /* 0 when not running */
+	pid_t pid;       /* 0 when not running */
 	char secret[65]; /* the HS256 key: 64 hex characters */
 	size_t secret_len;
 	char *extra_args[SIDECAR_MAX_ARGS + 1]; /* copies, NULL-terminated */
@@ -93,7 +93,7 @@ void sidecar_print_log(const struct sidecar *s, size_t max_bytes);
  * gets the malloc'd, NUL-terminated body (Content-Length, chunked, or up to
  * EOF). */
 int http_get(uint16_t port, const char *path, const char *const *headers,
-	     char **body, int timeout_ms);
+             char **body, int timeout_ms);
 
 /* A TCP port on 127.0.0.1 that was free a moment ago; 0 on failure. */
 uint16_t free_tcp_port(void);

@@ -160,7 +160,7 @@ static int accept_for_key(const char *key, char out[29])
 /* Finds header name in an HTTP head (lines after the first); copies its
  * value, trimmed, into out. Returns 0 when found. */
 static int head_header(const char *head, const char *name, char *out,
-		       size_t outlen)
+                       size_t outlen)
 {
 	size_t nlen = strlen(name);
 	const char *line = strstr(head, "\r\n");
@@ -196,7 +196,7 @@ static int head_header(const char *head, const char *name, char *out,
 static int tcp_connect(uint16_t port)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET,
-				 .sin_port = htons(port)};
+	                         .sin_port = htons(port)};
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	int one = 1;
 
@@ -217,7 +217,7 @@ static int tcp_connect(uint16_t port)
 
 /* Builds the upgrade request; returns a malloc'd string. */
 static char *build_request(uint16_t port, const char *path, const char *key,
-			   const char *const *headers)
+                           const char *const *headers)
 {
 	size_t len = strlen(path) + strlen(key) + 256;
 	char *req;
@@ -229,16 +229,16 @@ static char *build_request(uint16_t port, const char *path, const char *key,
 	if (!req)
 		return NULL;
 	off = (size_t)snprintf(req, len,
-			       "GET %s HTTP/1.1\r\n"
-			       "Host: 127.0.0.1:%u\r\n"
-			       "Upgrade: websocket\r\n"
-			       "Connection: Upgrade\r\n"
-			       "Sec-WebSocket-Key: %s\r\n"
-			       "Sec-WebSocket-Version: 13\r\n",
-			       path, port, key);
+	                       "GET %s HTTP/1.1\r\n"
+	                       "Host: 127.0.0.1:%u\r\n"
+	                       "Upgrade: websocket\r\n"
+	                       "Connection: Upgrade\r\n"
+	                       "Sec-WebSocket-Key: %s\r\n"
+	                       "Sec-WebSocket-Version: 13\r\n",
+	                       path, port, key);
 	for (size_t i = 0; headers && headers[i]; i++)
 		off += (size_t)snprintf(req + off, len - off, "%s\r\n",
-					headers[i]);
+		                        headers[i]);
 	snprintf(req + off, len - off, "\r\n");
 	return req;
 }
@@ -246,7 +246,7 @@ static char *build_request(uint16_t port, const char *path, const char *key,
 /* Reads until the end of the HTTP head. On success head[0..*head_len) is the
  * NUL-terminated head and buf[*head_len..*got) what followed it. */
 static int read_head(int fd, char *buf, size_t cap, size_t *got,
-		     size_t *head_len, int64_t deadline)
+                     size_t *head_len, int64_t deadline)
 {
 	*got = 0;
 	for (;;) {
@@ -290,7 +290,7 @@ static int read_head(int fd, char *buf, size_t cap, size_t *got,
 }
 
 int ws_client_connect(struct ws_client **out, uint16_t port, const char *path,
-		      const char *const *headers, int timeout_ms)
+                      const char *const *headers, int timeout_ms)
 {
 	int64_t deadline = now_ms() + timeout_ms;
 	unsigned char nonce[16];
@@ -344,7 +344,7 @@ int ws_client_connect(struct ws_client **out, uint16_t port, const char *path,
 		goto fail;
 	}
 	if (head_header(buf, "Sec-WebSocket-Accept", got_accept,
-			sizeof(got_accept)) != 0 ||
+	                sizeof(got_accept)) != 0 ||
 	    strcmp(got_accept, want) != 0) {
 		set_err("handshake: Sec-WebSocket-Accept is not %s", want);
 		rc = WS_CLIENT_ERROR;
@@ -358,7 +358,7 @@ int ws_client_connect(struct ws_client **out, uint16_t port, const char *path,
 	}
 	c->fd = fd;
 	head_header(buf, "Sec-WebSocket-Protocol", c->subprotocol,
-		    sizeof(c->subprotocol));
+	            sizeof(c->subprotocol));
 	if (got > head_len) {
 		if (grow(&c->rbuf, &c->rcap, got - head_len) < 0) {
 			free(c);
@@ -395,7 +395,7 @@ int ws_client_send_raw(struct ws_client *c, const void *data, size_t len)
 }
 
 int ws_client_send_frame(struct ws_client *c, int opcode, bool fin,
-			 const void *data, size_t len)
+                         const void *data, size_t len)
 {
 	unsigned char *frame = malloc(len + 14);
 	unsigned char mask[4];
@@ -468,8 +468,8 @@ int ws_client_send_close(struct ws_client *c, int code, const char *reason)
 	return ws_client_send_frame(c, WS_OP_CLOSE, true, body, len);
 }
 
-int ws_client_send_fragmented(struct ws_client *c, int opcode,
-			      const void *data, size_t len, size_t fragment)
+int ws_client_send_fragmented(struct ws_client *c, int opcode, const void *data,
+                              size_t len, size_t fragment)
 {
 	const unsigned char *p = data;
 	size_t off = 0;
@@ -484,8 +484,8 @@ int ws_client_send_fragmented(struct ws_client *c, int opcode,
 
 		/* A message that fits in one fragment still goes out as two
 		 * frames: the first non-final, the second empty and final. */
-		rc = ws_client_send_frame(c, first ? opcode : WS_OP_CONTINUATION,
-					  fin, p + off, n);
+		rc = ws_client_send_frame(
+		    c, first ? opcode : WS_OP_CONTINUATION, fin, p + off, n);
 		if (rc != WS_CLIENT_OK)
 			return rc;
 		off += n;
@@ -538,7 +538,8 @@ static int parse_frame(struct ws_client *c, struct frame *f)
 		h = 10;
 	}
 	if (len > WS_MAX_MESSAGE) {
-		set_err("frame: length %llu too large", (unsigned long long)len);
+		set_err("frame: length %llu too large",
+		        (unsigned long long)len);
 		return WS_CLIENT_ERROR;
 	}
 	if (masked)
@@ -578,20 +579,20 @@ static int deliver(struct ws_msg *m, int opcode, const void *data, size_t len)
 /* Handles one parsed frame. Returns 1 when a message was stored in *m, 0
  * when the frame was absorbed (ping, fragment), or WS_CLIENT_ERROR. */
 static int handle_frame(struct ws_client *c, const struct frame *f,
-			struct ws_msg *m)
+                        struct ws_msg *m)
 {
 	switch (f->opcode) {
 	case WS_OP_PING:
 		c->pings++;
 		if (!c->close_sent &&
 		    ws_client_send_frame(c, WS_OP_PONG, true, f->payload,
-					 f->len) != WS_CLIENT_OK)
+		                         f->len) != WS_CLIENT_OK)
 			return WS_CLIENT_ERROR;
 		return 0;
 	case WS_OP_PONG:
 		return deliver(m, WS_OP_PONG, f->payload, f->len) < 0
-			       ? WS_CLIENT_ERROR
-			       : 1;
+		           ? WS_CLIENT_ERROR
+		           : 1;
 	case WS_OP_CLOSE: {
 		size_t rlen = f->len > 2 ? f->len - 2 : 0;
 		int code = 1005;
@@ -606,7 +607,8 @@ static int handle_frame(struct ws_client *c, const struct frame *f,
 		m->close_reason[rlen] = '\0';
 		m->close_code = code;
 		c->close_received = true;
-		/* Echo the close, as RFC 6455 asks; the server then closes TCP. */
+		/* Echo the close, as RFC 6455 asks; the server then closes TCP.
+		 */
 		if (!c->close_sent)
 			ws_client_send_close(c, code == 1005 ? 0 : code, NULL);
 		return 1;
@@ -619,8 +621,8 @@ static int handle_frame(struct ws_client *c, const struct frame *f,
 		}
 		if (f->fin)
 			return deliver(m, f->opcode, f->payload, f->len) < 0
-				       ? WS_CLIENT_ERROR
-				       : 1;
+			           ? WS_CLIENT_ERROR
+			           : 1;
 		c->frag_opcode = f->opcode;
 		c->frag_len = 0;
 		/* The first fragment's data is collected below. */
@@ -645,8 +647,8 @@ static int handle_frame(struct ws_client *c, const struct frame *f,
 
 			c->frag_opcode = 0;
 			return deliver(m, opcode, c->frag, c->frag_len) < 0
-				       ? WS_CLIENT_ERROR
-				       : 1;
+			           ? WS_CLIENT_ERROR
+			           : 1;
 		}
 	default:
 		set_err("frame: unknown opcode 0x%x", f->opcode);
@@ -744,10 +746,10 @@ char *ws_client_recv_text(struct ws_client *c, int timeout_ms)
 		m.data = NULL;
 	} else if (m.opcode == WS_OP_CLOSE) {
 		set_err("expected a text message, got close %d \"%s\"",
-			m.close_code, m.close_reason);
+		        m.close_code, m.close_reason);
 	} else {
 		set_err("expected a text message, got opcode 0x%x (%zu bytes)",
-			m.opcode, m.len);
+		        m.opcode, m.len);
 	}
 	ws_msg_free(&m);
 	return text;

@@ -58,7 +58,7 @@ struct ws_client;
  * *out only for a valid 101 (correct Sec-WebSocket-Accept); returns
  * WS_CLIENT_ERROR or WS_CLIENT_TIMEOUT when there was no valid answer. */
 int ws_client_connect(struct ws_client **out, uint16_t port, const char *path,
-		      const char *const *headers, int timeout_ms);
+                      const char *const *headers, int timeout_ms);
 
 /* The subprotocol the server chose, "" when none. */
 const char *ws_client_subprotocol(const struct ws_client *c);
@@ -71,7 +71,7 @@ const char *ws_client_error(void);
  * fragmented message (the caller chooses WS_OP_CONTINUATION for the
  * following frames). opcode may be any 4-bit value, for hostile tests. */
 int ws_client_send_frame(struct ws_client *c, int opcode, bool fin,
-			 const void *data, size_t len);
+                         const void *data, size_t len);
 int ws_client_send_text(struct ws_client *c, const char *text);
 int ws_client_send_binary(struct ws_client *c, const void *data, size_t len);
 int ws_client_send_ping(struct ws_client *c, const void *data, size_t len);
@@ -79,8 +79,8 @@ int ws_client_send_ping(struct ws_client *c, const void *data, size_t len);
 int ws_client_send_close(struct ws_client *c, int code, const char *reason);
 /* Sends data as one message of opcode split into frames of at most
  * fragment bytes (a message shorter than that is still split in two). */
-int ws_client_send_fragmented(struct ws_client *c, int opcode,
-			      const void *data, size_t len, size_t fragment);
+int ws_client_send_fragmented(struct ws_client *c, int opcode, const void *data,
+                              size_t len, size_t fragment);
 /* Writes bytes as they are: no framing, no mask. */
 int ws_client_send_raw(struct ws_client *c, const void *data, size_t len);
 

@@ -1,0 +1,813 @@
+/*
+ * store: SQLite event log and audit trail with one writer thread and group
+ * commit (see store.h).
+ *
+ * Invariants kept here:
+ * - Write-ahead: a job's rows are committed before the job is handed back,
+ *   and only handed-back jobs let frames leave (the service thread sends
+ *   nothing else that carries an event).
+ * - deliveries.id is dense and increasing (1, 2, 3, ... from the anchor);
+ *   chain(id) = HMAC(key, chain(id-1) || fields(id)). The writer is the only
+ *   one to append, so prev_chain/next_id in memory equal the table's tail;
+ *   a rolled-back transaction restores them.
+ * - synchronous=NORMAL in WAL: a commit survives a crash of the process
+ *   (SIGKILL included), not a power cut of the machine.
+ */
+#include "store.h"
+
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "clock.h"
+#include "log.h"
+
+#define BATCH_MAX           4096     /* jobs per transaction */
+#define CHAIN_HEAD_EVERY_US 10000000 /* log the chain head every 10 s */
+#define PRUNE_EVERY_US      60000000 /* retention pass every minute */
+
+static const char schema_sql[] =
+    "PRAGMA journal_mode=WAL;"
+    "PRAGMA synchronous=NORMAL;"
+    "CREATE TABLE IF NOT EXISTS events("
+    " user_id TEXT NOT NULL, seq INTEGER NOT NULL, event_id TEXT NOT NULL,"
+    " type TEXT NOT NULL, thread_id TEXT NOT NULL, run_id TEXT NOT NULL,"
+    " accepted_at INTEGER NOT NULL, payload BLOB NOT NULL,"
+    " payload_sha256 BLOB NOT NULL, pending INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY(user_id, seq)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS events_by_time ON events(accepted_at);"
+    "CREATE INDEX IF NOT EXISTS events_pending ON events(user_id, seq)"
+    " WHERE pending = 1;"
+    "CREATE TABLE IF NOT EXISTS user_seqs("
+    " user_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS sessions("
+    " conn_id TEXT PRIMARY KEY, user_id TEXT NOT NULL,"
+    " opened_at INTEGER NOT NULL, closed_at INTEGER, close_code INTEGER,"
+    " close_reason TEXT, peer TEXT, user_agent TEXT, token_jti TEXT,"
+    " token_exp INTEGER);"
+    "CREATE TABLE IF NOT EXISTS deliveries("
+    " id INTEGER PRIMARY KEY, user_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+    " event_id TEXT NOT NULL, conn_id TEXT NOT NULL,"
+    " conn_user_id TEXT NOT NULL, status TEXT NOT NULL, at INTEGER NOT NULL,"
+    " chain BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS auth_failures("
+    " at INTEGER NOT NULL, peer TEXT, reason TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS chain_heads("
+    " at INTEGER NOT NULL, id INTEGER NOT NULL, chain BLOB NOT NULL,"
+    " reason TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value)"
+    " WITHOUT ROWID;";
+
+enum stmt_id {
+	ST_INSERT_EVENT,
+	ST_INSERT_DELIVERY,
+	ST_REPLAY_ROWS,
+	ST_OLDEST_SEQ,
+	ST_SESSION_OPEN,
+	ST_SESSION_CLOSE,
+	ST_AUTH_FAILURE,
+	ST_PENDING_DONE,
+	ST_CHAIN_HEAD,
+	ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_INSERT_EVENT] =
+        "INSERT INTO events(user_id, seq, event_id, type, thread_id,"
+        " run_id, accepted_at, payload, payload_sha256, pending)"
+        " VALUES(?,?,?,?,?,?,?,?,?,?)",
+    [ST_INSERT_DELIVERY] =
+        "INSERT INTO deliveries(id, user_id, seq, event_id, conn_id,"
+        " conn_user_id, status, at, chain) VALUES(?,?,?,?,?,?,?,?,?)",
+    [ST_REPLAY_ROWS] =
+        "SELECT seq, event_id, type, thread_id, run_id, accepted_at,"
+        " payload, pending, user_id FROM events"
+        " WHERE user_id = ?1 AND seq > ?2 AND seq <= ?3"
+        " AND (seq > ?4 OR pending = 1) ORDER BY seq LIMIT ?5",
+    [ST_OLDEST_SEQ] = "SELECT MIN(seq) FROM events WHERE user_id = ?",
+    [ST_SESSION_OPEN] =
+        "INSERT OR REPLACE INTO sessions(conn_id, user_id, opened_at,"
+        " peer, user_agent, token_jti, token_exp)"
+        " VALUES(?,?,?,?,?,?,?)",
+    [ST_SESSION_CLOSE] = "UPDATE sessions SET closed_at = ?, close_code = ?,"
+                         " close_reason = ? WHERE conn_id = ?",
+    [ST_AUTH_FAILURE] =
+        "INSERT INTO auth_failures(at, peer, reason) VALUES(?,?,?)",
+    [ST_PENDING_DONE] = "UPDATE events SET pending = 0"
+                        " WHERE user_id = ? AND seq <= ? AND pending = 1",
+    [ST_CHAIN_HEAD] =
+        "INSERT INTO chain_heads(at, id, chain, reason) VALUES(?,?,?,?)",
+};
+
+/* One per sidecar. */
+struct store {
+	sqlite3 *db;
+	sqlite3_stmt *stmt[ST_COUNT];
+	const struct audit_key *key;
+	int64_t retention_us;
+	store_wake_fn wake;
+	void *wake_arg;
+
+	/* Writer thread only. */
+	int64_t next_id;
+	unsigned char prev_chain[AUDIT_CHAIN_LEN];
+	int64_t head_logged_id;
+	int64_t last_head_us;
+	int64_t last_prune_us;
+
+	pthread_t writer;
+	pthread_mutex_t lk;     /* guards everything below */
+	pthread_cond_t cv;      /* writer: work to do */
+	pthread_cond_t flushed; /* store_flush: a batch finished */
+	int writing;            /* the writer holds a batch */
+	struct store_job *todo_head, *todo_tail;
+	struct store_job *done_head, *done_tail;
+	int stopping;
+	uint64_t failures;
+	char last_error[256];
+
+	atomic_uint_fast64_t backlog;
+};
+
+/* --- jobs --- */
+
+struct store_job *store_job_new(enum store_job_kind kind)
+{
+	struct store_job *job = calloc(1, sizeof(*job));
+	if (job)
+		job->kind = kind;
+	return job;
+}
+
+void store_job_free(struct store_job *job)
+{
+	if (!job)
+		return;
+	switch (job->kind) {
+	case STORE_EVENT:
+		free(job->event.conns);
+		break;
+	case STORE_REPLAY:
+		for (uint32_t i = 0; i < job->replay.n_frames; i++)
+			frame_unref(job->replay.frames[i]);
+		free(job->replay.frames);
+		break;
+	case STORE_DELIVERY:
+		free(job->delivery.user_id);
+		free(job->delivery.event_id);
+		free(job->delivery.conn_user_id);
+		break;
+	case STORE_SESSION_OPEN:
+	case STORE_SESSION_CLOSE:
+		free(job->session.user_id);
+		free(job->session.peer);
+		free(job->session.user_agent);
+		free(job->session.token_jti);
+		free(job->session.close_reason);
+		break;
+	case STORE_AUTH_FAILURE:
+		free(job->auth_failure.peer);
+		free(job->auth_failure.reason);
+		break;
+	case STORE_PENDING_DONE:
+		free(job->pending_done.user_id);
+		break;
+	}
+	free(job);
+}
+
+void store_submit(struct store *s, struct store_job *job)
+{
+	job->next = NULL;
+	atomic_fetch_add(&s->backlog, 1);
+	pthread_mutex_lock(&s->lk);
+	if (s->todo_tail)
+		s->todo_tail->next = job;
+	else
+		s->todo_head = job;
+	s->todo_tail = job;
+	pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->lk);
+}
+
+struct store_job *store_take_done(struct store *s)
+{
+	pthread_mutex_lock(&s->lk);
+	struct store_job *list = s->done_head;
+	s->done_head = s->done_tail = NULL;
+	pthread_mutex_unlock(&s->lk);
+	return list;
+}
+
+uint64_t store_backlog(const struct store *s)
+{
+	return atomic_load(&((struct store *)s)->backlog);
+}
+
+uint64_t store_failures(struct store *s, char *last_error, size_t cap)
+{
+	pthread_mutex_lock(&s->lk);
+	uint64_t n = s->failures;
+	snprintf(last_error, cap, "%s", s->last_error);
+	pthread_mutex_unlock(&s->lk);
+	return n;
+}
+
+/* --- writer: one job each --- */
+
+static int step_done(struct store *s, sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	(void)s;
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+	if (v)
+		sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, i);
+}
+
+/* Appends one delivery row to the chain. */
+static int insert_delivery(struct store *s, const struct audit_row *row_in)
+{
+	struct audit_row row = *row_in;
+	unsigned char chain[AUDIT_CHAIN_LEN];
+	row.id = s->next_id;
+	audit_chain_next(s->key, s->prev_chain, &row, chain);
+	sqlite3_stmt *st = s->stmt[ST_INSERT_DELIVERY];
+	sqlite3_bind_int64(st, 1, row.id);
+	bind_text(st, 2, row.user_id);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)row.seq);
+	bind_text(st, 4, row.event_id);
+	bind_text(st, 5, row.conn_id);
+	bind_text(st, 6, row.conn_user_id);
+	bind_text(st, 7, row.status);
+	sqlite3_bind_int64(st, 8, row.at);
+	sqlite3_bind_blob(st, 9, chain, AUDIT_CHAIN_LEN, SQLITE_STATIC);
+	if (step_done(s, st))
+		return -1;
+	s->next_id++;
+	memcpy(s->prev_chain, chain, AUDIT_CHAIN_LEN);
+	return 0;
+}
+
+static int run_event(struct store *s, struct store_job *job)
+{
+	static const char empty[] = "{}";
+	const void *payload =
+	    job->event.payload_len ? job->event.payload : empty;
+	size_t plen = job->event.payload_len ? job->event.payload_len : 2;
+	unsigned char digest[SHA256_DIGEST_LENGTH];
+	SHA256(payload, plen, digest);
+
+	sqlite3_stmt *st = s->stmt[ST_INSERT_EVENT];
+	bind_text(st, 1, job->event.user_id);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)job->event.seq);
+	bind_text(st, 3, job->event.event_id);
+	bind_text(st, 4, job->event.type);
+	bind_text(st, 5, job->event.thread_id);
+	bind_text(st, 6, job->event.run_id);
+	sqlite3_bind_int64(st, 7, job->event.accepted_at);
+	sqlite3_bind_blob(st, 8, payload, (int)plen, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 9, digest, sizeof(digest), SQLITE_STATIC);
+	sqlite3_bind_int(st, 10, job->event.pending);
+	if (step_done(s, st))
+		return -1;
+	for (uint32_t i = 0; i < job->event.n_conns; i++) {
+		struct audit_row row = {
+		    .user_id = job->event.user_id,
+		    .seq = job->event.seq,
+		    .event_id = job->event.event_id,
+		    .conn_id = job->event.conns[i].conn_id,
+		    .conn_user_id = job->event.conns[i].conn_user_id,
+		    .status = "queued",
+		    .at = job->event.accepted_at,
+		};
+		if (insert_delivery(s, &row))
+			return -1;
+	}
+	return 0;
+}
+
+static int replay_push(struct store_job *job, struct frame *f)
+{
+	uint32_t n = job->replay.n_frames;
+	struct frame **frames =
+	    realloc(job->replay.frames, (n + 1) * sizeof(*frames));
+	if (!frames)
+		return -1;
+	frames[n] = f;
+	job->replay.frames = frames;
+	job->replay.n_frames = n + 1;
+	return 0;
+}
+
+/* Reads the next chunk of a connection's catch-up and commits a queued row
+ * for each event in it, before any of them is sent. */
+static int run_replay(struct store *s, struct store_job *job)
+{
+	int64_t now = clock_now_us();
+	if (job->replay.has_since && job->replay.after == 0 &&
+	    job->replay.since < job->replay.upto) {
+		sqlite3_stmt *st = s->stmt[ST_OLDEST_SEQ];
+		bind_text(st, 1, job->replay.user_id);
+		uint64_t oldest = 0;
+		if (sqlite3_step(st) == SQLITE_ROW &&
+		    sqlite3_column_type(st, 0) != SQLITE_NULL)
+			oldest = (uint64_t)sqlite3_column_int64(st, 0);
+		sqlite3_reset(st);
+		sqlite3_clear_bindings(st);
+		if (oldest == 0)
+			oldest = job->replay.upto + 1;
+		if (oldest > job->replay.since + 1) {
+			job->replay.resume_failed = 1;
+			job->replay.oldest_seq = oldest;
+		}
+	}
+	sqlite3_stmt *st = s->stmt[ST_REPLAY_ROWS];
+	bind_text(st, 1, job->replay.user_id);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)job->replay.after);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)job->replay.upto);
+	sqlite3_bind_int64(st, 4,
+	                   (sqlite3_int64)(job->replay.has_since
+	                                       ? job->replay.since
+	                                       : job->replay.upto));
+	sqlite3_bind_int(st, 5, (int)job->replay.limit);
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *event_id = (const char *)sqlite3_column_text(st, 1);
+		const char *user_id = (const char *)sqlite3_column_text(st, 8);
+		const char *thread_id =
+		    (const char *)sqlite3_column_text(st, 3);
+		const char *run_id = (const char *)sqlite3_column_text(st, 4);
+		struct frame_event fe = {
+		    .type = (const char *)sqlite3_column_text(st, 2),
+		    .seq = (uint64_t)sqlite3_column_int64(st, 0),
+		    .event_id = event_id,
+		    .event_id_len = strlen(event_id),
+		    .user_id = user_id,
+		    .user_id_len = strlen(user_id),
+		    .thread_id = thread_id,
+		    .thread_id_len = strlen(thread_id),
+		    .run_id = run_id,
+		    .run_id_len = strlen(run_id),
+		    .ts_us = sqlite3_column_int64(st, 5),
+		    .payload = sqlite3_column_blob(st, 6),
+		    .payload_len = (size_t)sqlite3_column_bytes(st, 6),
+		};
+		struct frame *f = frame_build_event(&fe);
+		if (!f || replay_push(job, f)) {
+			frame_unref(f);
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		f->pending = sqlite3_column_int(st, 7);
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_DONE)
+		return -1;
+	job->replay.more = job->replay.n_frames == job->replay.limit;
+	for (uint32_t i = 0; i < job->replay.n_frames; i++) {
+		struct frame *f = job->replay.frames[i];
+		struct audit_row row = {
+		    .user_id = f->user_id,
+		    .seq = f->seq,
+		    .event_id = f->event_id,
+		    .conn_id = job->replay.conn_id,
+		    .conn_user_id = job->replay.conn_user_id,
+		    .status = "queued",
+		    .at = now,
+		};
+		if (insert_delivery(s, &row))
+			return -1;
+	}
+	return 0;
+}
+
+static int run_job(struct store *s, struct store_job *job)
+{
+	sqlite3_stmt *st;
+	switch (job->kind) {
+	case STORE_EVENT:
+		return run_event(s, job);
+	case STORE_REPLAY:
+		return run_replay(s, job);
+	case STORE_DELIVERY: {
+		struct audit_row row = {
+		    .user_id = job->delivery.user_id,
+		    .seq = job->delivery.seq,
+		    .event_id = job->delivery.event_id,
+		    .conn_id = job->delivery.conn_id,
+		    .conn_user_id = job->delivery.conn_user_id,
+		    .status = job->delivery.status,
+		    .at = job->delivery.at,
+		};
+		return insert_delivery(s, &row);
+	}
+	case STORE_SESSION_OPEN:
+		st = s->stmt[ST_SESSION_OPEN];
+		bind_text(st, 1, job->session.conn_id);
+		bind_text(st, 2, job->session.user_id);
+		sqlite3_bind_int64(st, 3, job->session.at);
+		bind_text(st, 4, job->session.peer);
+		bind_text(st, 5, job->session.user_agent);
+		bind_text(st, 6, job->session.token_jti);
+		sqlite3_bind_int64(st, 7, job->session.token_exp);
+		return step_done(s, st);
+	case STORE_SESSION_CLOSE:
+		st = s->stmt[ST_SESSION_CLOSE];
+		sqlite3_bind_int64(st, 1, job->session.at);
+		sqlite3_bind_int(st, 2, job->session.close_code);
+		bind_text(st, 3, job->session.close_reason);
+		bind_text(st, 4, job->session.conn_id);
+		return step_done(s, st);
+	case STORE_AUTH_FAILURE:
+		st = s->stmt[ST_AUTH_FAILURE];
+		sqlite3_bind_int64(st, 1, job->auth_failure.at);
+		bind_text(st, 2, job->auth_failure.peer);
+		bind_text(st, 3, job->auth_failure.reason);
+		return step_done(s, st);
+	case STORE_PENDING_DONE:
+		st = s->stmt[ST_PENDING_DONE];
+		bind_text(st, 1, job->pending_done.user_id);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)job->pending_done.seq);
+		return step_done(s, st);
+	}
+	return -1;
+}
+
+/* --- writer: transactions --- */
+
+static int exec(struct store *s, const char *sql)
+{
+	return sqlite3_exec(s->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+}
+
+static void log_chain_head(struct store *s, const char *reason, int64_t now)
+{
+	if (s->next_id - 1 == s->head_logged_id &&
+	    strcmp(reason, "interval") == 0)
+		return;
+	sqlite3_stmt *st = s->stmt[ST_CHAIN_HEAD];
+	sqlite3_bind_int64(st, 1, now);
+	sqlite3_bind_int64(st, 2, s->next_id - 1);
+	sqlite3_bind_blob(st, 3, s->prev_chain, AUDIT_CHAIN_LEN, SQLITE_STATIC);
+	bind_text(st, 4, reason);
+	if (exec(s, "BEGIN") == 0 && step_done(s, st) == 0 &&
+	    exec(s, "COMMIT") == 0) {
+		char hex[2 * AUDIT_CHAIN_LEN + 1];
+		for (int i = 0; i < AUDIT_CHAIN_LEN; i++)
+			sprintf(hex + 2 * i, "%02x", s->prev_chain[i]);
+		log_info("audit chain head (%s): id=%lld chain=%s", reason,
+		         (long long)(s->next_id - 1), hex);
+		s->head_logged_id = s->next_id - 1;
+	} else {
+		exec(s, "ROLLBACK");
+	}
+	s->last_head_us = now;
+}
+
+/*
+ * Retention: events, sessions and auth failures older than --retention go.
+ * Deliveries are cut at the newest logged chain head older than the
+ * cutoff, and that head becomes the anchor the chain is verified from.
+ * Users whose events all go keep their last seq in user_seqs.
+ */
+static void prune(struct store *s, int64_t now)
+{
+	s->last_prune_us = now;
+	int64_t cutoff = now - s->retention_us;
+	char sql[1024];
+	snprintf(
+	    sql, sizeof(sql),
+	    "BEGIN;"
+	    "INSERT INTO user_seqs(user_id, last_seq)"
+	    " SELECT user_id, MAX(seq) FROM events WHERE accepted_at < %lld"
+	    " GROUP BY user_id"
+	    " ON CONFLICT(user_id) DO UPDATE"
+	    " SET last_seq = MAX(last_seq, excluded.last_seq);"
+	    "DELETE FROM events WHERE accepted_at < %lld;"
+	    "DELETE FROM sessions WHERE closed_at < %lld;"
+	    "DELETE FROM auth_failures WHERE at < %lld;"
+	    "INSERT OR REPLACE INTO meta(key, value)"
+	    " SELECT 'anchor_id', id FROM chain_heads WHERE at < %lld"
+	    " ORDER BY at DESC LIMIT 1;"
+	    "INSERT OR REPLACE INTO meta(key, value)"
+	    " SELECT 'anchor_chain', chain FROM chain_heads WHERE at < %lld"
+	    " ORDER BY at DESC LIMIT 1;"
+	    "DELETE FROM deliveries WHERE id <="
+	    " (SELECT value FROM meta WHERE key = 'anchor_id');"
+	    "DELETE FROM chain_heads WHERE at < %lld AND id <"
+	    " (SELECT value FROM meta WHERE key = 'anchor_id');"
+	    "COMMIT;",
+	    (long long)cutoff, (long long)cutoff, (long long)cutoff,
+	    (long long)cutoff, (long long)cutoff, (long long)cutoff,
+	    (long long)cutoff);
+	if (exec(s, sql)) {
+		log_warn("store: retention pass failed: %s",
+		         sqlite3_errmsg(s->db));
+		exec(s, "ROLLBACK");
+	}
+}
+
+static void record_failure(struct store *s, const char *what)
+{
+	pthread_mutex_lock(&s->lk);
+	s->failures++;
+	snprintf(s->last_error, sizeof(s->last_error), "%s: %s", what,
+	         sqlite3_errmsg(s->db));
+	pthread_mutex_unlock(&s->lk);
+	log_error("store: %s failed: %s", what, sqlite3_errmsg(s->db));
+}
+
+/* Runs a batch in one transaction; on any failure every job of the batch
+ * is marked failed and the chain state is rolled back with it. */
+static void commit_batch(struct store *s, struct store_job *batch)
+{
+	int64_t saved_id = s->next_id;
+	unsigned char saved_chain[AUDIT_CHAIN_LEN];
+	memcpy(saved_chain, s->prev_chain, AUDIT_CHAIN_LEN);
+	int ok = exec(s, "BEGIN") == 0;
+	for (struct store_job *j = batch; ok && j; j = j->next)
+		ok = run_job(s, j) == 0;
+	if (ok)
+		ok = exec(s, "COMMIT") == 0;
+	if (!ok) {
+		record_failure(s, "commit");
+		exec(s, "ROLLBACK");
+		s->next_id = saved_id;
+		memcpy(s->prev_chain, saved_chain, AUDIT_CHAIN_LEN);
+		for (struct store_job *j = batch; j; j = j->next)
+			j->failed = 1;
+	}
+}
+
+/* Hands back the jobs the service thread waits for; frees the others. */
+static void finish_batch(struct store *s, struct store_job *batch, size_t n)
+{
+	struct store_job *keep_head = NULL, *keep_tail = NULL;
+	while (batch) {
+		struct store_job *j = batch;
+		batch = j->next;
+		j->next = NULL;
+		if (j->kind == STORE_EVENT || j->kind == STORE_REPLAY) {
+			if (keep_tail)
+				keep_tail->next = j;
+			else
+				keep_head = j;
+			keep_tail = j;
+		} else {
+			store_job_free(j);
+		}
+	}
+	atomic_fetch_sub(&s->backlog, n);
+	if (!keep_head)
+		return;
+	pthread_mutex_lock(&s->lk);
+	if (s->done_tail)
+		s->done_tail->next = keep_head;
+	else
+		s->done_head = keep_head;
+	s->done_tail = keep_tail;
+	pthread_mutex_unlock(&s->lk);
+	s->wake(s->wake_arg);
+}
+
+static void *writer_main(void *arg)
+{
+	struct store *s = arg;
+	for (;;) {
+		pthread_mutex_lock(&s->lk);
+		while (!s->todo_head && !s->stopping) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += 1;
+			pthread_cond_timedwait(&s->cv, &s->lk, &ts);
+			if (!s->todo_head)
+				break; /* time for the periodic work */
+		}
+		/* Take up to BATCH_MAX jobs: one transaction. */
+		struct store_job *batch = s->todo_head, *last = batch;
+		size_t n = batch ? 1 : 0;
+		while (last && last->next && n < BATCH_MAX) {
+			last = last->next;
+			n++;
+		}
+		if (last) {
+			s->todo_head = last->next;
+			if (!s->todo_head)
+				s->todo_tail = NULL;
+			last->next = NULL;
+		}
+		int stopping = s->stopping && !s->todo_head;
+		s->writing = batch != NULL;
+		pthread_mutex_unlock(&s->lk);
+
+		if (batch) {
+			commit_batch(s, batch);
+			finish_batch(s, batch, n);
+			pthread_mutex_lock(&s->lk);
+			s->writing = 0;
+			pthread_cond_broadcast(&s->flushed);
+			pthread_mutex_unlock(&s->lk);
+		}
+		int64_t now = clock_now_us();
+		if (now - s->last_head_us >= CHAIN_HEAD_EVERY_US)
+			log_chain_head(s, "interval", now);
+		if (now - s->last_prune_us >= PRUNE_EVERY_US)
+			prune(s, now);
+		if (stopping && !batch)
+			break;
+	}
+	log_chain_head(s, "shutdown", clock_now_us());
+	return NULL;
+}
+
+/* --- open / close --- */
+
+static int load_state(struct store *s, const struct store_config *cfg,
+                      char *err, size_t errlen)
+{
+	sqlite3_stmt *st;
+	/* Sessions a dead process left open end now, saying so. */
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+	         "UPDATE sessions SET closed_at = %lld, close_code = 1006,"
+	         " close_reason = 'sidecar stopped' WHERE closed_at IS NULL",
+	         (long long)clock_now_us());
+	if (exec(s, sql))
+		goto fail;
+	int n = sqlite3_changes(s->db);
+	if (n)
+		log_warn("store: %d session(s) of a stopped sidecar closed", n);
+
+	if (sqlite3_prepare_v2(s->db,
+	                       "SELECT user_id, MAX(last_seq) FROM ("
+	                       " SELECT user_id, MAX(seq) AS last_seq FROM"
+	                       " events GROUP BY user_id UNION ALL"
+	                       " SELECT user_id, last_seq FROM user_seqs)"
+	                       " GROUP BY user_id",
+	                       -1, &st, NULL) != SQLITE_OK)
+		goto fail;
+	while (sqlite3_step(st) == SQLITE_ROW)
+		cfg->on_user(cfg->loader_arg,
+		             (const char *)sqlite3_column_text(st, 0),
+		             (uint64_t)sqlite3_column_int64(st, 1));
+	sqlite3_finalize(st);
+
+	if (sqlite3_prepare_v2(s->db,
+	                       "SELECT user_id, event_id, seq, accepted_at"
+	                       " FROM events ORDER BY accepted_at",
+	                       -1, &st, NULL) != SQLITE_OK)
+		goto fail;
+	while (sqlite3_step(st) == SQLITE_ROW)
+		cfg->on_event_id(cfg->loader_arg,
+		                 (const char *)sqlite3_column_text(st, 0),
+		                 (const char *)sqlite3_column_text(st, 1),
+		                 (uint64_t)sqlite3_column_int64(st, 2),
+		                 sqlite3_column_int64(st, 3));
+	sqlite3_finalize(st);
+
+	/* The chain continues from the last row, or from the anchor. */
+	s->next_id = 1;
+	memset(s->prev_chain, 0, AUDIT_CHAIN_LEN);
+	if (sqlite3_prepare_v2(s->db,
+	                       "SELECT id, chain FROM deliveries"
+	                       " ORDER BY id DESC LIMIT 1",
+	                       -1, &st, NULL) != SQLITE_OK)
+		goto fail;
+	if (sqlite3_step(st) == SQLITE_ROW &&
+	    sqlite3_column_bytes(st, 1) == AUDIT_CHAIN_LEN) {
+		s->next_id = sqlite3_column_int64(st, 0) + 1;
+		memcpy(s->prev_chain, sqlite3_column_blob(st, 1),
+		       AUDIT_CHAIN_LEN);
+	}
+	sqlite3_finalize(st);
+	if (s->next_id == 1 &&
+	    sqlite3_prepare_v2(s->db,
+	                       "SELECT (SELECT value FROM meta WHERE key ="
+	                       " 'anchor_id'), (SELECT value FROM meta WHERE"
+	                       " key = 'anchor_chain')",
+	                       -1, &st, NULL) == SQLITE_OK) {
+		if (sqlite3_step(st) == SQLITE_ROW &&
+		    sqlite3_column_type(st, 0) != SQLITE_NULL &&
+		    sqlite3_column_bytes(st, 1) == AUDIT_CHAIN_LEN) {
+			s->next_id = sqlite3_column_int64(st, 0) + 1;
+			memcpy(s->prev_chain, sqlite3_column_blob(st, 1),
+			       AUDIT_CHAIN_LEN);
+		}
+		sqlite3_finalize(st);
+	}
+	s->head_logged_id = s->next_id - 1;
+	return 0;
+fail:
+	snprintf(err, errlen, "%s: %s", cfg->path, sqlite3_errmsg(s->db));
+	return -1;
+}
+
+int store_open(struct store **out, const struct store_config *cfg, char *err,
+               size_t errlen)
+{
+	struct store *s = calloc(1, sizeof(*s));
+	if (!s) {
+		snprintf(err, errlen, "store: out of memory");
+		return -1;
+	}
+	s->key = cfg->audit_key;
+	s->retention_us = cfg->retention_us;
+	s->wake = cfg->wake;
+	s->wake_arg = cfg->wake_arg;
+	pthread_mutex_init(&s->lk, NULL);
+	pthread_cond_init(&s->cv, NULL);
+	pthread_cond_init(&s->flushed, NULL);
+	/* The database holds every user's events: only its owner reads it. */
+	mode_t old = umask(077);
+	int rc = sqlite3_open_v2(cfg->path, &s->db,
+	                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+	                             SQLITE_OPEN_NOMUTEX,
+	                         NULL);
+	umask(old);
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "%s: cannot open: %s", cfg->path,
+		         s->db ? sqlite3_errmsg(s->db) : "out of memory");
+		goto fail;
+	}
+	sqlite3_busy_timeout(s->db, 5000);
+	if (exec(s, schema_sql)) {
+		snprintf(err, errlen, "%s: %s", cfg->path,
+		         sqlite3_errmsg(s->db));
+		goto fail;
+	}
+	for (int i = 0; i < ST_COUNT; i++) {
+		if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1,
+		                       SQLITE_PREPARE_PERSISTENT, &s->stmt[i],
+		                       NULL) != SQLITE_OK) {
+			snprintf(err, errlen, "%s: %s", cfg->path,
+			         sqlite3_errmsg(s->db));
+			goto fail;
+		}
+	}
+	if (load_state(s, cfg, err, errlen))
+		goto fail;
+	int64_t now = clock_now_us();
+	prune(s, now);
+	s->last_head_us = now;
+	if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
+		snprintf(err, errlen, "store: cannot start the writer thread");
+		goto fail;
+	}
+	*out = s;
+	return 0;
+fail:
+	for (int i = 0; i < ST_COUNT; i++)
+		sqlite3_finalize(s->stmt[i]);
+	sqlite3_close(s->db);
+	pthread_mutex_destroy(&s->lk);
+	pthread_cond_destroy(&s->cv);
+	pthread_cond_destroy(&s->flushed);
+	free(s);
+	return -1;
+}
+
+void store_flush(struct store *s)
+{
+	pthread_mutex_lock(&s->lk);
+	while (s->todo_head || s->writing)
+		pthread_cond_wait(&s->flushed, &s->lk);
+	pthread_mutex_unlock(&s->lk);
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->lk);
+	s->stopping = 1;
+	pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->lk);
+	pthread_join(s->writer, NULL);
+	struct store_job *j = store_take_done(s);
+	while (j) {
+		struct store_job *next = j->next;
+		store_job_free(j);
+		j = next;
+	}
+	for (int i = 0; i < ST_COUNT; i++)
+		sqlite3_finalize(s->stmt[i]);
+	sqlite3_close(s->db);
+	pthread_mutex_destroy(&s->lk);
+	pthread_cond_destroy(&s->cv);
+	pthread_cond_destroy(&s->flushed);
+	free(s);
+}

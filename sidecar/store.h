@@ -1,0 +1,165 @@
+/*
+ * store: the SQLite event log and audit trail (--db), written by one writer
+ * thread with group commit.
+ *
+ * The service thread submits jobs; the writer takes every job waiting,
+ * runs them in one transaction, commits, and hands the jobs that need an
+ * answer (events, replays) back through a done queue and the wake function.
+ * So a backend's OK and an event's frames both follow the commit of the
+ * event's row and of its `queued` delivery rows (write-ahead), and jobs are
+ * committed in the order they were submitted.
+ *
+ * Tables (DESIGN.md): events, sessions, deliveries, auth_failures; plus
+ * user_seqs (last seq of users whose events were all pruned), chain_heads
+ * (the chain head logged at intervals and at shutdown) and meta (the chain
+ * anchor after pruning).
+ *
+ * Threads: store_submit, store_take_done and store_backlog may be called
+ * from the service thread while the writer runs; store_open's loaders run
+ * before the writer starts. Jobs belong to the submitter until submitted,
+ * to the writer until done, then to the service thread again (which frees
+ * them with store_job_free).
+ */
+#ifndef WSGATE_STORE_H
+#define WSGATE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "audit_chain.h"
+#include "frame.h"
+
+struct store;
+
+enum store_job_kind {
+	STORE_EVENT,    /* an accepted event and its queued rows */
+	STORE_REPLAY,   /* read a chunk of a connection's catch-up */
+	STORE_DELIVERY, /* an outcome row: written, dropped, acked */
+	STORE_SESSION_OPEN,
+	STORE_SESSION_CLOSE,
+	STORE_AUTH_FAILURE,
+	STORE_PENDING_DONE, /* the user's pending events up to seq delivered */
+};
+
+#define STORE_CONN_ID_MAX 19
+
+/* A connection named by a queued row. */
+struct store_conn_ref {
+	char conn_id[STORE_CONN_ID_MAX + 1];
+	const char *conn_user_id; /* the connection's identity (registry) */
+};
+
+struct store_job {
+	enum store_job_kind kind;
+	struct store_job *next;
+	int failed; /* set by the writer: not committed */
+	union {
+		struct {
+			/* Borrowed from the request until the job is done. */
+			const char *user_id;
+			const char *event_id;
+			const char *type;
+			const char *thread_id;
+			const char *run_id;
+			const void *payload;
+			size_t payload_len;
+			uint64_t seq;
+			int64_t accepted_at;
+			int pending;
+			/* The service thread's: not touched by the writer. */
+			struct frame *frame;
+			void *owner;
+			size_t index;
+			uint32_t n_conns;
+			struct store_conn_ref *conns;
+		} event;
+		struct {
+			char conn_id[STORE_CONN_ID_MAX + 1];
+			const char *user_id; /* whose events */
+			const char
+			    *conn_user_id; /* the connection's identity */
+			uint64_t after;    /* cursor: last seq already sent */
+			uint64_t upto;     /* the connection's live_from */
+			uint64_t since; /* replay seq > since; pending always */
+			int has_since;
+			uint32_t limit;
+			/* Results. */
+			struct frame **frames;
+			uint32_t n_frames;
+			int more;          /* more rows may follow */
+			int resume_failed; /* part of (since, upto] is gone */
+			uint64_t oldest_seq;
+		} replay;
+		struct {
+			char conn_id[STORE_CONN_ID_MAX + 1];
+			const char *status; /* "written", "dropped", "acked" */
+			uint64_t seq;
+			int64_t at;
+			char *user_id; /* owned copies */
+			char *event_id;
+			char *conn_user_id;
+		} delivery;
+		struct {
+			char conn_id[STORE_CONN_ID_MAX + 1];
+			char *user_id; /* owned copies from here on */
+			char *peer;
+			char *user_agent;
+			char *token_jti;
+			int64_t token_exp;
+			int64_t at;
+			int close_code;
+			char *close_reason;
+		} session;
+		struct {
+			int64_t at;
+			char *peer;
+			char *reason;
+		} auth_failure;
+		struct {
+			char *user_id;
+			uint64_t seq;
+		} pending_done;
+	};
+};
+
+typedef void (*store_wake_fn)(void *arg);
+/* Loaders called by store_open for state the service thread keeps. */
+typedef void (*store_user_fn)(void *arg, const char *user_id,
+                              uint64_t last_seq);
+typedef void (*store_event_id_fn)(void *arg, const char *user_id,
+                                  const char *event_id, uint64_t seq,
+                                  int64_t accepted_at);
+
+struct store_config {
+	const char *path;
+	int64_t retention_us;
+	const struct audit_key *audit_key;
+	store_wake_fn wake;
+	void *wake_arg;
+	store_user_fn on_user;
+	store_event_id_fn on_event_id;
+	void *loader_arg;
+};
+
+/* Opens (creating) the database, closes the sessions a dead process left
+ * open, runs the loaders, and starts the writer. 0, or -1 with a reason. */
+int store_open(struct store **out, const struct store_config *cfg, char *err,
+               size_t errlen);
+/* Waits until every job submitted so far is committed (or failed) and in
+ * the done queue. For shutdown. */
+void store_flush(struct store *s);
+/* Commits what is queued, logs the chain head, stops the writer, closes
+ * the database. Jobs still in the done queue are freed. */
+void store_close(struct store *s);
+
+struct store_job *store_job_new(enum store_job_kind kind);
+void store_job_free(struct store_job *job);
+void store_submit(struct store *s, struct store_job *job);
+/* Service thread: the done jobs, in submission order (a list via ->next). */
+struct store_job *store_take_done(struct store *s);
+/* Jobs submitted and not yet committed. */
+uint64_t store_backlog(const struct store *s);
+/* Failed commits so far, and the last failure's text ("" when none). */
+uint64_t store_failures(struct store *s, char *last_error, size_t cap);
+
+#endif

@@ -1,0 +1,462 @@
+/*
+ * Unit tests of the registry and the router: who gets which frame, in
+ * which order, and what happens at the limits. No sockets: connections are
+ * registry entries with a fake transport.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "audit_chain.h"
+#include "clock.h"
+#include "dedup.h"
+#include "log.h"
+#include "registry.h"
+#include "router.h"
+#include "store.h"
+
+/* A router over a real store in a temporary directory; wake-ups are
+ * ignored and the tests pump the done queue themselves. */
+struct harness {
+	char dir[64];
+	struct audit_key key;
+	struct registry *reg;
+	struct dedup *dedup;
+	struct store *store;
+	struct router *rt;
+	int done_calls;
+	struct router_result last;
+};
+
+static int ready_calls;
+
+static void on_ready(struct conn *c, void *arg)
+{
+	(void)c;
+	(void)arg;
+	ready_calls++;
+}
+
+static void ignore_wake(void *arg)
+{
+	(void)arg;
+}
+
+static void ignore_user(void *arg, const char *u, uint64_t seq)
+{
+	(void)arg, (void)u, (void)seq;
+}
+
+static void ignore_id(void *arg, const char *u, const char *e, uint64_t s,
+                      int64_t at)
+{
+	(void)arg, (void)u, (void)e, (void)s, (void)at;
+}
+
+static struct harness *current;
+
+static void on_event_done(void *owner, size_t index,
+                          const struct router_result *res)
+{
+	(void)owner;
+	(void)index;
+	current->done_calls++;
+	current->last = *res;
+}
+
+static struct harness *harness_new(size_t queue_limit)
+{
+	struct harness *h = calloc(1, sizeof(*h));
+	char err[256], path[128];
+	snprintf(h->dir, sizeof(h->dir), "/tmp/wsgate-router-XXXXXX");
+	assert_non_null(mkdtemp(h->dir));
+	snprintf(path, sizeof(path), "%s/key", h->dir);
+	assert_int_equal(audit_key_load(&h->key, path, 1, err, sizeof(err)), 0);
+	snprintf(path, sizeof(path), "%s/db", h->dir);
+	h->reg = registry_new(queue_limit, on_ready, NULL);
+	h->dedup = dedup_new();
+	struct store_config scfg = {
+	    .path = path,
+	    .retention_us = 3600LL * 1000000,
+	    .audit_key = &h->key,
+	    .wake = ignore_wake,
+	    .on_user = ignore_user,
+	    .on_event_id = ignore_id,
+	};
+	assert_int_equal(store_open(&h->store, &scfg, err, sizeof(err)), 0);
+	struct router_config rcfg = {
+	    .registry = h->reg,
+	    .store = h->store,
+	    .dedup = h->dedup,
+	    .max_backlog = 100000,
+	    .replay_chunk = 2,
+	    .on_event_done = on_event_done,
+	};
+	h->rt = router_new(&rcfg);
+	current = h;
+	return h;
+}
+
+static void harness_free(struct harness *h)
+{
+	char cmd[128];
+	store_flush(h->store);
+	router_handle_done(h->rt);
+	store_close(h->store);
+	router_free(h->rt);
+	dedup_free(h->dedup);
+	registry_free(h->reg);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", h->dir);
+	assert_int_equal(system(cmd), 0);
+	free(h);
+}
+
+/* Commits everything submitted and hands the results to the router. */
+static void pump(struct harness *h)
+{
+	store_flush(h->store);
+	router_handle_done(h->rt);
+}
+
+static Wsgate__V1__Event make_event(const char *user, const char *id,
+                                    Wsgate__V1__EventType type,
+                                    const char *payload)
+{
+	Wsgate__V1__Event ev = WSGATE__V1__EVENT__INIT;
+	ev.event_id = (char *)id;
+	ev.user_id = (char *)user;
+	ev.thread_id = "t1";
+	ev.run_id = "r1";
+	ev.type = type;
+	ev.payload_json.data = (uint8_t *)payload;
+	ev.payload_json.len = payload ? strlen(payload) : 0;
+	return ev;
+}
+
+static struct conn *open_conn_since(struct harness *h, const char *user,
+                                    int has_since, uint64_t since)
+{
+	struct user *u = registry_user(h->reg, user, strlen(user), true);
+	assert_non_null(u);
+	struct conn *c = registry_add_conn(h->reg, u, NULL, "127.0.0.1", 1);
+	assert_non_null(c);
+	assert_int_equal(router_conn_opened(h->rt, c, has_since, since), 0);
+	pump(h);
+	return c;
+}
+
+static struct conn *open_conn(struct harness *h, const char *user)
+{
+	return open_conn_since(h, user, 0, 0);
+}
+
+/* Accepts an event and waits for its commit. */
+static struct router_result send_event(struct harness *h,
+                                       const Wsgate__V1__Event *ev)
+{
+	struct router_result res;
+	int before = h->done_calls;
+	if (router_accept_event(h->rt, ev, clock_now_us(), NULL, 0, &res))
+		return res;
+	pump(h);
+	assert_int_equal(h->done_calls, before + 1);
+	return h->last;
+}
+
+/* "Writes" the head frame and returns its text (caller frees). */
+static char *pop_text(struct harness *h, struct conn *c)
+{
+	struct frame *f = frame_queue_peek(&c->queue);
+	if (!f)
+		return NULL;
+	char *s = strndup((const char *)f->payload, f->len);
+	router_conn_written(h->rt, c);
+	pump(h);
+	return s;
+}
+
+static void expect_prefix(struct harness *h, struct conn *c, const char *prefix)
+{
+	char *s = pop_text(h, c);
+	assert_non_null(s);
+	if (strncmp(s, prefix, strlen(prefix)) != 0)
+		fail_msg("frame '%s' does not start with '%s'", s, prefix);
+	free(s);
+}
+
+static void test_event_reaches_only_its_user(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	struct conn *a1 = open_conn(h, "alice"), *a2 = open_conn(h, "alice");
+	struct conn *b1 = open_conn(h, "bob");
+	expect_prefix(h, a1, "{\"type\":\"connected\"");
+	expect_prefix(h, a2, "{\"type\":\"connected\"");
+	expect_prefix(h, b1, "{\"type\":\"connected\"");
+
+	Wsgate__V1__Event ev = make_event(
+	    "alice", "e1", WSGATE__V1__EVENT_TYPE__AGENT_STARTED, "{\"x\":1}");
+	struct router_result res = send_event(h, &ev);
+	assert_int_equal(res.status, ROUTER_OK);
+	assert_int_equal(res.seq, 1);
+	assert_int_equal(res.connections, 2);
+	assert_false(res.retained);
+
+	const char *want = "{\"type\":\"agent_started\",\"seq\":1,"
+	                   "\"event_id\":\"e1\",\"user_id\":\"alice\","
+	                   "\"thread_id\":\"t1\",\"run_id\":\"r1\",\"ts\":";
+	char *s1 = pop_text(h, a1), *s2 = pop_text(h, a2);
+	assert_non_null(strstr(s1, want));
+	assert_non_null(strstr(s1, ",\"payload\":{\"x\":1}}"));
+	assert_string_equal(s1, s2);
+	free(s1);
+	free(s2);
+	assert_int_equal(b1->queue.len, 0);
+	harness_free(h);
+}
+
+static void test_frame_waits_for_commit(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	struct conn *a = open_conn(h, "alice");
+	expect_prefix(h, a, "{\"type\":\"connected\"");
+	Wsgate__V1__Event ev = make_event(
+	    "alice", "e1", WSGATE__V1__EVENT_TYPE__AGENT_STARTED, NULL);
+	struct router_result res;
+	assert_int_equal(router_accept_event(h->rt, &ev, 1, NULL, 0, &res), 0);
+	/* Write-ahead: nothing is queued before the store hands it back. */
+	assert_int_equal(a->queue.len, 0);
+	pump(h);
+	assert_int_equal(a->queue.len, 1);
+	harness_free(h);
+}
+
+static void test_seq_is_per_user_and_gapless(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	struct conn *a = open_conn(h, "alice");
+	expect_prefix(h, a, "{\"type\":\"connected\"");
+	for (int i = 0; i < 5; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "e%d", i);
+		Wsgate__V1__Event ea = make_event(
+		    "alice", id, WSGATE__V1__EVENT_TYPE__AGENT_THINKING, NULL);
+		Wsgate__V1__Event eb = make_event(
+		    "bob", id, WSGATE__V1__EVENT_TYPE__AGENT_THINKING, NULL);
+		assert_int_equal(send_event(h, &ea).seq, i + 1);
+		assert_int_equal(send_event(h, &eb).seq, i + 1);
+	}
+	for (int i = 1; i <= 5; i++) {
+		char want[64];
+		snprintf(want, sizeof(want),
+		         "{\"type\":\"agent_thinking\",\"seq\":%d,", i);
+		expect_prefix(h, a, want);
+	}
+	harness_free(h);
+}
+
+static void test_repeated_event_id_is_a_duplicate(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	struct conn *a = open_conn(h, "alice");
+	expect_prefix(h, a, "{\"type\":\"connected\"");
+	Wsgate__V1__Event ev = make_event(
+	    "alice", "same", WSGATE__V1__EVENT_TYPE__AGENT_STARTED, NULL);
+	assert_int_equal(send_event(h, &ev).seq, 1);
+	struct router_result res = send_event(h, &ev);
+	assert_int_equal(res.status, ROUTER_OK);
+	assert_true(res.duplicate);
+	assert_int_equal(res.seq, 1);
+	assert_int_equal(res.connections, 0);
+	expect_prefix(h, a, "{\"type\":\"agent_started\",\"seq\":1,");
+	assert_int_equal(a->queue.len, 0); /* not delivered twice */
+	/* Another user may use the same id. */
+	Wsgate__V1__Event other = make_event(
+	    "bob", "same", WSGATE__V1__EVENT_TYPE__AGENT_STARTED, NULL);
+	assert_false(send_event(h, &other).duplicate);
+	harness_free(h);
+}
+
+static void test_early_events_wait_for_the_first_connection(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	for (int i = 0; i < 3; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "e%d", i);
+		Wsgate__V1__Event ev = make_event(
+		    "carol", id, WSGATE__V1__EVENT_TYPE__TOOL_EXECUTING, "[]");
+		struct router_result res = send_event(h, &ev);
+		assert_true(res.retained);
+		assert_int_equal(res.connections, 0);
+	}
+	struct conn *c = open_conn(h, "carol");
+	expect_prefix(h, c, "{\"type\":\"connected\",\"conn_id\":");
+	/* The catch-up comes in chunks of 2 as the queue drains. */
+	for (int i = 1; i <= 3; i++) {
+		char want[64];
+		snprintf(want, sizeof(want),
+		         "{\"type\":\"tool_executing\",\"seq\":%d,", i);
+		expect_prefix(h, c, want);
+	}
+	assert_false(c->replaying);
+	/* Written once: no longer pending for the next connection. */
+	struct conn *c2 = open_conn(h, "carol");
+	expect_prefix(h, c2, "{\"type\":\"connected\"");
+	assert_int_equal(c2->queue.len, 0);
+	harness_free(h);
+}
+
+static void test_since_replays_the_rest_then_live(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	struct conn *a = open_conn(h, "dave");
+	for (int i = 0; i < 5; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "e%d", i);
+		Wsgate__V1__Event ev = make_event(
+		    "dave", id, WSGATE__V1__EVENT_TYPE__AGENT_COMPLETED, NULL);
+		send_event(h, &ev);
+	}
+	(void)a;
+	struct conn *b = open_conn_since(h, "dave", 1, 2);
+	char *s = pop_text(h, b);
+	assert_non_null(strstr(s, "\"user_id\":\"dave\",\"seq\":5}"));
+	free(s);
+	/* A live event arriving during the catch-up waits behind it. */
+	Wsgate__V1__Event live = make_event(
+	    "dave", "live", WSGATE__V1__EVENT_TYPE__AGENT_STARTED, NULL);
+	assert_int_equal(send_event(h, &live).seq, 6);
+	for (int i = 3; i <= 6; i++) {
+		char want[64];
+		snprintf(want, sizeof(want), "\"seq\":%d,", i);
+		s = pop_text(h, b);
+		assert_non_null(s);
+		assert_non_null(strstr(s, want));
+		free(s);
+	}
+	assert_int_equal(b->queue.len, 0);
+	harness_free(h);
+}
+
+static void test_overflowing_queue_closes_slow_consumer(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1000);
+	struct conn *slow = open_conn(h, "erin");
+	struct conn *other = open_conn(h, "frank");
+	Wsgate__V1__Event warm = make_event(
+	    "frank", "w", WSGATE__V1__EVENT_TYPE__AGENT_THINKING, NULL);
+	send_event(h, &warm);
+	int accepted = 0;
+	for (int i = 0; i < 50; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "e%d", i);
+		Wsgate__V1__Event ev = make_event(
+		    "erin", id, WSGATE__V1__EVENT_TYPE__AGENT_THINKING,
+		    "\"0123456789012345678901234567890123456789\"");
+		struct router_result res = send_event(h, &ev);
+		assert_int_equal(res.status, ROUTER_OK);
+		accepted += res.connections;
+	}
+	assert_true(accepted < 50);
+	assert_int_equal(slow->close_code, 4008);
+	assert_int_equal(slow->queue.len, 0);
+	assert_true(registry_counters(h->reg)->frames_dropped > 0);
+	/* The other user is untouched. */
+	assert_int_equal(other->close_code, 0);
+	expect_prefix(h, other, "{\"type\":\"connected\"");
+	expect_prefix(h, other, "{\"type\":\"agent_thinking\",\"seq\":1,");
+	harness_free(h);
+}
+
+static void test_removed_connection_is_forgotten(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	struct conn *a = open_conn(h, "gina");
+	char id[REGISTRY_CONN_ID_LEN + 1];
+	memcpy(id, a->id, sizeof(id));
+	assert_ptr_equal(registry_find_conn(h->reg, id), a);
+	assert_int_equal(registry_conn_count(h->reg), 1);
+	assert_int_equal(registry_connected_user_count(h->reg), 1);
+	router_conn_closing(h->rt, a);
+	registry_remove_conn(h->reg, a);
+	assert_null(registry_find_conn(h->reg, id));
+	assert_int_equal(registry_conn_count(h->reg), 0);
+	assert_int_equal(registry_connected_user_count(h->reg), 0);
+	harness_free(h);
+}
+
+static void test_many_users_and_connections_are_found(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	char name[32];
+	struct conn *conns[500];
+	for (int i = 0; i < 500; i++) {
+		snprintf(name, sizeof(name), "user-%d", i);
+		struct user *u = registry_user(h->reg, name, strlen(name), 1);
+		conns[i] = registry_add_conn(h->reg, u, NULL, "", 1);
+	}
+	for (int i = 0; i < 500; i++) {
+		snprintf(name, sizeof(name), "user-%d", i);
+		struct user *u =
+		    registry_user(h->reg, name, strlen(name), false);
+		assert_non_null(u);
+		assert_ptr_equal(u->conns, conns[i]);
+		assert_ptr_equal(registry_find_conn(h->reg, conns[i]->id),
+		                 conns[i]);
+	}
+	harness_free(h);
+}
+
+static void test_strings_are_json_escaped(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	struct conn *c = open_conn(h, "q\"u\\o");
+	expect_prefix(h, c, "{\"type\":\"connected\"");
+	Wsgate__V1__Event ev = make_event("q\"u\\o", "id\x01",
+	                                  WSGATE__V1__EVENT_TYPE__CUSTOM, NULL);
+	ev.custom_type = "my.type";
+	send_event(h, &ev);
+	char *s = pop_text(h, c);
+	assert_non_null(strstr(s, "\"type\":\"my.type\""));
+	assert_non_null(strstr(s, "\"event_id\":\"id\\u0001\""));
+	assert_non_null(strstr(s, "\"user_id\":\"q\\\"u\\\\o\""));
+	assert_non_null(strstr(s, "\"payload\":{}}"));
+	free(s);
+	harness_free(h);
+}
+
+int main(void)
+{
+	log_set_level(LOG_WARN);
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_event_reaches_only_its_user),
+	    cmocka_unit_test(test_frame_waits_for_commit),
+	    cmocka_unit_test(test_seq_is_per_user_and_gapless),
+	    cmocka_unit_test(test_repeated_event_id_is_a_duplicate),
+	    cmocka_unit_test(test_early_events_wait_for_the_first_connection),
+	    cmocka_unit_test(test_since_replays_the_rest_then_live),
+	    cmocka_unit_test(test_overflowing_queue_closes_slow_consumer),
+	    cmocka_unit_test(test_removed_connection_is_forgotten),
+	    cmocka_unit_test(test_many_users_and_connections_are_found),
+	    cmocka_unit_test(test_strings_are_json_escaped),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
