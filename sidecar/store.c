@@ -110,6 +110,7 @@ struct store {
 	sqlite3_stmt *stmt[ST_COUNT];
 	const struct audit_key *key;
 	int64_t retention_us;
+	int64_t prune_every_us; /* a quarter of the retention, 1 s to 1 min */
 	store_wake_fn wake;
 	void *wake_arg;
 
@@ -625,7 +626,7 @@ static void *writer_main(void *arg)
 		int64_t now = clock_now_us();
 		if (now - s->last_head_us >= CHAIN_HEAD_EVERY_US)
 			log_chain_head(s, "interval", now);
-		if (now - s->last_prune_us >= PRUNE_EVERY_US)
+		if (now - s->last_prune_us >= s->prune_every_us)
 			prune(s, now);
 		if (stopping && !batch)
 			break;
@@ -726,6 +727,11 @@ int store_open(struct store **out, const struct store_config *cfg, char *err,
 	}
 	s->key = cfg->audit_key;
 	s->retention_us = cfg->retention_us;
+	s->prune_every_us = cfg->retention_us / 4;
+	if (s->prune_every_us > PRUNE_EVERY_US)
+		s->prune_every_us = PRUNE_EVERY_US;
+	if (s->prune_every_us < 1000000)
+		s->prune_every_us = 1000000;
 	s->wake = cfg->wake;
 	s->wake_arg = cfg->wake_arg;
 	pthread_mutex_init(&s->lk, NULL);
