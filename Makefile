@@ -52,7 +52,7 @@ run: build
 	fi
 	@echo "token for user u1 (valid 1h):"
 	@$(BUILD)/wsgatectl token --user u1 --ttl 3600 --secret-file $(DEV_SECRET)
-	@echo "connect: websocat \"ws://127.0.0.1:8080/ws?access_token=\$$TOKEN\"  (or any WebSocket client)"
+	@echo "connect: TOKEN=\$$($(BUILD)/wsgatectl token --user u1 --secret-file $(DEV_SECRET)); npx wscat -c \"ws://127.0.0.1:8080/ws?access_token=\$$TOKEN\""
 	@echo "send:    $(BUILD)/wsgatectl send --user u1 --type agent_started --run r1"
 	exec $(BUILD)/wsgate --jwt-secret-file $(DEV_SECRET)
 

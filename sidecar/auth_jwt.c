@@ -7,6 +7,7 @@
  * so unauthenticated JSON never reaches the claim logic.
  */
 #include "auth_jwt.h"
+#include "validate.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -308,49 +309,6 @@ static bool json_string_equals(const json_t *j, const char *s)
 	       memcmp(json_string_value(j), s, n) == 0;
 }
 
-/* len bytes of valid UTF-8 (shortest form, no surrogates, <= U+10FFFF)
- * without control characters (C0, DEL, C1): safe in logs and as a user id. */
-static bool printable_utf8(const unsigned char *s, size_t len)
-{
-	size_t i = 0;
-	while (i < len) {
-		unsigned c = s[i];
-		if (c < 0x80) {
-			if (c < 0x20 || c == 0x7f)
-				return false;
-			i++;
-			continue;
-		}
-		size_t n;
-		uint32_t cp;
-		if (c >= 0xc2 && c <= 0xdf) {
-			n = 1;
-			cp = c & 0x1f;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			n = 2;
-			cp = c & 0x0f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			n = 3;
-			cp = c & 0x07;
-		} else {
-			return false;
-		}
-		if (len - i - 1 < n)
-			return false;
-		for (size_t k = 1; k <= n; k++) {
-			if ((s[i + k] & 0xc0) != 0x80)
-				return false;
-			cp = (cp << 6) | (s[i + k] & 0x3f);
-		}
-		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
-		    (cp >= 0x80 && cp <= 0x9f))
-			return false;
-		i += n + 1;
-	}
-	return true;
-}
-
 /* A NumericDate: an integer, or a real with its fraction dropped; clamped
  * to int64 so that absurd values compare as far past or far future. */
 static bool numeric_date(const json_t *j, int64_t *out)
@@ -472,8 +430,7 @@ static enum auth_jwt_result check_claims(const struct auth_jwt *v,
 	j = json_object_get(body, "sub");
 	size_t sub_len = json_string_length(j); /* 0 for a non-string */
 	if (!json_is_string(j) || sub_len == 0 || sub_len > SUB_MAX ||
-	    !printable_utf8((const unsigned char *)json_string_value(j),
-	                    sub_len))
+	    !validate_printable_utf8(json_string_value(j), sub_len))
 		return AUTH_JWT_MISSING_SUB;
 	const json_t *sub = j;
 
@@ -481,8 +438,8 @@ static enum auth_jwt_result check_claims(const struct auth_jwt *v,
 	const json_t *jti = json_object_get(body, "jti");
 	if (jti != NULL &&
 	    (!json_is_string(jti) || json_string_length(jti) > JTI_MAX ||
-	     !printable_utf8((const unsigned char *)json_string_value(jti),
-	                     json_string_length(jti))))
+	     !validate_printable_utf8(json_string_value(jti),
+	                              json_string_length(jti))))
 		return AUTH_JWT_MALFORMED;
 
 	if (v->issuer != NULL &&

@@ -110,10 +110,12 @@ bool validate_json(const void *buf, size_t len)
 	/* json_loadb refuses trailing data (no JSON_DISABLE_EOF_CHECK),
 	 * invalid UTF-8 and bytes after a NUL, so success means exactly one
 	 * value. INT_AS_REAL only stops it from refusing valid integers wider
-	 * than json_int_t; the value is discarded anyway. "\u0000" stays
-	 * refused (no JSON_ALLOW_NUL): consumers may hold strings as C
-	 * strings. */
-	v = json_loadb(buf, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL,
+	 * than json_int_t; the value is discarded anyway. ALLOW_NUL accepts
+	 * the escape "\u0000", which is valid JSON: the payload is relayed
+	 * verbatim and never held as a C string. */
+	v = json_loadb(buf, len,
+	               JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL |
+	                   JSON_ALLOW_NUL,
 	               &jerr);
 	if (v == NULL)
 		return false;

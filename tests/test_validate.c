@@ -234,6 +234,13 @@ static void test_two_json_values_are_refused(void **state)
 	assert_json_refused("\"a\" \"b\"");
 }
 
+static void test_json_escaped_nul_in_string_is_accepted(void **state)
+{
+	(void)state;
+	const char json[] = "{\"a\":\"x\\u0000y\"}";
+	assert_true(validate_json(json, sizeof(json) - 1));
+}
+
 static void test_json_nul_byte_after_value_is_refused(void **state)
 {
 	(void)state;
@@ -966,6 +973,7 @@ int main(void)
 	    cmocka_unit_test(test_json_with_surrounding_whitespace_is_accepted),
 	    cmocka_unit_test(test_json_with_trailing_garbage_is_refused),
 	    cmocka_unit_test(test_two_json_values_are_refused),
+	    cmocka_unit_test(test_json_escaped_nul_in_string_is_accepted),
 	    cmocka_unit_test(test_json_nul_byte_after_value_is_refused),
 	    cmocka_unit_test(test_json_with_invalid_utf8_in_string_is_refused),
 	    cmocka_unit_test(test_empty_or_whitespace_only_json_is_refused),
