@@ -50,6 +50,8 @@ static const struct flag flags[] = {
      "how long events stay replayable"},
     {"audit-key-file", "WSGATE_AUDIT_KEY_FILE", "./wsgate.audit-key",
      FLAG_STRING, F(audit_key_file), "audit hash-chain key (0600)"},
+    {"audit", "WSGATE_AUDIT", "on", FLAG_STRING, F(audit),
+     "delivery rows: on, or off to measure their cost"},
     {"max-payload", "WSGATE_MAX_PAYLOAD", "1M", FLAG_SIZE, F(max_payload),
      "largest event payload a backend may send"},
     {"max-client-frame", "WSGATE_MAX_CLIENT_FRAME", "64K", FLAG_SIZE,

@@ -27,6 +27,7 @@ struct config {
 	const char *jwt_audience;
 	int64_t retention_us;
 	const char *audit_key_file;
+	const char *audit; /* "on" or "off" */
 	uint64_t max_payload;
 	uint64_t max_client_frame;
 	uint64_t inbound_buffer;

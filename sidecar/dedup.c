@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
+
 struct entry {
 	struct entry *hash_next;
 	struct entry *older, *newer; /* acceptance order */
@@ -24,16 +26,6 @@ struct dedup {
 	size_t n;
 	struct entry *oldest, *newest;
 };
-
-static uint64_t key_hash(const char *key, size_t len)
-{
-	uint64_t h = 1469598103934665603ULL;
-	for (size_t i = 0; i < len; i++) {
-		h ^= (unsigned char)key[i];
-		h *= 1099511628211ULL;
-	}
-	return h;
-}
 
 /* Writes user_id '\0' event_id into buf (NULL: only measure). */
 static size_t key_make(char *buf, const char *user_id, const char *event_id)
@@ -91,7 +83,7 @@ int dedup_find(struct dedup *d, const char *user_id, const char *event_id,
 	if (key_make(NULL, user_id, event_id) > sizeof(key))
 		return 0;
 	size_t len = key_make(key, user_id, event_id);
-	struct entry *e = *find_slot(d, key, len, key_hash(key, len));
+	struct entry *e = *find_slot(d, key, len, hash_bytes(key, len));
 	if (!e)
 		return 0;
 	*seq = e->seq;
@@ -122,7 +114,7 @@ int dedup_add(struct dedup *d, const char *user_id, const char *event_id,
 		return -1;
 	key_make(e->key, user_id, event_id);
 	e->key_len = len;
-	e->hash = key_hash(e->key, len);
+	e->hash = hash_bytes(e->key, len);
 	e->seq = seq;
 	e->accepted_at = accepted_at;
 	struct entry **slot = &d->buckets[e->hash & d->mask];
@@ -162,7 +154,7 @@ void dedup_remove(struct dedup *d, const char *user_id, const char *event_id)
 	if (key_make(NULL, user_id, event_id) > sizeof(key))
 		return;
 	size_t len = key_make(key, user_id, event_id);
-	struct entry *e = *find_slot(d, key, len, key_hash(key, len));
+	struct entry *e = *find_slot(d, key, len, hash_bytes(key, len));
 	if (e)
 		unlink_entry(d, e);
 }

@@ -10,6 +10,7 @@
  * and dedup); NNG runs its own; the store runs its writer; one thread waits
  * for signals (they are blocked everywhere else).
  */
+#include <nng/nng.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -112,6 +113,13 @@ static int app_open(struct app *app, char *err, size_t errlen)
 	    .issuer = cfg->jwt_issuer,
 	    .audience = cfg->jwt_audience,
 	};
+	int audit = strcmp(cfg->audit, "on") == 0;
+	if (!audit && strcmp(cfg->audit, "off") != 0) {
+		snprintf(err, errlen, "--audit: expected on or off");
+		return -1;
+	}
+	if (!audit)
+		log_warn("--audit off: deliveries are not recorded");
 	if (!cfg->jwt_secret_file == !cfg->jwt_public_key) {
 		snprintf(err, errlen,
 		         "give exactly one of --jwt-secret-file or "
@@ -147,6 +155,7 @@ static int app_open(struct app *app, char *err, size_t errlen)
 	    .dedup = app->dedup,
 	    .max_backlog = STORE_MAX_BACKLOG,
 	    .replay_chunk = REPLAY_CHUNK,
+	    .audit = audit,
 	    .on_event_done = dispatch_event_done,
 	};
 	app->router = router_new(&rcfg);
@@ -239,6 +248,7 @@ int main(int argc, char **argv)
 
 	if (app_open(&app, err, sizeof(err))) {
 		app_close(&app);
+		nng_fini();
 		return fail("", err);
 	}
 	pthread_t sig_tid;
@@ -254,6 +264,9 @@ int main(int argc, char **argv)
 		pthread_kill(sig_tid, SIGTERM);
 	pthread_join(sig_tid, NULL);
 	app_close(&app);
+	/* NNG keeps messages still in flight on closed sockets until it is
+	 * finalised: without this a notice queued at shutdown leaks. */
+	nng_fini();
 	log_info("wsgate stopped");
 	return 0;
 }

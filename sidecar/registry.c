@@ -14,6 +14,8 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "hash.h"
+
 struct registry {
 	struct user **users; /* buckets */
 	size_t users_mask;
@@ -27,17 +29,6 @@ struct registry {
 	void *on_ready_arg;
 	struct registry_counters counters;
 };
-
-/* FNV-1a: ids are short and chosen by us or by trusted backends. */
-static uint64_t hash_bytes(const char *s, size_t len)
-{
-	uint64_t h = 1469598103934665603ULL;
-	for (size_t i = 0; i < len; i++) {
-		h ^= (unsigned char)s[i];
-		h *= 1099511628211ULL;
-	}
-	return h;
-}
 
 struct registry *registry_new(size_t queue_limit, registry_ready_fn on_ready,
                               void *arg)

@@ -51,6 +51,8 @@ static void record_row(struct router *rt, const char *conn_id,
                        const char *conn_user_id, const struct frame *f,
                        const char *status)
 {
+	if (!rt->cfg.audit)
+		return;
 	struct store_job *job = store_job_new(STORE_DELIVERY);
 	if (!job)
 		goto lost;
@@ -205,6 +207,7 @@ int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
 	job->event.seq = fe.seq;
 	job->event.accepted_at = accepted_us;
 	job->event.pending = n == 0;
+	job->event.audit = rt->cfg.audit;
 	job->event.frame = f;
 	job->event.owner = owner;
 	job->event.index = index;
@@ -276,6 +279,7 @@ static void replay_request(struct router *rt, struct conn *c)
 	job->replay.since = c->since;
 	job->replay.has_since = c->has_since;
 	job->replay.limit = rt->cfg.replay_chunk;
+	job->replay.audit = rt->cfg.audit;
 	c->replay_inflight = 1;
 	store_submit(rt->store, job);
 }

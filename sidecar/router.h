@@ -58,6 +58,7 @@ struct router_config {
 	struct dedup *dedup;
 	uint64_t max_backlog;  /* store jobs in flight before EXHAUSTED */
 	uint32_t replay_chunk; /* events read per catch-up step */
+	int audit;             /* 0: no delivery rows (--audit off) */
 	router_event_done_fn on_event_done;
 };
 

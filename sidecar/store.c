@@ -284,7 +284,7 @@ static int run_event(struct store *s, struct store_job *job)
 	sqlite3_bind_int(st, 10, job->event.pending);
 	if (step_done(s, st))
 		return -1;
-	for (uint32_t i = 0; i < job->event.n_conns; i++) {
+	for (uint32_t i = 0; job->event.audit && i < job->event.n_conns; i++) {
 		struct audit_row row = {
 		    .user_id = job->event.user_id,
 		    .seq = job->event.seq,
@@ -379,7 +379,8 @@ static int run_replay(struct store *s, struct store_job *job)
 	if (rc != SQLITE_DONE)
 		return -1;
 	job->replay.more = job->replay.n_frames == job->replay.limit;
-	for (uint32_t i = 0; i < job->replay.n_frames; i++) {
+	for (uint32_t i = 0; job->replay.audit && i < job->replay.n_frames;
+	     i++) {
 		struct frame *f = job->replay.frames[i];
 		struct audit_row row = {
 		    .user_id = f->user_id,

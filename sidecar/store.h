@@ -66,6 +66,7 @@ struct store_job {
 			uint64_t seq;
 			int64_t accepted_at;
 			int pending;
+			int audit; /* write the queued rows */
 			/* The service thread's: not touched by the writer. */
 			struct frame *frame;
 			void *owner;
@@ -83,6 +84,7 @@ struct store_job {
 			uint64_t since; /* replay seq > since; pending always */
 			int has_since;
 			uint32_t limit;
+			int audit; /* write the queued rows */
 			/* Results. */
 			struct frame **frames;
 			uint32_t n_frames;

@@ -205,12 +205,16 @@ static int handshake_refuse(struct ws_server *srv, struct lws *wsi,
  * Decides an upgrade: path, origin, token, since, per-user limit. Returns
  * 0 to allow, 1 after answering with an HTTP error, -1 to hang up.
  */
-static int handshake_check(struct ws_server *srv, struct lws *wsi)
+static int handshake_check(struct ws_server *srv, struct lws *wsi,
+			   const char *upgrade)
 {
 	char buf[AUTH_JWT_MAX_TOKEN + 64], peer[64];
 	lws_get_peer_simple(wsi, peer, sizeof(peer));
 	srv->stash.wsi = NULL;
 
+	if (strcmp(upgrade, "websocket") != 0)
+		return handshake_refuse(srv, wsi, 400, "not a websocket upgrade",
+					peer);
 	if (lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_GET_URI) <= 0 ||
 	    strcmp(buf, "/ws") != 0)
 		return handshake_refuse(srv, wsi, 404, "not found", peer);
@@ -471,7 +475,7 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
 	case LWS_CALLBACK_HTTP:
 		return http_serve(srv, wsi, in);
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-		return handshake_check(srv, wsi);
+		return handshake_check(srv, wsi, in);
 	case LWS_CALLBACK_ESTABLISHED:
 		return session_open(srv, wsi, s);
 	case LWS_CALLBACK_RECEIVE:

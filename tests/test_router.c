@@ -99,6 +99,7 @@ static struct harness *harness_new(size_t queue_limit)
 	    .dedup = h->dedup,
 	    .max_backlog = 100000,
 	    .replay_chunk = 2,
+	    .audit = 1,
 	    .on_event_done = on_event_done,
 	};
 	h->rt = router_new(&rcfg);

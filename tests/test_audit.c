@@ -1,0 +1,470 @@
+/*
+ * test_audit: the forensic trail of a real sidecar, checked from the
+ * database (read-only, as wsgatectl reads it) and through wsgatectl itself.
+ *
+ * - After a golden-path style run: verify passes, audit --user lists exactly
+ *   the deliveries to that user's connections, trace tells one event's
+ *   story, every session has its row.
+ * - Every kind of refused handshake leaves an auth_failures row.
+ * - A SIGKILL during a stream: the dead process's sessions are closed with
+ *   a reason at restart, every frame a client received has a committed
+ *   queued row naming its connection, queued rows without an outcome read
+ *   as "outcome unknown: sidecar stopped", and the chain still verifies.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "jwt_mint.h"
+#include "sidecar_proc.h"
+#include "ws_client.h"
+#include "wsgate.h"
+
+#define RECV_MS 5000
+#define CALL_MS 5000
+
+/* --- helpers --- */
+
+/* Runs wsgatectl with args against s's database and key; returns its exit
+ * status and its stdout in *out (malloc'd). */
+static int ctl(const struct sidecar *s, const char *args, char **out)
+{
+	char cmd[1024];
+	snprintf(cmd, sizeof(cmd),
+		 "%s --db %s --audit-key-file %s --control %s %s 2>&1",
+		 WSGATECTL_BIN, s->db_path, s->audit_key_path, s->control_url,
+		 args);
+	FILE *p = popen(cmd, "r");
+	assert_non_null(p);
+	size_t cap = 4096, len = 0;
+	char *buf = malloc(cap);
+	size_t n;
+	while ((n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
+		len += n;
+		if (cap - len < 2048)
+			buf = realloc(buf, cap *= 2);
+	}
+	buf[len] = '\0';
+	int status = pclose(p);
+	if (out)
+		*out = buf;
+	else
+		free(buf);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static sqlite3 *db_open(const struct sidecar *s)
+{
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open_v2(s->db_path, &db, SQLITE_OPEN_READONLY,
+					 NULL),
+			 SQLITE_OK);
+	return db;
+}
+
+/* The single integer a query returns (bound with up to 3 text args). */
+static int64_t db_int(sqlite3 *db, const char *sql, const char *a,
+		      const char *b, const char *c)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+	const char *args[3] = {a, b, c};
+	for (int i = 0; i < 3; i++)
+		if (args[i])
+			sqlite3_bind_text(st, i + 1, args[i], -1,
+					  SQLITE_STATIC);
+	int64_t v = -1;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+static struct ws_client *connect_path(const struct sidecar *s,
+				      const char *path, const char *const *hdr,
+				      int *status)
+{
+	struct ws_client *c = NULL;
+	*status = ws_client_connect(&c, s->port, path, hdr, RECV_MS);
+	return c;
+}
+
+/* Connects user and reads `connected`; conn_id gets its id. */
+static struct ws_client *connect_user(const struct sidecar *s,
+				      const char *user, const char *query,
+				      char conn_id[64])
+{
+	char *tok = sidecar_token(s, user, 600);
+	char path[2048];
+	int status;
+	snprintf(path, sizeof(path), "/ws?access_token=%s%s", tok,
+		 query ? query : "");
+	free(tok);
+	struct ws_client *c = connect_path(s, path, NULL, &status);
+	if (status != 101)
+		fail_msg("connect %s: %d", user, status);
+	char *text = ws_client_recv_text(c, RECV_MS);
+	assert_non_null(text);
+	json_t *obj = json_loads(text, 0, NULL);
+	assert_string_equal(json_string_value(json_object_get(obj, "type")),
+			    "connected");
+	snprintf(conn_id, 64, "%s",
+		 json_string_value(json_object_get(obj, "conn_id")));
+	json_decref(obj);
+	free(text);
+	return c;
+}
+
+/* Reads one event frame; returns its seq, and its event_id in id. */
+static int64_t recv_event(struct ws_client *c, char id[160], int timeout_ms)
+{
+	char *text = ws_client_recv_text(c, timeout_ms);
+	if (!text)
+		return -1;
+	json_t *obj = json_loads(text, 0, NULL);
+	free(text);
+	if (!obj)
+		return -1;
+	int64_t seq = json_integer_value(json_object_get(obj, "seq"));
+	const char *eid = json_string_value(json_object_get(obj, "event_id"));
+	snprintf(id, 160, "%s", eid ? eid : "");
+	json_decref(obj);
+	return seq;
+}
+
+static void send_one(wsgate_client *b, const char *user, const char *id,
+		     enum wsgate_event_type type, const char *run)
+{
+	struct wsgate_event ev = {.event_id = id,
+				  .user_id = user,
+				  .run_id = run,
+				  .thread_id = "t1",
+				  .type = type,
+				  .payload_json = "{\"ok\":true}",
+				  .payload_len = 11};
+	struct wsgate_event_result res;
+	if (wsgate_send_event(b, &ev, &res) != WSGATE_OK)
+		fail_msg("send %s: %s", id, wsgate_client_error(b));
+}
+
+/* --- tests --- */
+
+static void test_golden_run_verifies_and_is_attributed(void **state)
+{
+	(void)state;
+	struct sidecar *s;
+	assert_int_equal(sidecar_start(&s, NULL), 0);
+	wsgate_client *b;
+	assert_int_equal(wsgate_client_open(&b, s->control_url, CALL_MS),
+			 WSGATE_OK);
+	const char *users[2] = {"audit-a", "audit-b"};
+	char ids[2][2][64];
+	struct ws_client *conns[2][2];
+	for (int u = 0; u < 2; u++)
+		for (int k = 0; k < 2; k++)
+			conns[u][k] = connect_user(s, users[u], NULL,
+						   ids[u][k]);
+	/* Five critical events per user, interleaved across users. */
+	for (int t = 1; t <= 5; t++)
+		for (int u = 0; u < 2; u++) {
+			char id[64];
+			snprintf(id, sizeof(id), "%s-e%d", users[u], t);
+			send_one(b, users[u], id, (enum wsgate_event_type)t,
+				 "r1");
+		}
+	for (int u = 0; u < 2; u++)
+		for (int k = 0; k < 2; k++)
+			for (int t = 1; t <= 5; t++) {
+				char id[160];
+				assert_int_equal(
+					recv_event(conns[u][k], id, RECV_MS),
+					t);
+				if (t == 5) {
+					assert_int_equal(
+						ws_client_send_text(
+							conns[u][k],
+							"{\"type\":\"ack\","
+							"\"seq\":5}"),
+						WS_CLIENT_OK);
+				}
+			}
+	/* A ping round trip after the ack: the ack has been processed. */
+	for (int u = 0; u < 2; u++)
+		for (int k = 0; k < 2; k++) {
+			ws_client_send_text(conns[u][k], "{\"type\":\"ping\"}");
+			char *pong = ws_client_recv_text(conns[u][k], RECV_MS);
+			assert_non_null(pong);
+			assert_non_null(strstr(pong, "pong"));
+			free(pong);
+			ws_client_close(conns[u][k], RECV_MS);
+		}
+	wsgate_client_close(b);
+	assert_int_equal(sidecar_stop(s, SIDECAR_STOP_TIMEOUT_MS), 0);
+
+	char *out;
+	assert_int_equal(ctl(s, "verify", &out), 0);
+	free(out);
+
+	/* audit --user lists exactly that user's deliveries: 5 events x 2
+	 * connections x (queued, written, acked). */
+	assert_int_equal(ctl(s, "--json audit --user audit-a", &out), 0);
+	int rows = 0;
+	char *copy = strdup(out);
+	for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+		json_t *row = json_loads(line, 0, NULL);
+		if (!row)
+			continue;
+		rows++;
+		assert_string_equal(
+			json_string_value(json_object_get(row, "user_id")),
+			"audit-a");
+		assert_string_equal(
+			json_string_value(json_object_get(row, "conn_user_id")),
+			"audit-a");
+		const char *cid =
+			json_string_value(json_object_get(row, "conn_id"));
+		assert_true(strcmp(cid, ids[0][0]) == 0 ||
+			    strcmp(cid, ids[0][1]) == 0);
+		json_decref(row);
+	}
+	free(out);
+	if (rows != 5 * 2 * 3)
+		fail_msg("audit --user audit-a: %d rows, want 30:\n%s", rows,
+			 copy);
+	free(copy);
+
+	/* trace: the event, both connections, each outcome. */
+	assert_int_equal(ctl(s, "trace audit-b-e3", &out), 0);
+	assert_non_null(strstr(out, ids[1][0]));
+	assert_non_null(strstr(out, ids[1][1]));
+	assert_non_null(strstr(out, "queued"));
+	assert_non_null(strstr(out, "written"));
+	assert_null(strstr(out, ids[0][0]));
+	free(out);
+
+	sqlite3 *db = db_open(s);
+	assert_int_equal(db_int(db,
+				"SELECT count(*) FROM sessions WHERE user_id=?"
+				" AND closed_at IS NOT NULL",
+				"audit-a", NULL, NULL),
+			 2);
+	assert_int_equal(db_int(db,
+				"SELECT count(*) FROM deliveries"
+				" WHERE user_id <> conn_user_id",
+				NULL, NULL, NULL),
+			 0);
+	assert_int_equal(db_int(db,
+				"SELECT count(*) FROM events WHERE user_id=?"
+				" AND length(payload_sha256)=32",
+				"audit-b", NULL, NULL),
+			 5);
+	sqlite3_close(db);
+	sidecar_free(s, false);
+}
+
+static void test_each_refused_handshake_leaves_a_row(void **state)
+{
+	(void)state;
+	struct sidecar *s;
+	const char *args[] = {"--max-conns-per-user", "1", "--allowed-origin",
+			      "https://app.example", NULL};
+	assert_int_equal(sidecar_start(&s, args), 0);
+	int64_t now = time(NULL);
+	char path[4096];
+	int status;
+	const char *origin_ok[] = {"Origin: https://app.example", NULL};
+	const char *origin_bad[] = {"Origin: https://evil.example", NULL};
+
+	struct {
+		const char *claims;
+		const char *secret;
+		const char *alg;
+		const char *reason;
+	} cases[] = {
+		{"{\"sub\":\"x\",\"exp\":%lld}", "wrong-secret-wrong-secret-wrong",
+		 "HS256", "bad_signature"},
+		{"{\"sub\":\"x\",\"exp\":%lld}", NULL, "none", "wrong_alg"},
+		{"{\"exp\":%lld}", NULL, "HS256", "missing_sub"},
+		{"{\"sub\":\"x\",\"exp\":%lld}", NULL, "HS256", "expired"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char claims[128];
+		long long exp = strcmp(cases[i].reason, "expired") == 0
+					? now - 3600
+					: now + 600;
+		snprintf(claims, sizeof(claims), cases[i].claims, exp);
+		const char *secret = cases[i].secret ? cases[i].secret
+						     : s->secret;
+		char header[64];
+		snprintf(header, sizeof(header),
+			 "{\"alg\":\"%s\",\"typ\":\"JWT\"}", cases[i].alg);
+		char *tok = jwt_mint_raw(header, claims, cases[i].alg, secret,
+					 strlen(secret), NULL);
+		assert_non_null(tok);
+		snprintf(path, sizeof(path), "/ws?access_token=%s", tok);
+		free(tok);
+		assert_null(connect_path(s, path, origin_ok, &status));
+		assert_int_equal(status, 401);
+	}
+	assert_null(connect_path(s, "/ws", origin_ok, &status));
+	assert_int_equal(status, 401);
+
+	char *tok = sidecar_token(s, "limited", 600);
+	snprintf(path, sizeof(path), "/ws?access_token=%s", tok);
+	free(tok);
+	assert_null(connect_path(s, path, origin_bad, &status));
+	assert_int_equal(status, 403);
+	struct ws_client *first = connect_path(s, path, origin_ok, &status);
+	assert_int_equal(status, 101);
+	assert_null(connect_path(s, path, origin_ok, &status));
+	assert_int_equal(status, 429);
+	ws_client_close(first, RECV_MS);
+	assert_int_equal(sidecar_stop(s, SIDECAR_STOP_TIMEOUT_MS), 0);
+
+	sqlite3 *db = db_open(s);
+	const char *reasons[] = {"bad_signature", "wrong_alg",
+				 "missing_sub",   "expired",
+				 "missing_token", "origin not allowed",
+				 "too many connections"};
+	for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+		if (db_int(db,
+			   "SELECT count(*) FROM auth_failures WHERE reason=?",
+			   reasons[i], NULL, NULL) != 1)
+			fail_msg("no auth_failures row for %s", reasons[i]);
+	assert_int_equal(db_int(db, "SELECT count(*) FROM sessions", NULL,
+				NULL, NULL),
+			 1);
+	sqlite3_close(db);
+	sidecar_free(s, false);
+}
+
+#define CRASH_USERS  3
+#define CRASH_EVENTS 600
+
+struct seen {
+	char conn_id[64];
+	int64_t seq;
+	char event_id[160];
+};
+
+static void test_crash_leaves_a_consistent_record(void **state)
+{
+	(void)state;
+	struct sidecar *s;
+	assert_int_equal(sidecar_start(&s, NULL), 0);
+	wsgate_client *b;
+	assert_int_equal(wsgate_client_open(&b, s->control_url, 2000),
+			 WSGATE_OK);
+	struct ws_client *c[CRASH_USERS];
+	char conn_ids[CRASH_USERS][64];
+	char user[CRASH_USERS][32];
+	for (int u = 0; u < CRASH_USERS; u++) {
+		snprintf(user[u], sizeof(user[u]), "crash-%d", u);
+		c[u] = connect_user(s, user[u], NULL, conn_ids[u]);
+	}
+	struct seen *seen = calloc(CRASH_EVENTS, sizeof(*seen));
+	size_t n_seen = 0;
+	/* Stream; kill the sidecar half way, while frames are in flight. */
+	for (int i = 0; i < CRASH_EVENTS / 2; i++) {
+		char id[64];
+		snprintf(id, sizeof(id), "crash-e%d", i);
+		send_one(b, user[i % CRASH_USERS], id, WSGATE_AGENT_THINKING,
+			 "r1");
+	}
+	assert_int_equal(sidecar_kill9(s), 128 + SIGKILL);
+	/* Everything the clients got before the kill. */
+	for (int u = 0; u < CRASH_USERS; u++) {
+		int64_t seq;
+		char id[160];
+		while ((seq = recv_event(c[u], id, 200)) > 0) {
+			memcpy(seen[n_seen].conn_id, conn_ids[u], 64);
+			seen[n_seen].seq = seq;
+			snprintf(seen[n_seen].event_id, 160, "%s", id);
+			n_seen++;
+		}
+		ws_client_abort(c[u]);
+	}
+	assert_true(n_seen > 0);
+	assert_int_equal(sidecar_restart(s), 0);
+	wsgate_client_close(b);
+	assert_int_equal(sidecar_stop(s, SIDECAR_STOP_TIMEOUT_MS), 0);
+
+	sqlite3 *db = db_open(s);
+	/* The dead process's sessions were closed at restart, saying so. */
+	for (int u = 0; u < CRASH_USERS; u++) {
+		assert_int_equal(db_int(db,
+					"SELECT count(*) FROM sessions WHERE"
+					" conn_id=? AND closed_at IS NOT NULL"
+					" AND close_reason='sidecar stopped'",
+					conn_ids[u], NULL, NULL),
+				 1);
+	}
+	/* Write-ahead, from the clients' side: each frame they received has
+	 * its committed queued row naming their connection. */
+	for (size_t i = 0; i < n_seen; i++) {
+		char seq[24];
+		snprintf(seq, sizeof(seq), "%lld", (long long)seen[i].seq);
+		if (db_int(db,
+			   "SELECT count(*) FROM deliveries WHERE conn_id=?"
+			   " AND seq=CAST(? AS INTEGER) AND event_id=?"
+			   " AND status='queued'",
+			   seen[i].conn_id, seq, seen[i].event_id) != 1)
+			fail_msg("frame %s seq %s on %s has no queued row",
+				 seen[i].event_id, seq, seen[i].conn_id);
+	}
+	int64_t unknown = db_int(
+		db,
+		"SELECT count(*) FROM deliveries q WHERE status='queued' AND"
+		" NOT EXISTS (SELECT 1 FROM deliveries o WHERE"
+		" o.conn_id=q.conn_id AND o.seq=q.seq AND o.user_id=q.user_id"
+		" AND o.status IN ('written','dropped'))",
+		NULL, NULL, NULL);
+	sqlite3_close(db);
+	print_message("crash: %zu frames received before SIGKILL, %lld queued"
+		      " rows without outcome\n",
+		      n_seen, (long long)unknown);
+
+	char *out;
+	assert_int_equal(ctl(s, "verify", &out), 0);
+	free(out);
+	if (unknown > 0) {
+		assert_int_equal(ctl(s, "audit --user crash-0 --limit 100000",
+				     &out) +
+					 ctl(s,
+					     "audit --user crash-1 --limit "
+					     "100000",
+					     NULL),
+				 0);
+		char *all;
+		ctl(s, "audit --limit 100000", &all);
+		assert_non_null(strstr(all, "outcome unknown: sidecar stopped"));
+		free(all);
+		free(out);
+	}
+	free(seen);
+	sidecar_free(s, false);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_golden_run_verifies_and_is_attributed),
+		cmocka_unit_test(test_each_refused_handshake_leaves_a_row),
+		cmocka_unit_test(test_crash_leaves_a_consistent_record),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
