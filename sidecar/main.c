@@ -218,6 +218,7 @@ static void app_close(struct app *app)
 	dedup_free(app->dedup);
 	registry_free(app->reg);
 	auth_jwt_close(app->auth);
+	audit_key_clear(&app->audit_key);
 }
 
 int main(int argc, char **argv)

@@ -116,6 +116,7 @@ static void harness_free(struct harness *h)
 	router_free(h->rt);
 	dedup_free(h->dedup);
 	registry_free(h->reg);
+	audit_key_clear(&h->key);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", h->dir);
 	assert_int_equal(system(cmd), 0);
 	free(h);
