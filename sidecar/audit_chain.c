@@ -67,7 +67,27 @@ int audit_key_load(struct audit_key *key, const char *path, int create,
 		         AUDIT_KEY_MAX - 1);
 		return -1;
 	}
+	EVP_MAC *hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	EVP_MAC_CTX *ctx = hmac ? EVP_MAC_CTX_new(hmac) : NULL;
+	EVP_MAC_free(hmac);
+	OSSL_PARAM params[] = {
+	    OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+	                                     (char *)"SHA256", 0),
+	    OSSL_PARAM_construct_end(),
+	};
+	if (!ctx || !EVP_MAC_init(ctx, key->bytes, key->len, params)) {
+		EVP_MAC_CTX_free(ctx);
+		snprintf(err, errlen, "%s: cannot set up HMAC-SHA256", path);
+		return -1;
+	}
+	key->mac = ctx;
 	return 0;
+}
+
+void audit_key_clear(struct audit_key *key)
+{
+	EVP_MAC_CTX_free(key->mac);
+	key->mac = NULL;
 }
 
 static unsigned char *put_field(unsigned char *p, const char *s, size_t len)

@@ -48,6 +48,8 @@ struct audit_row {
  * Returns 0, or -1 with a one-line reason. */
 int audit_key_load(struct audit_key *key, const char *path, int create,
                    char *err, size_t errlen);
+/* Frees what audit_key_load made. */
+void audit_key_clear(struct audit_key *key);
 
 void audit_chain_next(const struct audit_key *key,
                       const unsigned char prev[AUDIT_CHAIN_LEN],
