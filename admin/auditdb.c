@@ -96,7 +96,8 @@ int auditdb_open(struct auditdb *a, const char *path)
 		if (errno == ENOENT || errno == ENOTDIR)
 			fprintf(stderr, "wsgatectl: no database at %s\n", path);
 		else
-			fprintf(stderr, "wsgatectl: cannot open database %s: %s\n",
+			fprintf(stderr,
+			        "wsgatectl: cannot open database %s: %s\n",
 			        path, strerror(errno));
 		return EXIT_USAGE;
 	}
@@ -106,9 +107,9 @@ int auditdb_open(struct auditdb *a, const char *path)
 	}
 	if (sqlite3_open_v2(path, &a->db, SQLITE_OPEN_READONLY, NULL) !=
 	    SQLITE_OK) {
-		fprintf(stderr, "wsgatectl: cannot open database %s: %s\n",
-		        path,
-		        a->db != NULL ? sqlite3_errmsg(a->db) : "out of memory");
+		fprintf(
+		    stderr, "wsgatectl: cannot open database %s: %s\n", path,
+		    a->db != NULL ? sqlite3_errmsg(a->db) : "out of memory");
 		auditdb_close(a);
 		return EXIT_USAGE;
 	}

@@ -86,26 +86,30 @@ static json_t *session_json(sqlite3_stmt *st)
 	bool has_exp = auditdb_int(st, S_EXP, &exp);
 	char text[TIME_ARG_TEXT_MAX];
 
-	json_object_set_new(o, "conn_id", out_json_text(auditdb_text(st, S_CONN)));
-	json_object_set_new(o, "user_id", out_json_text(auditdb_text(st, S_USER)));
+	json_object_set_new(o, "conn_id",
+	                    out_json_text(auditdb_text(st, S_CONN)));
+	json_object_set_new(o, "user_id",
+	                    out_json_text(auditdb_text(st, S_USER)));
 	out_json_time(o, "opened_at", opened, true);
 	out_json_time(o, "closed_at", has_closed ? closed : 0, has_closed);
 	json_object_set_new(o, "open", json_boolean(!has_closed));
 	json_object_set_new(o, "close_code",
-	                    auditdb_int(st, S_CODE, &code) ? json_integer(JI(code))
-	                                                   : json_null());
+	                    auditdb_int(st, S_CODE, &code)
+	                        ? json_integer(JI(code))
+	                        : json_null());
 	json_object_set_new(o, "close_reason",
 	                    out_json_text(auditdb_text(st, S_REASON)));
 	json_object_set_new(o, "peer", out_json_text(auditdb_text(st, S_PEER)));
 	json_object_set_new(o, "user_agent",
 	                    out_json_text(auditdb_text(st, S_UA)));
-	json_object_set_new(o, "token_jti", out_json_text(auditdb_text(st, S_JTI)));
+	json_object_set_new(o, "token_jti",
+	                    out_json_text(auditdb_text(st, S_JTI)));
 	json_object_set_new(o, "token_exp",
 	                    has_exp ? json_integer(JI(exp)) : json_null());
-	json_object_set_new(
-	    o, "token_exp_iso",
-	    has_exp ? json_string(fmt_time(token_exp_us(exp), text))
-	            : json_null());
+	json_object_set_new(o, "token_exp_iso",
+	                    has_exp
+	                        ? json_string(fmt_time(token_exp_us(exp), text))
+	                        : json_null());
 	return o;
 }
 
@@ -119,8 +123,7 @@ static int session_row(struct out_table *t, sqlite3_stmt *st)
 	    auditdb_text(st, S_USER),
 	    fmt_time(sqlite3_column_int64(st, S_OPENED), opened),
 	    auditdb_int(st, S_CLOSED, &v) ? fmt_time(v, closed) : "open",
-	    auditdb_int(st, S_CODE, &v) ? fmt_int(v, code, sizeof(code))
-	                                : NULL,
+	    auditdb_int(st, S_CODE, &v) ? fmt_int(v, code, sizeof(code)) : NULL,
 	    auditdb_text(st, S_REASON),
 	    auditdb_text(st, S_PEER),
 	    auditdb_text(st, S_JTI),
@@ -135,7 +138,7 @@ int forensics_sessions(const char *db_path, bool json,
                        const struct sessions_query *q)
 {
 	static const char *const headers[] = {
-	    "CONN_ID", "USER_ID", "OPENED", "CLOSED",    "CODE",
+	    "CONN_ID", "USER_ID", "OPENED",    "CLOSED",    "CODE",
 	    "REASON",  "PEER",    "TOKEN_JTI", "TOKEN_EXP", "USER_AGENT"};
 	struct out_table *t = NULL;
 	struct auditdb a;
@@ -240,8 +243,8 @@ static const char *audit_note(sqlite3_stmt *st, char *buf, size_t cap)
 {
 	const char *user = auditdb_text(st, A_USER);
 	const char *conn_user = auditdb_text(st, A_CONN_USER);
-	bool mismatch = user == NULL || conn_user == NULL ||
-	                strcmp(user, conn_user) != 0;
+	bool mismatch =
+	    user == NULL || conn_user == NULL || strcmp(user, conn_user) != 0;
 	const char *outcome =
 	    outcome_note(sqlite3_column_int(st, A_NO_OUTCOME) != 0,
 	                 sqlite3_column_int(st, A_SESSION_OPEN) != 0);
@@ -262,16 +265,19 @@ static json_t *audit_json(sqlite3_stmt *st)
 	json_t *o = json_object();
 	char note[128];
 
-	json_object_set_new(o, "id", json_integer(sqlite3_column_int64(st, A_ID)));
+	json_object_set_new(o, "id",
+	                    json_integer(sqlite3_column_int64(st, A_ID)));
 	out_json_time(o, "at", sqlite3_column_int64(st, A_AT), true);
 	json_object_set_new(o, "status",
 	                    out_json_text(auditdb_text(st, A_STATUS)));
-	json_object_set_new(o, "user_id", out_json_text(auditdb_text(st, A_USER)));
+	json_object_set_new(o, "user_id",
+	                    out_json_text(auditdb_text(st, A_USER)));
 	json_object_set_new(o, "seq",
 	                    json_integer(sqlite3_column_int64(st, A_SEQ)));
 	json_object_set_new(o, "event_id",
 	                    out_json_text(auditdb_text(st, A_EVENT)));
-	json_object_set_new(o, "conn_id", out_json_text(auditdb_text(st, A_CONN)));
+	json_object_set_new(o, "conn_id",
+	                    out_json_text(auditdb_text(st, A_CONN)));
 	json_object_set_new(o, "conn_user_id",
 	                    out_json_text(auditdb_text(st, A_CONN_USER)));
 	json_object_set_new(o, "note",
@@ -298,8 +304,7 @@ static int audit_row(struct out_table *t, sqlite3_stmt *st)
 	return out_table_add(t, cells);
 }
 
-int forensics_audit(const char *db_path, bool json,
-                    const struct audit_query *q)
+int forensics_audit(const char *db_path, bool json, const struct audit_query *q)
 {
 	static const char *const headers[] = {
 	    "ID",       "AT",      "STATUS",       "USER_ID", "SEQ",
@@ -478,14 +483,16 @@ static void trace_group(struct trace_row *rows, size_t n)
 	 * the group it belongs to. */
 	for (i = 0; i < n; i = j) {
 		rows[i].conn_first = true;
-		for (j = i + 1; j < n && strcmp(rows[j].conn_id, rows[i].conn_id) == 0;
+		for (j = i + 1;
+		     j < n && strcmp(rows[j].conn_id, rows[i].conn_id) == 0;
 		     j++)
 			;
 		for (k = j; k < n; k++) {
 			if (strcmp(rows[k].conn_id, rows[i].conn_id) != 0)
 				continue;
 			tmp = rows[k];
-			memmove(&rows[j + 1], &rows[j], (k - j) * sizeof(*rows));
+			memmove(&rows[j + 1], &rows[j],
+			        (k - j) * sizeof(*rows));
 			rows[j++] = tmp;
 		}
 	}
@@ -570,8 +577,8 @@ static int load_rows(struct auditdb *a, const struct trace_key *k,
 
 /* "opened T, closed T (code reason)" or "opened T, open" or "no session
  * row"; with an isolation warning when the connection is another user's. */
-static void conn_summary(const struct trace_row *r, const char *user,
-                         char *buf, size_t cap)
+static void conn_summary(const struct trace_row *r, const char *user, char *buf,
+                         size_t cap)
 {
 	char opened[TIME_ARG_TEXT_MAX], closed[TIME_ARG_TEXT_MAX];
 	char who[320], reason[160];
@@ -587,16 +594,19 @@ static void conn_summary(const struct trace_row *r, const char *user,
 		len = (size_t)snprintf(
 		    buf, cap, "of %s, opened %s, closed %s (%" PRId64 " %s)",
 		    who, fmt_time(r->opened_at, opened),
-		    fmt_time(r->closed_at, closed), r->has_code ? r->close_code : 0,
+		    fmt_time(r->closed_at, closed),
+		    r->has_code ? r->close_code : 0,
 		    out_clean(r->close_reason, reason, sizeof(reason)));
 	if (len < cap && strcmp(r->conn_user_id, user) != 0)
-		snprintf(buf + len, cap - len,
-		         "; ISOLATION VIOLATION: the event is for another user");
+		snprintf(
+		    buf + len, cap - len,
+		    "; ISOLATION VIOLATION: the event is for another user");
 	else if (len < cap && r->has_session &&
 	         strcmp(r->session_user, r->conn_user_id) != 0)
-		snprintf(buf + len, cap - len,
-		         "; ISOLATION VIOLATION: the session is %s's",
-		         out_clean(r->session_user, who, sizeof(who)));
+		snprintf(
+		    buf + len, cap - len,
+		    "; ISOLATION VIOLATION: the session belongs to user %s",
+		    out_clean(r->session_user, who, sizeof(who)));
 }
 
 static int trace_print_text(const struct trace_key *k,
@@ -609,7 +619,7 @@ static int trace_print_text(const struct trace_key *k,
 	char a[320], b[320], t1[TIME_ARG_TEXT_MAX], id[24], delay[48];
 	char line[1024], other[400];
 	struct out_table *t;
-	size_t i, conns = 0;
+	size_t i;
 
 	printf("event %s of user %s\n", out_clean(event_id, a, sizeof(a)),
 	       out_clean(k->user_id, b, sizeof(b)));
@@ -618,17 +628,18 @@ static int trace_print_text(const struct trace_key *k,
 		printf("  %-11s %s\n", "event",
 		       "no longer in the events table (pruned)");
 	} else {
-		printf("  %-11s %s\n", "type", out_clean(ev->type, a, sizeof(a)));
-		printf("  %-11s %s\n", "run", out_clean(ev->run_id, a, sizeof(a)));
+		printf("  %-11s %s\n", "type",
+		       out_clean(ev->type, a, sizeof(a)));
+		printf("  %-11s %s\n", "run",
+		       out_clean(ev->run_id, a, sizeof(a)));
 		printf("  %-11s %s\n", "thread",
 		       out_clean(ev->thread_id, a, sizeof(a)));
-		printf("  %-11s %s\n", "accepted", fmt_time(ev->accepted_at, t1));
+		printf("  %-11s %s\n", "accepted",
+		       fmt_time(ev->accepted_at, t1));
 		printf("  %-11s %" PRId64 " bytes, sha256 %s\n", "payload",
 		       ev->payload_bytes, ev->sha256_hex);
 		printf("  %-11s %s\n", "pending", ev->pending ? "yes" : "no");
 	}
-	for (i = 0; i < n; i++)
-		conns += rows[i].conn_first;
 	if (n == 0) {
 		printf("  %-11s none%s\n", "deliveries",
 		       ev->retained && ev->pending
@@ -640,9 +651,8 @@ static int trace_print_text(const struct trace_key *k,
 		if (!rows[i].conn_first)
 			continue;
 		conn_summary(&rows[i], k->user_id, line, sizeof(line));
-		printf("  %-11s %s %s\n", conns == 1 ? "connection" : "connections",
+		printf("  %-11s %s %s\n", "connection",
 		       out_clean(rows[i].conn_id, a, sizeof(a)), line);
-		conns = 2; /* label printed once, then "connections" aligned */
 	}
 	if ((t = out_table_new(6, headers)) == NULL) {
 		fprintf(stderr, "wsgatectl: out of memory\n");
@@ -657,15 +667,25 @@ static int trace_print_text(const struct trace_key *k,
 			         (double)(r->at - ev->accepted_at) / 1000.0);
 		else
 			snprintf(delay, sizeof(delay), "-");
-		if (ev->retained && strcmp(r->event_id, ev->event_id) != 0) {
+		/* What the connection's summary line cannot say: a row
+		 * unlike the others of its connection. */
+		if (strcmp(r->conn_user_id, k->user_id) != 0) {
 			snprintf(other, sizeof(other),
-			         "%s%srow names event %s", note ? note : "",
-			         note ? "; " : "", r->event_id);
+			         "ISOLATION VIOLATION: conn user %s%s%s",
+			         r->conn_user_id, note ? "; " : "",
+			         note ? note : "");
+			note = other;
+		} else if (ev->retained &&
+		           strcmp(r->event_id, ev->event_id) != 0) {
+			snprintf(other, sizeof(other), "row names event %s%s%s",
+			         r->event_id, note ? "; " : "",
+			         note ? note : "");
 			note = other;
 		}
 		const char *cells[6] = {
-		    r->conn_id, fmt_int(r->id, id, sizeof(id)), r->status,
-		    fmt_time(r->at, t1), delay, note != NULL ? note : ""};
+		    r->conn_id, fmt_int(r->id, id, sizeof(id)),
+		    r->status,  fmt_time(r->at, t1),
+		    delay,      note != NULL ? note : ""};
 		if (out_table_add(t, cells) != 0) {
 			out_table_free(t);
 			fprintf(stderr, "wsgatectl: out of memory\n");
@@ -718,9 +738,9 @@ static json_t *trace_json(const struct trace_key *k,
 	json_object_set_new(o, "payload_sha256",
 	                    ev->retained ? json_string(ev->sha256_hex)
 	                                 : json_null());
-	json_object_set_new(o, "pending", ev->retained
-	                                      ? json_boolean(ev->pending)
-	                                      : json_null());
+	json_object_set_new(o, "pending",
+	                    ev->retained ? json_boolean(ev->pending)
+	                                 : json_null());
 	for (size_t i = 0; i < n; i++) {
 		const struct trace_row *r = &rows[i];
 		json_t *d = json_object();
@@ -740,11 +760,13 @@ static json_t *trace_json(const struct trace_key *k,
 		json_object_set_new(d, "id", json_integer(JI(r->id)));
 		json_object_set_new(d, "status", out_json_text(r->status));
 		out_json_time(d, "at", r->at, true);
-		json_object_set_new(d, "delay_us",
-		                    ev->retained
-		                        ? json_integer(JI(r->at - ev->accepted_at))
-		                        : json_null());
+		json_object_set_new(
+		    d, "delay_us",
+		    ev->retained ? json_integer(JI(r->at - ev->accepted_at))
+		                 : json_null());
 		json_object_set_new(d, "event_id", out_json_text(r->event_id));
+		json_object_set_new(d, "conn_user_id",
+		                    out_json_text(r->conn_user_id));
 		json_object_set_new(d, "note", out_json_text(r->note));
 		json_array_append_new(dels, d);
 	}
@@ -752,8 +774,8 @@ static json_t *trace_json(const struct trace_key *k,
 	return o;
 }
 
-static int load_keys(struct auditdb *a, const char *event_id,
-                     const char *user, struct trace_key **out, size_t *out_n)
+static int load_keys(struct auditdb *a, const char *event_id, const char *user,
+                     struct trace_key **out, size_t *out_n)
 {
 	sqlite3_stmt *st = auditdb_prepare(a, trace_keys_sql);
 	struct trace_key *keys = NULL;
@@ -767,9 +789,11 @@ static int load_keys(struct auditdb *a, const char *event_id,
 	sqlite3_bind_text(st, 1, event_id, -1, SQLITE_STATIC);
 	auditdb_bind_text(st, 2, user);
 	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-		struct trace_key *grown = realloc(keys, (n + 1) * sizeof(*keys));
+		struct trace_key *grown =
+		    realloc(keys, (n + 1) * sizeof(*keys));
 
-		if (grown == NULL || (grown[n].user_id = dup_text(st, 0)) == NULL) {
+		if (grown == NULL ||
+		    (grown[n].user_id = dup_text(st, 0)) == NULL) {
 			keys = grown != NULL ? grown : keys;
 			step = SQLITE_NOMEM;
 			break;

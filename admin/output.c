@@ -10,7 +10,7 @@
 struct out_table {
 	size_t ncols;
 	size_t nrows;
-	size_t cap; /* rows allocated */
+	size_t cap;   /* rows allocated */
 	char **cells; /* (nrows + 1) * ncols: the headers first */
 };
 
@@ -140,7 +140,8 @@ int out_table_add(struct out_table *t, const char *const *cells)
 
 	if (used == t->cap) {
 		size_t cap = t->cap == 0 ? 16 : t->cap * 2;
-		char **grown = realloc(t->cells, cap * t->ncols * sizeof(char *));
+		char **grown =
+		    realloc(t->cells, cap * t->ncols * sizeof(char *));
 
 		if (grown == NULL)
 			return -1;
@@ -180,12 +181,18 @@ void out_table_print(const struct out_table *t, FILE *f, int indent)
 				width[c] = w;
 		}
 	for (r = 0; r <= t->nrows; r++) {
+		char **row = &t->cells[r * t->ncols];
+		size_t last = t->ncols - 1;
+
+		/* Empty cells at the end: nothing to pad for. */
+		while (last > 0 && row[last][0] == '\0')
+			last--;
 		fprintf(f, "%*s", indent, "");
-		for (c = 0; c < t->ncols; c++) {
-			const char *cell = t->cells[r * t->ncols + c];
+		for (c = 0; c <= last; c++) {
+			const char *cell = row[c];
 
 			fputs(cell, f);
-			if (c + 1 < t->ncols)
+			if (c < last)
 				fprintf(f, "%*s",
 				        (int)(width[c] - text_width(cell) + 2),
 				        "");
@@ -253,8 +260,7 @@ void out_json_time(json_t *obj, const char *key, int64_t us, bool present)
 	}
 	json_object_set_new(obj, key, json_integer((json_int_t)us));
 	json_object_set_new(
-	    obj, iso_key,
-	    json_string(time_arg_format(us, text, sizeof(text))));
+	    obj, iso_key, json_string(time_arg_format(us, text, sizeof(text))));
 }
 
 int out_json_line(json_t *obj)

@@ -151,12 +151,8 @@ static int parse_duration(const char *s, int64_t now_us, int64_t *out_us)
 		int64_t us;
 	} units[] = {
 	    /* "ms" before "m": the longest name wins. */
-	    {"ms", 1000},
-	    {"s", US_PER_S},
-	    {"m", 60 * US_PER_S},
-	    {"h", 3600 * US_PER_S},
-	    {"d", US_PER_DAY},
-	    {"w", 7 * US_PER_DAY},
+	    {"ms", 1000},           {"s", US_PER_S},   {"m", 60 * US_PER_S},
+	    {"h", 3600 * US_PER_S}, {"d", US_PER_DAY}, {"w", 7 * US_PER_DAY},
 	};
 	const char *p = s;
 	int64_t total = 0;
@@ -214,9 +210,8 @@ char *time_arg_format(int64_t us, char *buf, size_t cap)
 		days--;
 	}
 	civil_from_days(days, &year, &mon, &day);
-	snprintf(buf, cap,
-	         "%04" PRId64 "-%02u-%02uT%02u:%02u:%02u.%03uZ", year, mon,
-	         day, (unsigned)(rem / (3600 * US_PER_S)),
+	snprintf(buf, cap, "%04" PRId64 "-%02u-%02uT%02u:%02u:%02u.%03uZ", year,
+	         mon, day, (unsigned)(rem / (3600 * US_PER_S)),
 	         (unsigned)(rem / (60 * US_PER_S) % 60),
 	         (unsigned)(rem / US_PER_S % 60),
 	         (unsigned)(rem / 1000 % 1000));

@@ -16,7 +16,7 @@
 
 /* The forms a time argument may take, for usage messages. */
 #define TIME_ARG_FORMS                                                         \
-	"an ISO 8601 UTC time (2026-11-26T09:00:00Z) or a duration back "     \
+	"an ISO 8601 UTC time (2026-11-26T09:00:00Z) or a duration back "      \
 	"from now (90s, 30m, 1h, 2d, 1h30m)"
 
 /*

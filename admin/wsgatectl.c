@@ -1,16 +1,23 @@
 /*
  * wsgatectl: the admin CLI (DESIGN.md, "Admin CLI"). This file owns the
- * command table, option parsing and the two output formats (tables for
- * people, --json one object per line for scripts). Live commands talk to
- * the sidecar's control socket through libwsgate; `token` signs with
- * jwt_mint. Forensic commands (reading the database) are not implemented
- * yet.
+ * command table and option parsing, and prints the live commands' results
+ * in the two formats of output.h (tables for people, --json one object per
+ * line for scripts). Live commands talk to the sidecar's control socket
+ * through libwsgate; `token` signs with jwt_mint; the forensic commands
+ * (sessions, audit, trace, verify) read the database read-only through
+ * forensics.h and verify.h. Every --since goes through time_arg_parse,
+ * every printed time through time_arg_format.
  *
  * Exit status: 0 success, 1 a check failed (e.g. the sidecar refused an
  * event), 2 usage or connection error; every failure says so in one line on
  * stderr starting "wsgatectl: ".
  */
+#include "ctl_exit.h"
+#include "forensics.h"
 #include "jwt_mint.h"
+#include "output.h"
+#include "time_arg.h"
+#include "verify.h"
 #include "wsgate.h"
 
 #include <jansson.h>
@@ -37,8 +44,9 @@
 #define DEFAULT_TIMEOUT_MS 3000
 #define DEFAULT_TTL_S      3600
 #define MAX_CMD_OPTS       8
-
-enum { EXIT_OK = 0, EXIT_CHECK = 1, EXIT_USAGE = 2 };
+#define MAX_CMD_ARGS       1
+#define DEFAULT_SESSIONS   100
+#define DEFAULT_AUDIT_ROWS 1000
 
 /* Returned by the parsing helpers when the command should go on. */
 #define GO_ON (-1)
@@ -55,10 +63,11 @@ struct ctl {
 /* One row of the command table: main() only looks a name up here. */
 struct command {
 	const char *name;
-	int (*run)(const struct ctl *ctl, const struct command *cmd, int argc,
+	int (*run)(struct ctl *ctl, const struct command *cmd, int argc,
 	           char **argv);
-	const char *args; /* usage, after the name */
-	const char *help; /* one line */
+	const char *args;    /* usage, after the name */
+	const char *help;    /* one line */
+	const char *details; /* more for `COMMAND --help`, or NULL */
 };
 
 static void usage(FILE *out);
@@ -77,50 +86,6 @@ static void cmd_usage_error(const struct command *cmd, const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, " (usage: wsgatectl %s%s%s)\n", cmd->name,
 	        cmd->args[0] != '\0' ? " " : "", cmd->args);
-}
-
-/*
- * Parses a command's options. Every option takes a value: names[i] is
- * "--names[i] VALUE", stored in vals[i] (left alone when absent). Returns
- * GO_ON, or the exit status when the run is over (--help, usage error).
- */
-static int cmd_parse(const struct command *cmd, int argc, char **argv,
-                     const char *const *names, const char **vals)
-{
-	struct option opts[MAX_CMD_OPTS + 2];
-	int n = 0, ch;
-
-	for (; names[n] != NULL && n < MAX_CMD_OPTS; n++)
-		opts[n] = (struct option){names[n], required_argument, NULL, n};
-	opts[n++] = (struct option){"help", no_argument, NULL, 'h'};
-	opts[n] = (struct option){NULL, 0, NULL, 0};
-
-	optind = 0; /* glibc: restart the scan on a new argv */
-	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-		switch (ch) {
-		case 'h':
-			printf("usage: wsgatectl %s%s%s\n  %s\n", cmd->name,
-			       cmd->args[0] != '\0' ? " " : "", cmd->args,
-			       cmd->help);
-			return EXIT_OK;
-		case ':':
-			cmd_usage_error(cmd, "%s needs a value",
-			                argv[optind - 1]);
-			return EXIT_USAGE;
-		case '?':
-			cmd_usage_error(cmd, "unknown option %s",
-			                argv[optind - 1]);
-			return EXIT_USAGE;
-		default:
-			vals[ch] = optarg;
-		}
-	}
-	if (optind < argc) {
-		cmd_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-		return EXIT_USAGE;
-	}
-	return GO_ON;
 }
 
 static bool given(const char *v)
@@ -144,33 +109,122 @@ static bool parse_int64(const char *s, int64_t min, int64_t max, int64_t *out)
 	return true;
 }
 
-/* Prints one JSON object as one line and releases it. */
-static int print_json(json_t *obj)
-{
-	char *s = obj != NULL ? json_dumps(obj, JSON_COMPACT) : NULL;
+/* The global options, before the command or among its options. */
+static const struct option global_opts[] = {
+    {"control", required_argument, NULL, 'c'},
+    {"db", required_argument, NULL, 'd'},
+    {"audit-key-file", required_argument, NULL, 'k'},
+    {"json", no_argument, NULL, 'j'},
+    {"timeout", required_argument, NULL, 't'},
+};
 
-	json_decref(obj);
-	if (s == NULL) {
-		fprintf(stderr, "wsgatectl: cannot encode the output as JSON "
-		                "(invalid UTF-8?)\n");
+#define N_GLOBAL_OPTS (sizeof(global_opts) / sizeof(global_opts[0]))
+
+/* Applies global option ch (a val of global_opts) with its argument.
+ * Returns GO_ON, or EXIT_USAGE after saying why. */
+static int apply_global(struct ctl *ctl, int ch, const char *arg)
+{
+	int64_t ms;
+
+	switch (ch) {
+	case 'c':
+		ctl->control = arg;
+		break;
+	case 'd':
+		ctl->db = arg;
+		break;
+	case 'k':
+		ctl->audit_key_file = arg;
+		break;
+	case 'j':
+		ctl->json = true;
+		break;
+	case 't':
+		if (!parse_int64(arg, 1, INT_MAX, &ms)) {
+			fprintf(stderr,
+			        "wsgatectl: --timeout wants milliseconds > 0, "
+			        "not '%s'\n",
+			        arg);
+			return EXIT_USAGE;
+		}
+		ctl->timeout_ms = (int)ms;
+		break;
+	}
+	return GO_ON;
+}
+
+/*
+ * Parses a command's options and its npos positional arguments (options and
+ * arguments in any order; "--" ends the options). Every option takes a
+ * value: names[i] is "--names[i] VALUE", stored in vals[i] (left alone when
+ * absent); the arguments go to pos[0..npos-1]. The global options are
+ * accepted here too ("wsgatectl verify --json"). Returns GO_ON, or the exit
+ * status when the run is over (--help, usage error).
+ */
+static int cmd_parse_args(struct ctl *ctl, const struct command *cmd, int argc,
+                          char **argv, const char *const *names,
+                          const char **vals, int npos, const char **pos)
+{
+	struct option opts[MAX_CMD_OPTS + N_GLOBAL_OPTS + 2];
+	int n = 0, ch;
+
+	/* Command options are numbered 0..MAX_CMD_OPTS-1, below the letters
+	 * of the global ones. */
+	for (; names[n] != NULL && n < MAX_CMD_OPTS; n++)
+		opts[n] = (struct option){names[n], required_argument, NULL, n};
+	for (size_t i = 0; i < N_GLOBAL_OPTS; i++)
+		opts[n++] = global_opts[i];
+	opts[n++] = (struct option){"help", no_argument, NULL, 'h'};
+	opts[n] = (struct option){NULL, 0, NULL, 0};
+
+	optind = 0; /* glibc: restart the scan on a new argv */
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'h':
+			printf("usage: wsgatectl %s%s%s\n  %s\n", cmd->name,
+			       cmd->args[0] != '\0' ? " " : "", cmd->args,
+			       cmd->help);
+			if (cmd->details != NULL)
+				printf("%s", cmd->details);
+			return EXIT_OK;
+		case ':':
+			cmd_usage_error(cmd, "%s needs a value",
+			                argv[optind - 1]);
+			return EXIT_USAGE;
+		case '?':
+			cmd_usage_error(cmd, "unknown option %s",
+			                argv[optind - 1]);
+			return EXIT_USAGE;
+		default:
+			if (ch < MAX_CMD_OPTS)
+				vals[ch] = optarg;
+			else if (apply_global(ctl, ch, optarg) != GO_ON)
+				return EXIT_USAGE;
+		}
+	}
+	if (argc - optind > npos) {
+		cmd_usage_error(cmd, "unexpected argument '%s'",
+		                argv[optind + npos]);
 		return EXIT_USAGE;
 	}
-	puts(s);
-	free(s);
-	return EXIT_OK;
+	if (argc - optind < npos) {
+		cmd_usage_error(cmd, "missing argument");
+		return EXIT_USAGE;
+	}
+	for (int i = 0; i < npos; i++)
+		pos[i] = argv[optind + i];
+	return GO_ON;
+}
+
+/* A command without positional arguments. */
+static int cmd_parse(struct ctl *ctl, const struct command *cmd, int argc,
+                     char **argv, const char *const *names, const char **vals)
+{
+	return cmd_parse_args(ctl, cmd, argc, argv, names, vals, 0, NULL);
 }
 
 #define JI(x) ((json_int_t)(x))
-
-static void iso8601_utc(int64_t us, char *buf, size_t cap)
-{
-	time_t s = (time_t)(us / 1000000);
-	struct tm tm;
-
-	if (us <= 0 || gmtime_r(&s, &tm) == NULL ||
-	    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		snprintf(buf, cap, "-");
-}
 
 /* ------------------------------------------------------------------ */
 /* live commands: the control socket                                   */
@@ -204,8 +258,8 @@ static int call_failed(const struct ctl *ctl, const struct command *cmd,
 	return st > 0 ? EXIT_CHECK : EXIT_USAGE;
 }
 
-static int cmd_status(const struct ctl *ctl, const struct command *cmd,
-                      int argc, char **argv)
+static int cmd_status(struct ctl *ctl, const struct command *cmd, int argc,
+                      char **argv)
 {
 	static const char *const names[] = {NULL};
 	struct wsgate_stats s;
@@ -214,7 +268,7 @@ static int cmd_status(const struct ctl *ctl, const struct command *cmd,
 	uint64_t up;
 	int rc;
 
-	if ((rc = cmd_parse(cmd, argc, argv, names, NULL)) != GO_ON)
+	if ((rc = cmd_parse(ctl, cmd, argc, argv, names, NULL)) != GO_ON)
 		return rc;
 	if ((rc = ctl_connect(ctl, &c)) != EXIT_OK)
 		return rc;
@@ -227,14 +281,16 @@ static int cmd_status(const struct ctl *ctl, const struct command *cmd,
 	wsgate_client_close(c);
 
 	if (ctl->json)
-		return print_json(json_pack(
-		    "{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+		return out_json_line(json_pack(
+		    "{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+		    "s:s}",
 		    "control", ctl->control, "version", s.version, "uptime_s",
 		    JI(s.uptime_s), "connections", JI(s.connections), "users",
 		    JI(s.users), "events_accepted", JI(s.events_accepted),
 		    "frames_written", JI(s.frames_written), "frames_dropped",
 		    JI(s.frames_dropped), "audit_backlog", JI(s.audit_backlog),
-		    "notices_dropped", JI(s.notices_dropped)));
+		    "notices_dropped", JI(s.notices_dropped), "storage_failures",
+		    JI(s.storage_failures), "storage_error", s.storage_error));
 
 	up = s.uptime_s;
 	printf("%-16s %s\n", "control", ctl->control);
@@ -249,6 +305,9 @@ static int cmd_status(const struct ctl *ctl, const struct command *cmd,
 	printf("%-16s %" PRIu64 "\n", "frames_dropped", s.frames_dropped);
 	printf("%-16s %" PRIu64 "\n", "audit_backlog", s.audit_backlog);
 	printf("%-16s %" PRIu64 "\n", "notices_dropped", s.notices_dropped);
+	printf("%-16s %" PRIu64 "%s%s\n", "storage_failures",
+	       s.storage_failures, s.storage_error[0] ? "  last: " : "",
+	       s.storage_error);
 	return EXIT_OK;
 }
 
@@ -257,7 +316,7 @@ static void print_connection_table(const struct wsgate_connection *conns,
 {
 	int wc = (int)strlen("CONN_ID"), wu = (int)strlen("USER_ID");
 	int wp = (int)strlen("PEER");
-	char when[32];
+	char when[TIME_ARG_TEXT_MAX];
 	size_t i;
 
 	if (n == 0) {
@@ -274,19 +333,19 @@ static void print_connection_table(const struct wsgate_connection *conns,
 		if ((l = (int)strlen(conns[i].peer)) > wp)
 			wp = l;
 	}
-	printf("%-*s  %-*s  %-20s  %-*s  %10s  %10s\n", wc, "CONN_ID", wu,
+	printf("%-*s  %-*s  %-24s  %-*s  %10s  %10s\n", wc, "CONN_ID", wu,
 	       "USER_ID", "OPENED_AT", wp, "PEER", "QUEUED", "WRITTEN");
 	for (i = 0; i < n; i++) {
-		iso8601_utc(conns[i].opened_at, when, sizeof(when));
-		printf("%-*s  %-*s  %-20s  %-*s  %10" PRIu64 "  %10" PRIu64
+		time_arg_format(conns[i].opened_at, when, sizeof(when));
+		printf("%-*s  %-*s  %-24s  %-*s  %10" PRIu64 "  %10" PRIu64
 		       "\n",
 		       wc, conns[i].conn_id, wu, conns[i].user_id, when, wp,
 		       conns[i].peer, conns[i].queued, conns[i].written);
 	}
 }
 
-static int cmd_connections(const struct ctl *ctl, const struct command *cmd,
-                           int argc, char **argv)
+static int cmd_connections(struct ctl *ctl, const struct command *cmd, int argc,
+                           char **argv)
 {
 	static const char *const names[] = {"user", NULL};
 	const char *vals[1] = {NULL};
@@ -296,7 +355,7 @@ static int cmd_connections(const struct ctl *ctl, const struct command *cmd,
 	size_t n, i;
 	int rc;
 
-	if ((rc = cmd_parse(cmd, argc, argv, names, vals)) != GO_ON)
+	if ((rc = cmd_parse(ctl, cmd, argc, argv, names, vals)) != GO_ON)
 		return rc;
 	if ((rc = ctl_connect(ctl, &c)) != EXIT_OK)
 		return rc;
@@ -311,19 +370,26 @@ static int cmd_connections(const struct ctl *ctl, const struct command *cmd,
 	if (!ctl->json) {
 		print_connection_table(conns, n);
 	} else {
-		for (i = 0; i < n && rc != EXIT_USAGE; i++)
-			rc = print_json(json_pack(
-			    "{s:s, s:s, s:I, s:s, s:I, s:I}", "conn_id",
-			    conns[i].conn_id, "user_id", conns[i].user_id,
-			    "opened_at", JI(conns[i].opened_at), "peer",
-			    conns[i].peer, "queued", JI(conns[i].queued),
-			    "written", JI(conns[i].written)));
+		for (i = 0; i < n && rc != EXIT_USAGE; i++) {
+			json_t *o = json_pack(
+			    "{s:o, s:o, s:o, s:I, s:I}", "conn_id",
+			    out_json_text(conns[i].conn_id), "user_id",
+			    out_json_text(conns[i].user_id), "peer",
+			    out_json_text(conns[i].peer), "queued",
+			    JI(conns[i].queued), "written",
+			    JI(conns[i].written));
+
+			if (o != NULL)
+				out_json_time(o, "opened_at",
+				              conns[i].opened_at, true);
+			rc = out_json_line(o);
+		}
 	}
 	free(conns);
 	return rc == EXIT_USAGE ? rc : EXIT_OK;
 }
 
-static int cmd_kick(const struct ctl *ctl, const struct command *cmd, int argc,
+static int cmd_kick(struct ctl *ctl, const struct command *cmd, int argc,
                     char **argv)
 {
 	static const char *const names[] = {"user", "conn", "reason", NULL};
@@ -333,7 +399,7 @@ static int cmd_kick(const struct ctl *ctl, const struct command *cmd, int argc,
 	uint32_t n = 0;
 	int rc;
 
-	if ((rc = cmd_parse(cmd, argc, argv, names, vals)) != GO_ON)
+	if ((rc = cmd_parse(ctl, cmd, argc, argv, names, vals)) != GO_ON)
 		return rc;
 	if (!given(vals[0]) && !given(vals[1])) {
 		cmd_usage_error(cmd, "--user or --conn is required");
@@ -349,7 +415,7 @@ static int cmd_kick(const struct ctl *ctl, const struct command *cmd, int argc,
 	}
 	wsgate_client_close(c);
 	if (ctl->json)
-		return print_json(json_pack("{s:I}", "disconnected", JI(n)));
+		return out_json_line(json_pack("{s:I}", "disconnected", JI(n)));
 	printf("disconnected %" PRIu32 " connection%s\n", n, n == 1 ? "" : "s");
 	return EXIT_OK;
 }
@@ -369,7 +435,7 @@ static void random_event_id(char *buf, size_t cap)
 	snprintf(buf, cap, "e-%016" PRIx64, r);
 }
 
-static int cmd_send(const struct ctl *ctl, const struct command *cmd, int argc,
+static int cmd_send(struct ctl *ctl, const struct command *cmd, int argc,
                     char **argv)
 {
 	enum { USER, TYPE, RUN, THREAD, PAYLOAD, EVENT_ID, N_OPTS };
@@ -383,7 +449,7 @@ static int cmd_send(const struct ctl *ctl, const struct command *cmd, int argc,
 	char event_id[32];
 	int rc;
 
-	if ((rc = cmd_parse(cmd, argc, argv, names, vals)) != GO_ON)
+	if ((rc = cmd_parse(ctl, cmd, argc, argv, names, vals)) != GO_ON)
 		return rc;
 	if (!given(vals[USER]) || !given(vals[TYPE])) {
 		cmd_usage_error(cmd, "--user and --type are required");
@@ -433,14 +499,14 @@ static int cmd_send(const struct ctl *ctl, const struct command *cmd, int argc,
 		        wsgate_status_name(st), res.error);
 		/* Scripts get the refusal on stdout too. */
 		if (ctl->json)
-			print_json(json_pack("{s:s, s:s, s:s, s:s}", "event_id",
-			                     ev.event_id, "user_id", ev.user_id,
-			                     "status", wsgate_status_name(st),
-			                     "error", res.error));
+			out_json_line(json_pack(
+			    "{s:s, s:s, s:s, s:s}", "event_id", ev.event_id,
+			    "user_id", ev.user_id, "status",
+			    wsgate_status_name(st), "error", res.error));
 		return EXIT_CHECK;
 	}
 	if (ctl->json)
-		return print_json(json_pack(
+		return out_json_line(json_pack(
 		    "{s:s, s:s, s:s, s:I, s:I, s:b, s:b}", "event_id",
 		    ev.event_id, "user_id", ev.user_id, "status", "OK", "seq",
 		    JI(res.seq), "connections", JI(res.connections), "retained",
@@ -456,7 +522,7 @@ static int cmd_send(const struct ctl *ctl, const struct command *cmd, int argc,
 /* ------------------------------------------------------------------ */
 /* offline commands                                                    */
 
-static int cmd_token(const struct ctl *ctl, const struct command *cmd, int argc,
+static int cmd_token(struct ctl *ctl, const struct command *cmd, int argc,
                      char **argv)
 {
 	enum { USER, TTL, SECRET_FILE, N_OPTS };
@@ -468,7 +534,7 @@ static int cmd_token(const struct ctl *ctl, const struct command *cmd, int argc,
 	char *token;
 	int rc;
 
-	if ((rc = cmd_parse(cmd, argc, argv, names, vals)) != GO_ON)
+	if ((rc = cmd_parse(ctl, cmd, argc, argv, names, vals)) != GO_ON)
 		return rc;
 	if (!given(vals[USER]) || !given(vals[SECRET_FILE])) {
 		cmd_usage_error(cmd, "--user and --secret-file are required");
@@ -496,25 +562,115 @@ static int cmd_token(const struct ctl *ctl, const struct command *cmd, int argc,
 		return EXIT_USAGE;
 	}
 	if (ctl->json)
-		rc = print_json(json_pack("{s:s}", "token", token));
+		rc = out_json_line(json_pack("{s:s}", "token", token));
 	else
 		printf("%s\n", token);
 	free(token);
 	return rc == EXIT_USAGE ? rc : EXIT_OK;
 }
 
-/* Forensic commands read the database: a later milestone. */
-static int cmd_not_implemented(const struct ctl *ctl, const struct command *cmd,
-                               int argc, char **argv)
+/* ------------------------------------------------------------------ */
+/* forensic commands: the database, read-only                          */
+
+/* --since T, the same forms for every command (time_arg.h). */
+static bool parse_since(const struct command *cmd, const char *v, bool *has,
+                        int64_t *us)
 {
-	(void)ctl;
-	(void)argc;
-	(void)argv;
-	fprintf(stderr, "wsgatectl: %s: not implemented yet\n", cmd->name);
-	return EXIT_USAGE;
+	*has = false;
+	if (v == NULL)
+		return true;
+	if (time_arg_parse(v, time_arg_now_us(), us) != 0) {
+		cmd_usage_error(
+		    cmd, "--since wants " TIME_ARG_FORMS ", not '%s'", v);
+		return false;
+	}
+	*has = true;
+	return true;
 }
 
-static int cmd_help(const struct ctl *ctl, const struct command *cmd, int argc,
+/* --limit N: 0 is no limit. */
+static bool parse_limit(const struct command *cmd, const char *v, int64_t dflt,
+                        int64_t *limit)
+{
+	*limit = dflt;
+	if (v == NULL)
+		return true;
+	if (!parse_int64(v, 0, INT64_MAX / 2, limit)) {
+		cmd_usage_error(cmd,
+		                "--limit wants a number >= 0 (0: all), not "
+		                "'%s'",
+		                v);
+		return false;
+	}
+	return true;
+}
+
+static int cmd_sessions(struct ctl *ctl, const struct command *cmd, int argc,
+                        char **argv)
+{
+	enum { USER, SINCE, LIMIT, N_OPTS };
+	static const char *const names[] = {"user", "since", "limit", NULL};
+	const char *vals[N_OPTS] = {NULL};
+	struct sessions_query q = {0};
+	int rc;
+
+	if ((rc = cmd_parse(ctl, cmd, argc, argv, names, vals)) != GO_ON)
+		return rc;
+	q.user = vals[USER];
+	if (!parse_since(cmd, vals[SINCE], &q.has_since, &q.since_us) ||
+	    !parse_limit(cmd, vals[LIMIT], DEFAULT_SESSIONS, &q.limit))
+		return EXIT_USAGE;
+	return forensics_sessions(ctl->db, ctl->json, &q);
+}
+
+static int cmd_audit(struct ctl *ctl, const struct command *cmd, int argc,
+                     char **argv)
+{
+	enum { USER, EVENT, RUN, CONN, SINCE, LIMIT, N_OPTS };
+	static const char *const names[] = {"user",  "event", "run", "conn",
+	                                    "since", "limit", NULL};
+	const char *vals[N_OPTS] = {NULL};
+	struct audit_query q = {0};
+	int rc;
+
+	if ((rc = cmd_parse(ctl, cmd, argc, argv, names, vals)) != GO_ON)
+		return rc;
+	q.user = vals[USER];
+	q.event_id = vals[EVENT];
+	q.run_id = vals[RUN];
+	q.conn_id = vals[CONN];
+	if (!parse_since(cmd, vals[SINCE], &q.has_since, &q.since_us) ||
+	    !parse_limit(cmd, vals[LIMIT], DEFAULT_AUDIT_ROWS, &q.limit))
+		return EXIT_USAGE;
+	return forensics_audit(ctl->db, ctl->json, &q);
+}
+
+static int cmd_trace(struct ctl *ctl, const struct command *cmd, int argc,
+                     char **argv)
+{
+	static const char *const names[] = {"user", NULL};
+	const char *vals[1] = {NULL};
+	const char *event_id = NULL;
+	int rc;
+
+	if ((rc = cmd_parse_args(ctl, cmd, argc, argv, names, vals, 1,
+	                         &event_id)) != GO_ON)
+		return rc;
+	return forensics_trace(ctl->db, ctl->json, event_id, vals[0]);
+}
+
+static int cmd_verify(struct ctl *ctl, const struct command *cmd, int argc,
+                      char **argv)
+{
+	static const char *const names[] = {NULL};
+	int rc;
+
+	if ((rc = cmd_parse(ctl, cmd, argc, argv, names, NULL)) != GO_ON)
+		return rc;
+	return verify_run(ctl->db, ctl->audit_key_file, ctl->json);
+}
+
+static int cmd_help(struct ctl *ctl, const struct command *cmd, int argc,
                     char **argv)
 {
 	(void)ctl;
@@ -527,28 +683,49 @@ static int cmd_help(const struct ctl *ctl, const struct command *cmd, int argc,
 
 static const struct command commands[] = {
     {"status", cmd_status, "",
-     "is the sidecar up: version, uptime, connections, counters"},
+     "is the sidecar up: version, uptime, connections, counters", NULL},
     {"connections", cmd_connections, "[--user U]",
-     "live connections, from the sidecar"},
+     "live connections, from the sidecar", NULL},
     {"kick", cmd_kick, "(--user U | --conn C) [--reason TEXT]",
-     "close connections (code 4003)"},
+     "close connections (code 4003)", NULL},
     {"send", cmd_send,
      "--user U --type T [--run R] [--thread T] [--payload JSON] "
      "[--event-id ID]",
      "send one event; a type that is not a standard name is a custom "
-     "type"},
+     "type",
+     NULL},
     {"token", cmd_token, "--user U [--ttl S] --secret-file F",
-     "mint an HS256 token for development (default ttl 3600 s)"},
-    {"sessions", cmd_not_implemented, "[--user U] [--since T] [--limit N]",
-     "sessions, from the database (not implemented yet)"},
-    {"audit", cmd_not_implemented,
-     "[--user U] [--event ID] [--run R] [--conn C] [--since T]",
-     "delivery rows, from the database (not implemented yet)"},
-    {"trace", cmd_not_implemented, "EVENT_ID",
-     "one event's story, from the database (not implemented yet)"},
-    {"verify", cmd_not_implemented, "",
-     "isolation invariant and hash chain (not implemented yet)"},
-    {"help", cmd_help, "", "this text"},
+     "mint an HS256 token for development (default ttl 3600 s)", NULL},
+    {"sessions", cmd_sessions, "[--user U] [--since T] [--limit N]",
+     "sessions, newest first, from the database",
+     "  --user U   sessions of user U\n"
+     "  --since T  sessions open at any time since T: " TIME_ARG_FORMS "\n"
+     "  --limit N  at most N sessions, the newest (default 100; 0: all)\n"},
+    {"audit", cmd_audit,
+     "[--user U] [--event ID] [--run R] [--conn C] [--since T] [--limit N]",
+     "delivery rows in id order, from the database",
+     "  --user U   rows whose user_id (the event's user) OR conn_user_id\n"
+     "             (the connection's user) is U: a row where they differ\n"
+     "             is an isolation violation and shows for both users\n"
+     "  --event ID rows of that event id\n"
+     "  --run R    rows of events of run R (while the event is retained)\n"
+     "  --conn C   rows of connection C\n"
+     "  --since T  rows written at or after T: " TIME_ARG_FORMS "\n"
+     "  --limit N  at most N rows, the newest (default 1000; 0: all)\n"
+     "A queued row with no written/dropped row is noted \"in flight\" while\n"
+     "its session is open, else \"" FORENSICS_NOTE_STOPPED "\".\n"},
+    {"trace", cmd_trace, "EVENT_ID [--user U]",
+     "one event's story: accepted, seq, each connection, each status, "
+     "timings",
+     "  --user U   only the event of user U (event ids are unique per "
+     "user)\n"
+     "Exit status 1 when there is no such event.\n"},
+    {"verify", cmd_verify, "",
+     "isolation invariant, dense ids, hash chain and tail of the whole log",
+     "Uses --db and --audit-key-file. Exit status 1 on any violation (each\n"
+     "named on one line); else 2 when the chain could not be checked for\n"
+     "want of the key; else 0.\n"},
+    {"help", cmd_help, "", "this text", NULL},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -561,7 +738,7 @@ static void usage(FILE *out)
 	    out,
 	    "usage: wsgatectl [GLOBAL OPTIONS] COMMAND [OPTIONS]\n"
 	    "Admin CLI of the wsgate sidecar, version " WSGATE_VERSION ".\n\n"
-	    "global options, before the command:\n"
+	    "global options, before the command or among its options:\n"
 	    "  --control URL        control socket "
 	    "(default " WSGATE_DEFAULT_CONTROL ", env WSGATE_CONTROL)\n"
 	    "  --db PATH            audit database (default " DEFAULT_DB
@@ -591,16 +768,7 @@ static const char *env_or(const char *name, const char *dflt)
  * command's index in argv. */
 static int parse_globals(struct ctl *ctl, int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"control", required_argument, NULL, 'c'},
-	    {"db", required_argument, NULL, 'd'},
-	    {"audit-key-file", required_argument, NULL, 'k'},
-	    {"json", no_argument, NULL, 'j'},
-	    {"timeout", required_argument, NULL, 't'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	int64_t ms;
+	struct option opts[N_GLOBAL_OPTS + 2];
 	int ch;
 
 	ctl->control = env_or("WSGATE_CONTROL", WSGATE_DEFAULT_CONTROL);
@@ -610,31 +778,20 @@ static int parse_globals(struct ctl *ctl, int argc, char **argv)
 	ctl->json = false;
 	ctl->timeout_ms = DEFAULT_TIMEOUT_MS;
 
+	memcpy(opts, global_opts, sizeof(global_opts));
+	opts[N_GLOBAL_OPTS] = (struct option){"help", no_argument, NULL, 'h'};
+	opts[N_GLOBAL_OPTS + 1] = (struct option){NULL, 0, NULL, 0};
 	opterr = 0;
 	/* "+": stop at the command; its options are its own. */
 	while ((ch = getopt_long(argc, argv, "+:h", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
-			ctl->control = optarg;
-			break;
 		case 'd':
-			ctl->db = optarg;
-			break;
 		case 'k':
-			ctl->audit_key_file = optarg;
-			break;
 		case 'j':
-			ctl->json = true;
-			break;
 		case 't':
-			if (!parse_int64(optarg, 1, INT_MAX, &ms)) {
-				fprintf(stderr,
-				        "wsgatectl: --timeout wants "
-				        "milliseconds > 0, not '%s'\n",
-				        optarg);
+			if (apply_global(ctl, ch, optarg) != GO_ON)
 				return EXIT_USAGE;
-			}
-			ctl->timeout_ms = (int)ms;
 			break;
 		case 'h':
 			usage(stdout);

@@ -10,6 +10,9 @@
  *   chain(id) = HMAC(key, chain(id-1) || fields(id)). The writer is the only
  *   one to append, so prev_chain/next_id in memory equal the table's tail;
  *   a rolled-back transaction restores them.
+ * - events is a rowid table: rows append in acceptance order and only
+ *   the (user_id, seq) key index takes scattered inserts; as a WITHOUT
+ *   ROWID table each whole row lands on its user's page, at half the speed.
  * - synchronous=NORMAL in WAL: a commit survives a crash of the process
  *   (SIGKILL included), not a power cut of the machine.
  */
@@ -39,7 +42,7 @@ static const char schema_sql[] =
     " type TEXT NOT NULL, thread_id TEXT NOT NULL, run_id TEXT NOT NULL,"
     " accepted_at INTEGER NOT NULL, payload BLOB NOT NULL,"
     " payload_sha256 BLOB NOT NULL, pending INTEGER NOT NULL DEFAULT 0,"
-    " PRIMARY KEY(user_id, seq)) WITHOUT ROWID;"
+    " PRIMARY KEY(user_id, seq));"
     "CREATE INDEX IF NOT EXISTS events_by_time ON events(accepted_at);"
     "CREATE INDEX IF NOT EXISTS events_pending ON events(user_id, seq)"
     " WHERE pending = 1;"
@@ -617,7 +620,10 @@ static void *writer_main(void *arg)
 		pthread_mutex_unlock(&s->lk);
 
 		if (batch) {
+			int64_t t0 = clock_now_us();
 			commit_batch(s, batch);
+			log_debug("store: %zu jobs committed in %lld us", n,
+				  (long long)(clock_now_us() - t0));
 			finish_batch(s, batch, n);
 			pthread_mutex_lock(&s->lk);
 			s->writing = 0;

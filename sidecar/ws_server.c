@@ -298,7 +298,7 @@ static int session_open(struct ws_server *srv, struct lws *wsi,
 		job->session.peer = strdup(peer);
 		job->session.user_agent = strdup(srv->stash.user_agent);
 		job->session.token_jti = strdup(cl->jti);
-		job->session.token_exp = cl->exp;
+		job->session.token_exp = cl->exp * 1000000; /* us */
 		job->session.at = now;
 		store_submit(srv->deps.store, job);
 	}
