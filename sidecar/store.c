@@ -31,6 +31,11 @@
 #include "log.h"
 
 #define BATCH_MAX           4096     /* jobs per transaction */
+/* Outcome and session rows wait up to LAZY_US or LAZY_MAX jobs for
+ * company: nobody waits for them, and each commit has a fixed cost. Jobs
+ * someone waits for (events, replays) are committed at once. */
+#define LAZY_US             20000
+#define LAZY_MAX            2048
 #define CHAIN_HEAD_EVERY_US 10000000 /* log the chain head every 10 s */
 #define PRUNE_EVERY_US      60000000 /* retention pass every minute */
 
@@ -130,6 +135,10 @@ struct store {
 	pthread_cond_t flushed; /* store_flush: a batch finished */
 	int writing;            /* the writer holds a batch */
 	struct store_job *todo_head, *todo_tail;
+	size_t todo_count;
+	size_t todo_urgent;  /* events and replays among them */
+	int64_t lazy_since;  /* when the oldest queued job arrived */
+	int flush_requested;
 	struct store_job *done_head, *done_tail;
 	int stopping;
 	uint64_t failures;
@@ -188,14 +197,20 @@ void store_job_free(struct store_job *job)
 void store_submit(struct store *s, struct store_job *job)
 {
 	job->next = NULL;
+	int urgent = job->kind == STORE_EVENT || job->kind == STORE_REPLAY;
 	atomic_fetch_add(&s->backlog, 1);
 	pthread_mutex_lock(&s->lk);
-	if (s->todo_tail)
+	if (s->todo_tail) {
 		s->todo_tail->next = job;
-	else
+	} else {
 		s->todo_head = job;
+		s->lazy_since = clock_now_us();
+	}
 	s->todo_tail = job;
-	pthread_cond_signal(&s->cv);
+	s->todo_count++;
+	s->todo_urgent += urgent;
+	if (urgent || s->todo_count == LAZY_MAX)
+		pthread_cond_signal(&s->cv);
 	pthread_mutex_unlock(&s->lk);
 }
 
@@ -589,19 +604,36 @@ static void finish_batch(struct store *s, struct store_job *batch, size_t n)
 	s->wake(s->wake_arg);
 }
 
+/* Waits (lock held) until a batch is due: jobs someone waits for, a full
+ * lazy batch, a lazy batch LAZY_US old, a flush or a stop; or a second has
+ * passed (periodic work). */
+static void writer_wait(struct store *s)
+{
+	int64_t idle_until = clock_now_us() + 1000000;
+	for (;;) {
+		if (s->stopping || s->flush_requested || s->todo_urgent ||
+		    s->todo_count >= LAZY_MAX)
+			return;
+		int64_t now = clock_now_us();
+		int64_t deadline =
+		    s->todo_head ? s->lazy_since + LAZY_US : idle_until;
+		if (now >= deadline)
+			return;
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		int64_t ns = ts.tv_nsec + (deadline - now) * 1000;
+		ts.tv_sec += ns / 1000000000;
+		ts.tv_nsec = ns % 1000000000;
+		pthread_cond_timedwait(&s->cv, &s->lk, &ts);
+	}
+}
+
 static void *writer_main(void *arg)
 {
 	struct store *s = arg;
 	for (;;) {
 		pthread_mutex_lock(&s->lk);
-		while (!s->todo_head && !s->stopping) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += 1;
-			pthread_cond_timedwait(&s->cv, &s->lk, &ts);
-			if (!s->todo_head)
-				break; /* time for the periodic work */
-		}
+		writer_wait(s);
 		/* Take up to BATCH_MAX jobs: one transaction. */
 		struct store_job *batch = s->todo_head, *last = batch;
 		size_t n = batch ? 1 : 0;
@@ -614,6 +646,11 @@ static void *writer_main(void *arg)
 			if (!s->todo_head)
 				s->todo_tail = NULL;
 			last->next = NULL;
+			s->todo_count -= n;
+			for (struct store_job *j = batch; j; j = j->next)
+				s->todo_urgent -= j->kind == STORE_EVENT ||
+				                  j->kind == STORE_REPLAY;
+			s->lazy_since = clock_now_us();
 		}
 		int stopping = s->stopping && !s->todo_head;
 		s->writing = batch != NULL;
@@ -796,8 +833,11 @@ fail:
 void store_flush(struct store *s)
 {
 	pthread_mutex_lock(&s->lk);
+	s->flush_requested = 1;
+	pthread_cond_signal(&s->cv);
 	while (s->todo_head || s->writing)
 		pthread_cond_wait(&s->flushed, &s->lk);
+	s->flush_requested = 0;
 	pthread_mutex_unlock(&s->lk);
 }
 
