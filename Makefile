@@ -3,13 +3,18 @@
 
 DEB_PACKAGES := build-essential cmake pkg-config libwebsockets-dev libnng-dev \
 	libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev libcmocka-dev \
-	libssl-dev libjansson-dev openssl sqlite3
+	libssl-dev libjansson-dev openssl sqlite3 clang libclang-rt-14-dev \
+	valgrind
 JOBS ?= 2
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 DEV_SECRET ?= ./dev-secret
 
-.PHONY: all deps build build-asan run test test-normal test-asan clean
+FUZZ_SECONDS ?= 20
+FUZZ_LONG_SECONDS ?= 600
+
+.PHONY: all deps build build-asan run test test-normal test-asan \
+	test-valgrind test-bench test-fuzz fuzz bench clean
 
 all: build
 
@@ -43,7 +48,27 @@ test-asan: build-asan
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		ctest --output-on-failure -j $(JOBS)
 
-test: test-normal test-asan
+# memcheck of the end-to-end scenario: the sidecar runs under valgrind and
+# must exit 0 (no memory error, no definite leak) after SIGTERM.
+test-valgrind: build
+	cd $(BUILD) && WSGATE_TEST_VALGRIND=1 ./test_golden_path
+
+# A few seconds of the benchmark tool, so that it cannot rot.
+test-bench: build
+	BUILD_DIR=$(BUILD) bench/run.sh --smoke
+
+# Every libFuzzer harness for a short bounded time (clang build).
+test-fuzz: deps
+	tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+test: test-normal test-asan test-valgrind test-bench test-fuzz
+	@echo "make test: all suites passed (normal, asan+ubsan, valgrind, bench smoke, fuzz $(FUZZ_SECONDS)s each)"
+
+fuzz: deps
+	tests/fuzz/run.sh $(FUZZ_LONG_SECONDS)
+
+bench: build
+	BUILD_DIR=$(BUILD) bench/run.sh
 
 run: build
 	@if [ ! -f $(DEV_SECRET) ]; then \
@@ -57,4 +82,4 @@ run: build
 	exec $(BUILD)/wsgate --jwt-secret-file $(DEV_SECRET)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

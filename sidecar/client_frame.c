@@ -11,7 +11,15 @@ enum client_frame_kind client_frame_classify(const void *data, size_t len,
                                              uint64_t *ack_seq)
 {
 	json_error_t jerr;
-	json_t *root = json_loadb(data, len, JSON_DECODE_ANY, &jerr);
+	/* Valid JSON is valid whatever its numbers: an integer too wide for
+	 * jansson is parsed again as a real (then it is no valid ack seq). */
+	json_t *root = json_loadb(data, len, JSON_DECODE_ANY | JSON_ALLOW_NUL,
+	                          &jerr);
+	if (!root)
+		root = json_loadb(data, len,
+		                  JSON_DECODE_ANY | JSON_ALLOW_NUL |
+		                      JSON_DECODE_INT_AS_REAL,
+		                  &jerr);
 	if (!root)
 		return CLIENT_FRAME_INVALID_JSON;
 	enum client_frame_kind kind = CLIENT_FRAME_FORWARD;

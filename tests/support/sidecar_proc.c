@@ -360,12 +360,24 @@ void sidecar_print_log(const struct sidecar *s, size_t max_bytes)
 static int spawn(struct sidecar *s)
 {
 	char listen[32];
-	const char *argv[24 + SIDECAR_MAX_ARGS];
+	const char *argv[32 + SIDECAR_MAX_ARGS];
 	size_t argc = 0;
 	int logfd, nullfd;
 	pid_t parent = getpid(), pid;
 
 	snprintf(listen, sizeof(listen), "127.0.0.1:%u", s->port);
+	/* WSGATE_TEST_VALGRIND: run the sidecar under memcheck; a definite
+	 * leak or a memory error makes it exit 99, which the tests that
+	 * check the exit status see. */
+	const char *exe = WSGATE_BIN;
+	if (getenv("WSGATE_TEST_VALGRIND")) {
+		exe = "/usr/bin/valgrind";
+		argv[argc++] = exe;
+		argv[argc++] = "--quiet";
+		argv[argc++] = "--leak-check=full";
+		argv[argc++] = "--errors-for-leak-kinds=definite";
+		argv[argc++] = "--error-exitcode=99";
+	}
 	argv[argc++] = WSGATE_BIN;
 	argv[argc++] = "--listen";
 	argv[argc++] = listen;
@@ -412,7 +424,7 @@ static int spawn(struct sidecar *s)
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (getppid() != parent)
 			_exit(127);
-		execv(WSGATE_BIN, (char *const *)argv);
+		execv(exe, (char *const *)argv);
 		_exit(127);
 	}
 	close(logfd);
