@@ -33,7 +33,6 @@ struct session {
 	unsigned char *rx; /* a message arriving in fragments */
 	size_t rx_len;
 	int peer_close_code;               /* from the client's close frame */
-	lws_sorted_usec_list_t sul_expiry; /* token expiry: close 4001 */
 };
 
 /* The verdict of the handshake in progress (see top of file). */
@@ -60,6 +59,7 @@ struct ws_server {
 	int64_t started_us;
 	struct handshake_stash stash;
 	struct frame *pong; /* shared, prebuilt */
+	lws_sorted_usec_list_t sul_expiry; /* the token expiry sweep */
 };
 
 static void lws_log_emit(int level, const char *line)
@@ -260,15 +260,34 @@ static int handshake_check(struct ws_server *srv, struct lws *wsi,
 
 /* --- sessions --- */
 
-static void session_expired_cb(lws_sorted_usec_list_t *sul)
+#define EXPIRY_SWEEP_US 1000000
+
+struct expiry_sweep {
+	struct registry *reg;
+	int64_t now;
+};
+
+static void expire_one(struct conn *c, void *arg)
 {
-	struct session *s = lws_container_of(sul, struct session, sul_expiry);
-	struct conn *c = s->conn;
-	if (c) {
-		struct ws_server *srv =
-		    lws_context_user(lws_get_context(c->transport));
-		registry_conn_close(srv->reg, c, 4001, "token expired");
-	}
+	struct expiry_sweep *sw = arg;
+	if (c->expires_at <= sw->now)
+		registry_conn_close(sw->reg, c, 4001, "token expired");
+}
+
+/*
+ * Token expiry policy: a connection whose token has expired (exp plus the
+ * leeway it was checked with) is closed with 4001 by a sweep once a
+ * second. One timer for all connections: lws 4.1 keeps timers in a sorted
+ * list, so one per connection made each handshake walk the whole list.
+ */
+static void expiry_sweep_cb(lws_sorted_usec_list_t *sul)
+{
+	struct ws_server *srv =
+	    lws_container_of(sul, struct ws_server, sul_expiry);
+	struct expiry_sweep sw = {srv->reg, clock_now_us()};
+	registry_foreach_conn(srv->reg, expire_one, &sw);
+	lws_sul_schedule(srv->context, 0, &srv->sul_expiry, expiry_sweep_cb,
+	                 EXPIRY_SWEEP_US);
 }
 
 static int session_open(struct ws_server *srv, struct lws *wsi,
@@ -308,11 +327,7 @@ static int session_open(struct ws_server *srv, struct lws *wsi,
 	if (inbound_send_opened(srv->deps.inbound, c->id, u->id, peer, now))
 		registry_counters(srv->reg)->notices_dropped++;
 
-	/* The token stays good until exp plus the leeway it was checked
-	 * with; past that the connection is closed with 4001. */
-	int64_t until = (cl->exp + AUTH_JWT_LEEWAY_S) * 1000000 - now;
-	lws_sul_schedule(lws_get_context(wsi), 0, &s->sul_expiry,
-	                 session_expired_cb, until > 0 ? until : 0);
+	c->expires_at = (cl->exp + AUTH_JWT_LEEWAY_S) * 1000000;
 	log_debug("open %s user=%s peer=%s", c->id, u->id, peer);
 	return 0;
 }
@@ -438,7 +453,6 @@ static int session_write(struct ws_server *srv, struct lws *wsi,
 
 static void session_closed(struct ws_server *srv, struct session *s)
 {
-	lws_sul_cancel(&s->sul_expiry);
 	free(s->rx);
 	s->rx = NULL;
 	struct conn *c = s->conn;
@@ -589,6 +603,8 @@ struct ws_server *ws_server_new(const struct config *cfg,
 		         cfg->listen);
 		goto fail;
 	}
+	lws_sul_schedule(srv->context, 0, &srv->sul_expiry, expiry_sweep_cb,
+	                 EXPIRY_SWEEP_US);
 	return srv;
 fail:
 	frame_unref(srv->pong);
@@ -632,6 +648,7 @@ void ws_server_destroy(struct ws_server *srv)
 {
 	if (!srv)
 		return;
+	lws_sul_cancel(&srv->sul_expiry);
 	lws_context_destroy(srv->context);
 	frame_unref(srv->pong);
 	free(srv);

@@ -37,7 +37,7 @@
 #define RECV_MS          5000 /* one frame, one inbound message, one reply */
 #define CALL_MS          5000 /* libwsgate and raw NNG calls */
 #define POLL_MS          5000 /* deadline of a polled condition */
-#define N_TESTS          12   /* the tests of main(); see group_teardown */
+#define N_TESTS          13   /* the tests of main(); see group_teardown */
 #define N_FLOW           200  /* events sent while malformed requests fly */
 #define MAX_CLIENT_FRAME 65536
 #define MAX_CLIENTS      16 /* WebSockets one test may hold */
@@ -899,6 +899,28 @@ static void test_disconnect_closes_only_that_user(void **state)
 
 /* --- HTTP --- */
 
+/* A token accepted within its leeway (exp 28 s ago, leeway 30 s) is
+ * closed with 4001 when the leeway runs out, by the once-a-second sweep. */
+static void test_expired_token_closes_4001(void **state)
+{
+	struct golden *g = *state;
+	char *token = jwt_mint_hs256(g->sc->secret, g->sc->secret_len,
+	                             "gp-expiring", (int64_t)time(NULL) - 3628,
+	                             3600);
+	char path[2048];
+	struct ws_client *c;
+
+	assert_non_null(token);
+	snprintf(path, sizeof(path), "/ws?access_token=%s", token);
+	free(token);
+	assert_int_equal(ws_client_connect(&c, g->sc->port, path, NULL, RECV_MS),
+	                 101);
+	track_client(g, c);
+	assert_int_equal(ws_client_recv_close(c, RECV_MS), 4001);
+	close_client(g, c);
+	g->passed++;
+}
+
 static void test_healthz_and_metrics(void **state)
 {
 	struct golden *g = *state;
@@ -947,6 +969,8 @@ int main(void)
 	    cmocka_unit_test_teardown(test_client_message_reaches_backend,
 	                              test_teardown),
 	    cmocka_unit_test_teardown(test_disconnect_closes_only_that_user,
+	                              test_teardown),
+	    cmocka_unit_test_teardown(test_expired_token_closes_4001,
 	                              test_teardown),
 	    cmocka_unit_test_teardown(test_healthz_and_metrics, test_teardown),
 	    cmocka_unit_test_teardown(test_sigterm_closes_connections_1001,
