@@ -3,7 +3,7 @@
 
 DEB_PACKAGES := build-essential cmake pkg-config libwebsockets-dev libnng-dev \
 	libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev libcmocka-dev \
-	libssl-dev libjansson-dev openssl sqlite3 clang libclang-rt-14-dev \
+	libssl-dev libjansson-dev libev-dev libwebsockets-evlib-ev openssl sqlite3 clang libclang-rt-14-dev \
 	valgrind
 JOBS ?= 2
 BUILD ?= build

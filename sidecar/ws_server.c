@@ -14,6 +14,7 @@
  */
 #include "ws_server.h"
 
+#include <ev.h>
 #include <libwebsockets.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,12 @@ struct handshake_stash {
 /* One per sidecar. */
 struct ws_server {
 	struct lws_context *context;
+	/* libev's loop (epoll), given to lws as a foreign loop: lws 4.1's
+	 * own loop poll()s every socket on every wake-up, which with
+	 * thousands of connections costs more than the work itself
+	 * (bench/RESULTS.md). */
+	struct ev_loop *loop;
+	void *foreign_loops[1];
 	struct lws_protocols protocols[2];
 	lws_retry_bo_t retry;
 	struct ws_server_deps deps;
@@ -584,7 +591,14 @@ struct ws_server *ws_server_new(const struct config *cfg,
 	info.iface = host[0] && strcmp(host, "0.0.0.0") != 0 ? host : NULL;
 	info.protocols = srv->protocols;
 	info.user = srv;
-	info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+	info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_LIBEV;
+	srv->loop = ev_loop_new(EVFLAG_AUTO);
+	if (!srv->loop) {
+		snprintf(err, errlen, "cannot create the event loop");
+		goto fail;
+	}
+	srv->foreign_loops[0] = srv->loop;
+	info.foreign_loops = srv->foreign_loops;
 	info.retry_and_idle_policy = &srv->retry;
 	info.max_http_header_data = AUTH_JWT_MAX_TOKEN + 1024;
 	if (cfg->tls_cert || cfg->tls_key) {
@@ -607,6 +621,8 @@ struct ws_server *ws_server_new(const struct config *cfg,
 	                 EXPIRY_SWEEP_US);
 	return srv;
 fail:
+	if (srv->loop)
+		ev_loop_destroy(srv->loop);
 	frame_unref(srv->pong);
 	free(srv);
 	return NULL;
@@ -614,7 +630,8 @@ fail:
 
 int ws_server_service(struct ws_server *srv)
 {
-	return lws_service(srv->context, 0);
+	ev_run(srv->loop, EVRUN_ONCE);
+	return 0;
 }
 
 void ws_server_wake(struct ws_server *srv)
@@ -641,7 +658,7 @@ void ws_server_drain(struct ws_server *srv, int code, const char *reason,
 	registry_foreach_conn(srv->reg, close_one, &ca);
 	int64_t deadline = clock_now_us() + (int64_t)timeout_ms * 1000;
 	while (registry_conn_count(srv->reg) && clock_now_us() < deadline)
-		lws_service(srv->context, 0);
+		ev_run(srv->loop, EVRUN_ONCE);
 }
 
 void ws_server_destroy(struct ws_server *srv)
@@ -650,6 +667,7 @@ void ws_server_destroy(struct ws_server *srv)
 		return;
 	lws_sul_cancel(&srv->sul_expiry);
 	lws_context_destroy(srv->context);
+	ev_loop_destroy(srv->loop);
 	frame_unref(srv->pong);
 	free(srv);
 }
