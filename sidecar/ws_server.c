@@ -506,7 +506,9 @@ static int session_write(struct ws_server *srv, struct lws *wsi,
 		budget -= (int)n;
 		while (n--)
 			router_conn_written(srv->router, c);
-		if (lws_send_pipe_choked(wsi))
+		/* The choke check is a poll(): only worth it with more to
+		 * send. */
+		if (c->queue.len && lws_send_pipe_choked(wsi))
 			break;
 	}
 	if (c->queue.len)
