@@ -18,13 +18,13 @@
  * "none" leaves the signature empty. The signing algorithm is alg; the
  * header may claim something else (for confusion tests). */
 char *jwt_mint_raw(const char *header_json, const char *claims_json,
-		   const char *alg, const void *secret, size_t secret_len,
-		   EVP_PKEY *pkey);
+                   const char *alg, const void *secret, size_t secret_len,
+                   EVP_PKEY *pkey);
 
 /* The common case: {"alg":"HS256","typ":"JWT"} and
  * {"sub":user,"iat":now,"exp":now+ttl_s,"jti":random}. */
 char *jwt_mint_hs256(const void *secret, size_t secret_len, const char *user,
-		     int64_t now_s, int64_t ttl_s);
+                     int64_t now_s, int64_t ttl_s);
 
 /* Reads an HS256 secret file the way the sidecar does (trailing \r/\n
  * removed). Returns malloc'd bytes and their length, or NULL. */

@@ -289,8 +289,9 @@ static int cmd_status(struct ctl *ctl, const struct command *cmd, int argc,
 		    JI(s.users), "events_accepted", JI(s.events_accepted),
 		    "frames_written", JI(s.frames_written), "frames_dropped",
 		    JI(s.frames_dropped), "audit_backlog", JI(s.audit_backlog),
-		    "notices_dropped", JI(s.notices_dropped), "storage_failures",
-		    JI(s.storage_failures), "storage_error", s.storage_error));
+		    "notices_dropped", JI(s.notices_dropped),
+		    "storage_failures", JI(s.storage_failures), "storage_error",
+		    s.storage_error));
 
 	up = s.uptime_s;
 	printf("%-16s %s\n", "control", ctl->control);

@@ -27,8 +27,8 @@
 #define WSGATE_MAX_BATCH       1000
 
 enum wsgate_status {
-	WSGATE_ERR_PROTOCOL = -4,  /* reply undecodable or not for our request */
-	WSGATE_ERR_TIMEOUT = -3,   /* no reply in time */
+	WSGATE_ERR_PROTOCOL = -4, /* reply undecodable or not for our request */
+	WSGATE_ERR_TIMEOUT = -3,  /* no reply in time */
 	WSGATE_ERR_TRANSPORT = -2, /* cannot dial / send / receive */
 	WSGATE_ERR_ARGUMENT = -1,  /* caller error caught before sending */
 	WSGATE_OK = 1,
@@ -99,7 +99,7 @@ typedef struct wsgate_client wsgate_client;
 
 /* Dials url (NULL: WSGATE_DEFAULT_CONTROL). timeout_ms bounds each call. */
 enum wsgate_status wsgate_client_open(wsgate_client **out, const char *url,
-				      int timeout_ms);
+                                      int timeout_ms);
 void wsgate_client_close(wsgate_client *c);
 const char *wsgate_client_error(const wsgate_client *c);
 const char *wsgate_status_name(enum wsgate_status s);
@@ -109,23 +109,23 @@ enum wsgate_event_type wsgate_event_type_parse(const char *name);
 
 /* Sends one event. The reply's status is returned and also set in *res. */
 enum wsgate_status wsgate_send_event(wsgate_client *c,
-				     const struct wsgate_event *ev,
-				     struct wsgate_event_result *res);
+                                     const struct wsgate_event *ev,
+                                     struct wsgate_event_result *res);
 /* Sends n events in one request; res[i] is the result of ev[i]. Returns
  * the request's status: WSGATE_OK means every res[i] is filled in. */
 enum wsgate_status wsgate_send_batch(wsgate_client *c,
-				     const struct wsgate_event *ev, size_t n,
-				     struct wsgate_event_result *res);
+                                     const struct wsgate_event *ev, size_t n,
+                                     struct wsgate_event_result *res);
 /* Closes a user's connections, or one connection (both given: that
  * connection only if it belongs to that user). */
 enum wsgate_status wsgate_disconnect(wsgate_client *c, const char *user_id,
-				     const char *conn_id, const char *reason,
-				     uint32_t *disconnected);
+                                     const char *conn_id, const char *reason,
+                                     uint32_t *disconnected);
 /* *out is malloc'd (free with free()); user_id NULL or "" lists all. */
 enum wsgate_status wsgate_list_connections(wsgate_client *c,
-					   const char *user_id,
-					   struct wsgate_connection **out,
-					   size_t *n);
+                                           const char *user_id,
+                                           struct wsgate_connection **out,
+                                           size_t *n);
 enum wsgate_status wsgate_get_stats(wsgate_client *c, struct wsgate_stats *out);
 enum wsgate_status wsgate_ping(wsgate_client *c);
 
@@ -141,10 +141,10 @@ struct wsgate_inbound_msg {
 	enum wsgate_inbound_kind kind;
 	char conn_id[64];
 	char user_id[257];
-	int64_t at; /* received_at or at, microseconds */
-	char peer[64];      /* OPENED */
-	int32_t code;       /* CLOSED */
-	char reason[128];   /* CLOSED */
+	int64_t at;          /* received_at or at, microseconds */
+	char peer[64];       /* OPENED */
+	int32_t code;        /* CLOSED */
+	char reason[128];    /* CLOSED */
 	unsigned char *data; /* CLIENT_MESSAGE: malloc'd, owned by the msg */
 	size_t data_len;
 };
@@ -155,8 +155,8 @@ enum wsgate_status wsgate_inbound_open(wsgate_inbound **out, const char *url);
 void wsgate_inbound_close(wsgate_inbound *in);
 /* Waits up to timeout_ms for one message. WSGATE_ERR_TIMEOUT when none. */
 enum wsgate_status wsgate_inbound_recv(wsgate_inbound *in,
-				       struct wsgate_inbound_msg *msg,
-				       int timeout_ms);
+                                       struct wsgate_inbound_msg *msg,
+                                       int timeout_ms);
 void wsgate_inbound_msg_clear(struct wsgate_inbound_msg *msg);
 
 #endif

@@ -629,7 +629,7 @@ enum wsgate_status wsgate_get_stats(wsgate_client *c, struct wsgate_stats *out)
 	out->notices_dropped = s->notices_dropped;
 	out->storage_failures = s->storage_failures;
 	copy_str(out->storage_error, sizeof(out->storage_error),
-		 s->storage_error);
+	         s->storage_error);
 	copy_str(out->version, sizeof(out->version), s->version);
 	wsgate__v1__reply__free_unpacked(rep, NULL);
 	return WSGATE_OK;

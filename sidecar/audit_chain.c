@@ -146,8 +146,8 @@ void audit_chain_next(const struct audit_key *key,
 		     EVP_MAC_final(ctx, out, &outlen, AUDIT_CHAIN_LEN);
 	else /* a key filled in by hand (tests) */
 		ok = EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key->bytes,
-			       key->len, buf, (size_t)(p - buf), out,
-			       AUDIT_CHAIN_LEN, &outlen) != NULL;
+		               key->len, buf, (size_t)(p - buf), out,
+		               AUDIT_CHAIN_LEN, &outlen) != NULL;
 	if (!ok)
 		memset(out, 0, AUDIT_CHAIN_LEN); /* never matches a real row */
 }

@@ -13,8 +13,8 @@ enum client_frame_kind client_frame_classify(const void *data, size_t len,
 	json_error_t jerr;
 	/* Valid JSON is valid whatever its numbers: an integer too wide for
 	 * jansson is parsed again as a real (then it is no valid ack seq). */
-	json_t *root = json_loadb(data, len, JSON_DECODE_ANY | JSON_ALLOW_NUL,
-	                          &jerr);
+	json_t *root =
+	    json_loadb(data, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
 	if (!root)
 		root = json_loadb(data, len,
 		                  JSON_DECODE_ANY | JSON_ALLOW_NUL |

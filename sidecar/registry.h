@@ -49,7 +49,7 @@ struct conn {
 	int replaying;       /* catch-up not finished */
 	int replay_inflight; /* a chunk is being read */
 	int64_t opened_at;   /* microseconds since the epoch */
-	int64_t expires_at;         /* token exp + leeway: then close 4001 */
+	int64_t expires_at;  /* token exp + leeway: then close 4001 */
 	char peer[64];
 	int close_code; /* != 0: close with it at next writable */
 	char close_reason[64];

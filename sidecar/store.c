@@ -30,7 +30,7 @@
 #include "clock.h"
 #include "log.h"
 
-#define BATCH_MAX           4096     /* jobs per transaction */
+#define BATCH_MAX 4096 /* jobs per transaction */
 /* Outcome and session rows wait up to LAZY_US or LAZY_MAX jobs for
  * company: nobody waits for them, and each commit has a fixed cost. Jobs
  * someone waits for (events, replays) are committed at once. */
@@ -70,6 +70,11 @@ static const char schema_sql[] =
     " reason TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value)"
     " WITHOUT ROWID;";
+
+const char *store_schema_sql(void)
+{
+	return schema_sql;
+}
 
 enum stmt_id {
 	ST_INSERT_EVENT,
@@ -136,8 +141,8 @@ struct store {
 	int writing;            /* the writer holds a batch */
 	struct store_job *todo_head, *todo_tail;
 	size_t todo_count;
-	size_t todo_urgent;  /* events and replays among them */
-	int64_t lazy_since;  /* when the oldest queued job arrived */
+	size_t todo_urgent; /* events and replays among them */
+	int64_t lazy_since; /* when the oldest queued job arrived */
 	int flush_requested;
 	struct store_job *done_head, *done_tail;
 	int stopping;
@@ -660,7 +665,7 @@ static void *writer_main(void *arg)
 			int64_t t0 = clock_now_us();
 			commit_batch(s, batch);
 			log_debug("store: %zu jobs committed in %lld us", n,
-				  (long long)(clock_now_us() - t0));
+			          (long long)(clock_now_us() - t0));
 			finish_batch(s, batch, n);
 			pthread_mutex_lock(&s->lk);
 			s->writing = 0;

@@ -154,6 +154,10 @@ void store_flush(struct store *s);
  * the database. Jobs still in the done queue are freed. */
 void store_close(struct store *s);
 
+/* The SQL that creates the tables, for tests and tools that build a
+ * database by hand (wsgatectl only reads). */
+const char *store_schema_sql(void);
+
 struct store_job *store_job_new(enum store_job_kind kind);
 void store_job_free(struct store_job *job);
 void store_submit(struct store *s, struct store_job *job);

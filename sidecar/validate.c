@@ -113,10 +113,9 @@ bool validate_json(const void *buf, size_t len)
 	 * than json_int_t; the value is discarded anyway. ALLOW_NUL accepts
 	 * the escape "\u0000", which is valid JSON: the payload is relayed
 	 * verbatim and never held as a C string. */
-	v = json_loadb(buf, len,
-	               JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL |
-	                   JSON_ALLOW_NUL,
-	               &jerr);
+	v = json_loadb(
+	    buf, len,
+	    JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
 	if (v == NULL)
 		return false;
 	json_decref(v);

@@ -34,7 +34,7 @@ struct session {
 	struct conn *conn; /* NULL until ESTABLISHED */
 	unsigned char *rx; /* a message arriving in fragments */
 	size_t rx_len;
-	int peer_close_code;               /* from the client's close frame */
+	int peer_close_code; /* from the client's close frame */
 };
 
 /* The verdict of the handshake in progress (see top of file). */
@@ -66,7 +66,7 @@ struct ws_server {
 	int n_origins;
 	int64_t started_us;
 	struct handshake_stash stash;
-	struct frame *pong; /* shared, prebuilt */
+	struct frame *pong;  /* shared, prebuilt */
 	unsigned char *wbuf; /* LWS_PRE + WRITE_COALESCE: frames being sent */
 	lws_sorted_usec_list_t sul_expiry; /* the token expiry sweep */
 };
@@ -215,15 +215,15 @@ static int handshake_refuse(struct ws_server *srv, struct lws *wsi,
  * 0 to allow, 1 after answering with an HTTP error, -1 to hang up.
  */
 static int handshake_check(struct ws_server *srv, struct lws *wsi,
-			   const char *upgrade)
+                           const char *upgrade)
 {
 	char buf[AUTH_JWT_MAX_TOKEN + 64], peer[64];
 	lws_get_peer_simple(wsi, peer, sizeof(peer));
 	srv->stash.wsi = NULL;
 
 	if (strcmp(upgrade, "websocket") != 0)
-		return handshake_refuse(srv, wsi, 400, "not a websocket upgrade",
-					peer);
+		return handshake_refuse(srv, wsi, 400,
+		                        "not a websocket upgrade", peer);
 	if (lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_GET_URI) <= 0 ||
 	    strcmp(buf, "/ws") != 0)
 		return handshake_refuse(srv, wsi, 404, "not found", peer);
@@ -657,7 +657,8 @@ struct ws_server *ws_server_new(const struct config *cfg,
 	info.iface = host[0] && strcmp(host, "0.0.0.0") != 0 ? host : NULL;
 	info.protocols = srv->protocols;
 	info.user = srv;
-	info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_LIBEV;
+	info.options =
+	    LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_LIBEV;
 	srv->loop = ev_loop_new(EVFLAG_AUTO);
 	if (!srv->loop) {
 		snprintf(err, errlen, "cannot create the event loop");

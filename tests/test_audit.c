@@ -44,9 +44,9 @@ static int ctl(const struct sidecar *s, const char *args, char **out)
 {
 	char cmd[1024];
 	snprintf(cmd, sizeof(cmd),
-		 "%s --db %s --audit-key-file %s --control %s %s 2>&1",
-		 WSGATECTL_BIN, s->db_path, s->audit_key_path, s->control_url,
-		 args);
+	         "%s --db %s --audit-key-file %s --control %s %s 2>&1",
+	         WSGATECTL_BIN, s->db_path, s->audit_key_path, s->control_url,
+	         args);
 	FILE *p = popen(cmd, "r");
 	assert_non_null(p);
 	size_t cap = 4096, len = 0;
@@ -69,15 +69,15 @@ static int ctl(const struct sidecar *s, const char *args, char **out)
 static sqlite3 *db_open(const struct sidecar *s)
 {
 	sqlite3 *db;
-	assert_int_equal(sqlite3_open_v2(s->db_path, &db, SQLITE_OPEN_READONLY,
-					 NULL),
-			 SQLITE_OK);
+	assert_int_equal(
+	    sqlite3_open_v2(s->db_path, &db, SQLITE_OPEN_READONLY, NULL),
+	    SQLITE_OK);
 	return db;
 }
 
 /* The single integer a query returns (bound with up to 3 text args). */
 static int64_t db_int(sqlite3 *db, const char *sql, const char *a,
-		      const char *b, const char *c)
+                      const char *b, const char *c)
 {
 	sqlite3_stmt *st;
 	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
@@ -86,7 +86,7 @@ static int64_t db_int(sqlite3 *db, const char *sql, const char *a,
 	for (int i = 0; i < 3; i++)
 		if (args[i])
 			sqlite3_bind_text(st, i + 1, args[i], -1,
-					  SQLITE_STATIC);
+			                  SQLITE_STATIC);
 	int64_t v = -1;
 	if (sqlite3_step(st) == SQLITE_ROW)
 		v = sqlite3_column_int64(st, 0);
@@ -94,9 +94,8 @@ static int64_t db_int(sqlite3 *db, const char *sql, const char *a,
 	return v;
 }
 
-static struct ws_client *connect_path(const struct sidecar *s,
-				      const char *path, const char *const *hdr,
-				      int *status)
+static struct ws_client *connect_path(const struct sidecar *s, const char *path,
+                                      const char *const *hdr, int *status)
 {
 	struct ws_client *c = NULL;
 	*status = ws_client_connect(&c, s->port, path, hdr, RECV_MS);
@@ -104,15 +103,14 @@ static struct ws_client *connect_path(const struct sidecar *s,
 }
 
 /* Connects user and reads `connected`; conn_id gets its id. */
-static struct ws_client *connect_user(const struct sidecar *s,
-				      const char *user, const char *query,
-				      char conn_id[64])
+static struct ws_client *connect_user(const struct sidecar *s, const char *user,
+                                      const char *query, char conn_id[64])
 {
 	char *tok = sidecar_token(s, user, 600);
 	char path[2048];
 	int status;
 	snprintf(path, sizeof(path), "/ws?access_token=%s%s", tok,
-		 query ? query : "");
+	         query ? query : "");
 	free(tok);
 	struct ws_client *c = connect_path(s, path, NULL, &status);
 	if (status != 101)
@@ -121,9 +119,9 @@ static struct ws_client *connect_user(const struct sidecar *s,
 	assert_non_null(text);
 	json_t *obj = json_loads(text, 0, NULL);
 	assert_string_equal(json_string_value(json_object_get(obj, "type")),
-			    "connected");
+	                    "connected");
 	snprintf(conn_id, 64, "%s",
-		 json_string_value(json_object_get(obj, "conn_id")));
+	         json_string_value(json_object_get(obj, "conn_id")));
 	json_decref(obj);
 	free(text);
 	return c;
@@ -147,15 +145,15 @@ static int64_t recv_event(struct ws_client *c, char id[160], int timeout_ms)
 }
 
 static void send_one(wsgate_client *b, const char *user, const char *id,
-		     enum wsgate_event_type type, const char *run)
+                     enum wsgate_event_type type, const char *run)
 {
 	struct wsgate_event ev = {.event_id = id,
-				  .user_id = user,
-				  .run_id = run,
-				  .thread_id = "t1",
-				  .type = type,
-				  .payload_json = "{\"ok\":true}",
-				  .payload_len = 11};
+	                          .user_id = user,
+	                          .run_id = run,
+	                          .thread_id = "t1",
+	                          .type = type,
+	                          .payload_json = "{\"ok\":true}",
+	                          .payload_len = 11};
 	struct wsgate_event_result res;
 	if (wsgate_send_event(b, &ev, &res) != WSGATE_OK)
 		fail_msg("send %s: %s", id, wsgate_client_error(b));
@@ -170,36 +168,35 @@ static void test_golden_run_verifies_and_is_attributed(void **state)
 	assert_int_equal(sidecar_start(&s, NULL), 0);
 	wsgate_client *b;
 	assert_int_equal(wsgate_client_open(&b, s->control_url, CALL_MS),
-			 WSGATE_OK);
+	                 WSGATE_OK);
 	const char *users[2] = {"audit-a", "audit-b"};
 	char ids[2][2][64];
 	struct ws_client *conns[2][2];
 	for (int u = 0; u < 2; u++)
 		for (int k = 0; k < 2; k++)
-			conns[u][k] = connect_user(s, users[u], NULL,
-						   ids[u][k]);
+			conns[u][k] =
+			    connect_user(s, users[u], NULL, ids[u][k]);
 	/* Five critical events per user, interleaved across users. */
 	for (int t = 1; t <= 5; t++)
 		for (int u = 0; u < 2; u++) {
 			char id[64];
 			snprintf(id, sizeof(id), "%s-e%d", users[u], t);
 			send_one(b, users[u], id, (enum wsgate_event_type)t,
-				 "r1");
+			         "r1");
 		}
 	for (int u = 0; u < 2; u++)
 		for (int k = 0; k < 2; k++)
 			for (int t = 1; t <= 5; t++) {
 				char id[160];
 				assert_int_equal(
-					recv_event(conns[u][k], id, RECV_MS),
-					t);
+				    recv_event(conns[u][k], id, RECV_MS), t);
 				if (t == 5) {
 					assert_int_equal(
-						ws_client_send_text(
-							conns[u][k],
-							"{\"type\":\"ack\","
-							"\"seq\":5}"),
-						WS_CLIENT_OK);
+					    ws_client_send_text(
+					        conns[u][k],
+					        "{\"type\":\"ack\","
+					        "\"seq\":5}"),
+					    WS_CLIENT_OK);
 				}
 			}
 	/* A ping round trip after the ack: the ack has been processed. */
@@ -230,21 +227,21 @@ static void test_golden_run_verifies_and_is_attributed(void **state)
 			continue;
 		rows++;
 		assert_string_equal(
-			json_string_value(json_object_get(row, "user_id")),
-			"audit-a");
+		    json_string_value(json_object_get(row, "user_id")),
+		    "audit-a");
 		assert_string_equal(
-			json_string_value(json_object_get(row, "conn_user_id")),
-			"audit-a");
+		    json_string_value(json_object_get(row, "conn_user_id")),
+		    "audit-a");
 		const char *cid =
-			json_string_value(json_object_get(row, "conn_id"));
+		    json_string_value(json_object_get(row, "conn_id"));
 		assert_true(strcmp(cid, ids[0][0]) == 0 ||
-			    strcmp(cid, ids[0][1]) == 0);
+		            strcmp(cid, ids[0][1]) == 0);
 		json_decref(row);
 	}
 	free(out);
 	if (rows != 5 * 2 * 3)
 		fail_msg("audit --user audit-a: %d rows, want 30:\n%s", rows,
-			 copy);
+		         copy);
 	free(copy);
 
 	/* trace: the event, both connections, each outcome. */
@@ -258,20 +255,20 @@ static void test_golden_run_verifies_and_is_attributed(void **state)
 
 	sqlite3 *db = db_open(s);
 	assert_int_equal(db_int(db,
-				"SELECT count(*) FROM sessions WHERE user_id=?"
-				" AND closed_at IS NOT NULL",
-				"audit-a", NULL, NULL),
-			 2);
+	                        "SELECT count(*) FROM sessions WHERE user_id=?"
+	                        " AND closed_at IS NOT NULL",
+	                        "audit-a", NULL, NULL),
+	                 2);
 	assert_int_equal(db_int(db,
-				"SELECT count(*) FROM deliveries"
-				" WHERE user_id <> conn_user_id",
-				NULL, NULL, NULL),
-			 0);
+	                        "SELECT count(*) FROM deliveries"
+	                        " WHERE user_id <> conn_user_id",
+	                        NULL, NULL, NULL),
+	                 0);
 	assert_int_equal(db_int(db,
-				"SELECT count(*) FROM events WHERE user_id=?"
-				" AND length(payload_sha256)=32",
-				"audit-b", NULL, NULL),
-			 5);
+	                        "SELECT count(*) FROM events WHERE user_id=?"
+	                        " AND length(payload_sha256)=32",
+	                        "audit-b", NULL, NULL),
+	                 5);
 	sqlite3_close(db);
 	sidecar_free(s, false);
 }
@@ -281,7 +278,7 @@ static void test_each_refused_handshake_leaves_a_row(void **state)
 	(void)state;
 	struct sidecar *s;
 	const char *args[] = {"--max-conns-per-user", "1", "--allowed-origin",
-			      "https://app.example", NULL};
+	                      "https://app.example", NULL};
 	assert_int_equal(sidecar_start(&s, args), 0);
 	int64_t now = time(NULL);
 	char path[4096];
@@ -295,25 +292,25 @@ static void test_each_refused_handshake_leaves_a_row(void **state)
 		const char *alg;
 		const char *reason;
 	} cases[] = {
-		{"{\"sub\":\"x\",\"exp\":%lld}", "wrong-secret-wrong-secret-wrong",
-		 "HS256", "bad_signature"},
-		{"{\"sub\":\"x\",\"exp\":%lld}", NULL, "none", "wrong_alg"},
-		{"{\"exp\":%lld}", NULL, "HS256", "missing_sub"},
-		{"{\"sub\":\"x\",\"exp\":%lld}", NULL, "HS256", "expired"},
+	    {"{\"sub\":\"x\",\"exp\":%lld}", "wrong-secret-wrong-secret-wrong",
+	     "HS256", "bad_signature"},
+	    {"{\"sub\":\"x\",\"exp\":%lld}", NULL, "none", "wrong_alg"},
+	    {"{\"exp\":%lld}", NULL, "HS256", "missing_sub"},
+	    {"{\"sub\":\"x\",\"exp\":%lld}", NULL, "HS256", "expired"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char claims[128];
 		long long exp = strcmp(cases[i].reason, "expired") == 0
-					? now - 3600
-					: now + 600;
+		                    ? now - 3600
+		                    : now + 600;
 		snprintf(claims, sizeof(claims), cases[i].claims, exp);
-		const char *secret = cases[i].secret ? cases[i].secret
-						     : s->secret;
+		const char *secret =
+		    cases[i].secret ? cases[i].secret : s->secret;
 		char header[64];
 		snprintf(header, sizeof(header),
-			 "{\"alg\":\"%s\",\"typ\":\"JWT\"}", cases[i].alg);
+		         "{\"alg\":\"%s\",\"typ\":\"JWT\"}", cases[i].alg);
 		char *tok = jwt_mint_raw(header, claims, cases[i].alg, secret,
-					 strlen(secret), NULL);
+		                         strlen(secret), NULL);
 		assert_non_null(tok);
 		snprintf(path, sizeof(path), "/ws?access_token=%s", tok);
 		free(tok);
@@ -336,18 +333,17 @@ static void test_each_refused_handshake_leaves_a_row(void **state)
 	assert_int_equal(sidecar_stop(s, SIDECAR_STOP_TIMEOUT_MS), 0);
 
 	sqlite3 *db = db_open(s);
-	const char *reasons[] = {"bad_signature", "wrong_alg",
-				 "missing_sub",   "expired",
-				 "missing_token", "origin not allowed",
-				 "too many connections"};
+	const char *reasons[] = {"bad_signature",       "wrong_alg",
+	                         "missing_sub",         "expired",
+	                         "missing_token",       "origin not allowed",
+	                         "too many connections"};
 	for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
 		if (db_int(db,
-			   "SELECT count(*) FROM auth_failures WHERE reason=?",
-			   reasons[i], NULL, NULL) != 1)
+		           "SELECT count(*) FROM auth_failures WHERE reason=?",
+		           reasons[i], NULL, NULL) != 1)
 			fail_msg("no auth_failures row for %s", reasons[i]);
-	assert_int_equal(db_int(db, "SELECT count(*) FROM sessions", NULL,
-				NULL, NULL),
-			 1);
+	assert_int_equal(
+	    db_int(db, "SELECT count(*) FROM sessions", NULL, NULL, NULL), 1);
 	sqlite3_close(db);
 	sidecar_free(s, false);
 }
@@ -368,7 +364,7 @@ static void test_crash_leaves_a_consistent_record(void **state)
 	assert_int_equal(sidecar_start(&s, NULL), 0);
 	wsgate_client *b;
 	assert_int_equal(wsgate_client_open(&b, s->control_url, 2000),
-			 WSGATE_OK);
+	                 WSGATE_OK);
 	struct ws_client *c[CRASH_USERS];
 	char conn_ids[CRASH_USERS][64];
 	char user[CRASH_USERS][32];
@@ -383,7 +379,7 @@ static void test_crash_leaves_a_consistent_record(void **state)
 		char id[64];
 		snprintf(id, sizeof(id), "crash-e%d", i);
 		send_one(b, user[i % CRASH_USERS], id, WSGATE_AGENT_THINKING,
-			 "r1");
+		         "r1");
 	}
 	assert_int_equal(sidecar_kill9(s), 128 + SIGKILL);
 	/* Everything the clients got before the kill. */
@@ -407,11 +403,11 @@ static void test_crash_leaves_a_consistent_record(void **state)
 	/* The dead process's sessions were closed at restart, saying so. */
 	for (int u = 0; u < CRASH_USERS; u++) {
 		assert_int_equal(db_int(db,
-					"SELECT count(*) FROM sessions WHERE"
-					" conn_id=? AND closed_at IS NOT NULL"
-					" AND close_reason='sidecar stopped'",
-					conn_ids[u], NULL, NULL),
-				 1);
+		                        "SELECT count(*) FROM sessions WHERE"
+		                        " conn_id=? AND closed_at IS NOT NULL"
+		                        " AND close_reason='sidecar stopped'",
+		                        conn_ids[u], NULL, NULL),
+		                 1);
 	}
 	/* Write-ahead, from the clients' side: each frame they received has
 	 * its committed queued row naming their connection. */
@@ -419,39 +415,40 @@ static void test_crash_leaves_a_consistent_record(void **state)
 		char seq[24];
 		snprintf(seq, sizeof(seq), "%lld", (long long)seen[i].seq);
 		if (db_int(db,
-			   "SELECT count(*) FROM deliveries WHERE conn_id=?"
-			   " AND seq=CAST(? AS INTEGER) AND event_id=?"
-			   " AND status='queued'",
-			   seen[i].conn_id, seq, seen[i].event_id) != 1)
+		           "SELECT count(*) FROM deliveries WHERE conn_id=?"
+		           " AND seq=CAST(? AS INTEGER) AND event_id=?"
+		           " AND status='queued'",
+		           seen[i].conn_id, seq, seen[i].event_id) != 1)
 			fail_msg("frame %s seq %s on %s has no queued row",
-				 seen[i].event_id, seq, seen[i].conn_id);
+			         seen[i].event_id, seq, seen[i].conn_id);
 	}
 	int64_t unknown = db_int(
-		db,
-		"SELECT count(*) FROM deliveries q WHERE status='queued' AND"
-		" NOT EXISTS (SELECT 1 FROM deliveries o WHERE"
-		" o.conn_id=q.conn_id AND o.seq=q.seq AND o.user_id=q.user_id"
-		" AND o.status IN ('written','dropped'))",
-		NULL, NULL, NULL);
+	    db,
+	    "SELECT count(*) FROM deliveries q WHERE status='queued' AND"
+	    " NOT EXISTS (SELECT 1 FROM deliveries o WHERE"
+	    " o.conn_id=q.conn_id AND o.seq=q.seq AND o.user_id=q.user_id"
+	    " AND o.status IN ('written','dropped'))",
+	    NULL, NULL, NULL);
 	sqlite3_close(db);
 	print_message("crash: %zu frames received before SIGKILL, %lld queued"
-		      " rows without outcome\n",
-		      n_seen, (long long)unknown);
+	              " rows without outcome\n",
+	              n_seen, (long long)unknown);
 
 	char *out;
 	assert_int_equal(ctl(s, "verify", &out), 0);
 	free(out);
 	if (unknown > 0) {
-		assert_int_equal(ctl(s, "audit --user crash-0 --limit 100000",
-				     &out) +
-					 ctl(s,
-					     "audit --user crash-1 --limit "
-					     "100000",
-					     NULL),
-				 0);
+		assert_int_equal(
+		    ctl(s, "audit --user crash-0 --limit 100000", &out) +
+		        ctl(s,
+		            "audit --user crash-1 --limit "
+		            "100000",
+		            NULL),
+		    0);
 		char *all;
 		ctl(s, "audit --limit 100000", &all);
-		assert_non_null(strstr(all, "outcome unknown: sidecar stopped"));
+		assert_non_null(
+		    strstr(all, "outcome unknown: sidecar stopped"));
 		free(all);
 		free(out);
 	}
@@ -462,9 +459,9 @@ static void test_crash_leaves_a_consistent_record(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_golden_run_verifies_and_is_attributed),
-		cmocka_unit_test(test_each_refused_handshake_leaves_a_row),
-		cmocka_unit_test(test_crash_leaves_a_consistent_record),
+	    cmocka_unit_test(test_golden_run_verifies_and_is_attributed),
+	    cmocka_unit_test(test_each_refused_handshake_leaves_a_row),
+	    cmocka_unit_test(test_crash_leaves_a_consistent_record),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,7 @@
 /*
  * Tests of the forensic commands of wsgatectl (sessions, audit, trace,
- * verify) against databases built here: the sidecar's schema (a copy of
- * schema_sql in sidecar/store.c), delivery rows chained with the real
+ * verify) against databases built here: the sidecar's own schema
+ * (store_schema_sql()), delivery rows chained with the real
  * audit_chain_next, then tampered with in the ways verify must catch. Each
  * test runs the real WSGATECTL_BIN with --db/--audit-key-file and checks its
  * exit status and output. No sidecar, no sleeps.
@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "audit_chain.h"
+#include "store.h"
 #include "time_arg.h"
 
 #include <jansson.h>
@@ -28,40 +29,6 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-/* The schema of sidecar/store.c (schema_sql), copied: the test builds the
- * database the sidecar would, without starting one. */
-static const char schema_sql[] =
-    "PRAGMA journal_mode=WAL;"
-    "PRAGMA synchronous=NORMAL;"
-    "CREATE TABLE IF NOT EXISTS events("
-    " user_id TEXT NOT NULL, seq INTEGER NOT NULL, event_id TEXT NOT NULL,"
-    " type TEXT NOT NULL, thread_id TEXT NOT NULL, run_id TEXT NOT NULL,"
-    " accepted_at INTEGER NOT NULL, payload BLOB NOT NULL,"
-    " payload_sha256 BLOB NOT NULL, pending INTEGER NOT NULL DEFAULT 0,"
-    " PRIMARY KEY(user_id, seq)) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS events_by_time ON events(accepted_at);"
-    "CREATE INDEX IF NOT EXISTS events_pending ON events(user_id, seq)"
-    " WHERE pending = 1;"
-    "CREATE TABLE IF NOT EXISTS user_seqs("
-    " user_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS sessions("
-    " conn_id TEXT PRIMARY KEY, user_id TEXT NOT NULL,"
-    " opened_at INTEGER NOT NULL, closed_at INTEGER, close_code INTEGER,"
-    " close_reason TEXT, peer TEXT, user_agent TEXT, token_jti TEXT,"
-    " token_exp INTEGER);"
-    "CREATE TABLE IF NOT EXISTS deliveries("
-    " id INTEGER PRIMARY KEY, user_id TEXT NOT NULL, seq INTEGER NOT NULL,"
-    " event_id TEXT NOT NULL, conn_id TEXT NOT NULL,"
-    " conn_user_id TEXT NOT NULL, status TEXT NOT NULL, at INTEGER NOT NULL,"
-    " chain BLOB NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS auth_failures("
-    " at INTEGER NOT NULL, peer TEXT, reason TEXT NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS chain_heads("
-    " at INTEGER NOT NULL, id INTEGER NOT NULL, chain BLOB NOT NULL,"
-    " reason TEXT NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value)"
-    " WITHOUT ROWID;";
 
 #define KEY_TEXT                                                               \
 	"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
@@ -288,7 +255,7 @@ static int setup(void **state)
 	assert_int_equal(
 	    audit_key_load(&f->key, f->key_path, 0, err, sizeof(err)), 0);
 	assert_int_equal(sqlite3_open(f->db_path, &f->db), SQLITE_OK);
-	exec_sql(f, schema_sql);
+	exec_sql(f, store_schema_sql());
 	f->next_id = 1;
 	build_log(f);
 	*state = f;

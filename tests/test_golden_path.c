@@ -904,17 +904,17 @@ static void test_disconnect_closes_only_that_user(void **state)
 static void test_expired_token_closes_4001(void **state)
 {
 	struct golden *g = *state;
-	char *token = jwt_mint_hs256(g->sc->secret, g->sc->secret_len,
-	                             "gp-expiring", (int64_t)time(NULL) - 3628,
-	                             3600);
+	char *token =
+	    jwt_mint_hs256(g->sc->secret, g->sc->secret_len, "gp-expiring",
+	                   (int64_t)time(NULL) - 3628, 3600);
 	char path[2048];
 	struct ws_client *c;
 
 	assert_non_null(token);
 	snprintf(path, sizeof(path), "/ws?access_token=%s", token);
 	free(token);
-	assert_int_equal(ws_client_connect(&c, g->sc->port, path, NULL, RECV_MS),
-	                 101);
+	assert_int_equal(
+	    ws_client_connect(&c, g->sc->port, path, NULL, RECV_MS), 101);
 	track_client(g, c);
 	assert_int_equal(ws_client_recv_close(c, RECV_MS), 4001);
 	close_client(g, c);

@@ -120,13 +120,11 @@ static void test_client_frames_are_classified(void **state)
 	assert_int_equal(classify("", &seq), CLIENT_FRAME_INVALID_JSON);
 	/* Valid JSON a browser may send: wide integers, escaped NUL. */
 	assert_int_equal(classify("{\"id\":12345678901234567000}", &seq),
-			 CLIENT_FRAME_FORWARD);
-	assert_int_equal(classify("\"a\\u0000b\"", &seq),
-			 CLIENT_FRAME_FORWARD);
+	                 CLIENT_FRAME_FORWARD);
+	assert_int_equal(classify("\"a\\u0000b\"", &seq), CLIENT_FRAME_FORWARD);
 	assert_int_equal(
-		classify("{\"type\":\"ack\",\"seq\":9223372036854775808}",
-			 &seq),
-		CLIENT_FRAME_INVALID_ACK);
+	    classify("{\"type\":\"ack\",\"seq\":9223372036854775808}", &seq),
+	    CLIENT_FRAME_INVALID_ACK);
 }
 
 static void test_sizes_and_durations_parse_with_suffixes(void **state)
