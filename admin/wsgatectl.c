@@ -28,6 +28,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <nng/nng.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -824,10 +825,15 @@ int main(int argc, char **argv)
 
 	if ((rc = parse_globals(&ctl, argc, argv)) != GO_ON)
 		return rc;
-	for (size_t i = 0; i < N_COMMANDS; i++)
-		if (strcmp(argv[optind], commands[i].name) == 0)
-			return commands[i].run(&ctl, &commands[i],
-			                       argc - optind, argv + optind);
+	for (size_t i = 0; i < N_COMMANDS; i++) {
+		if (strcmp(argv[optind], commands[i].name) == 0) {
+			rc = commands[i].run(&ctl, &commands[i], argc - optind,
+			                     argv + optind);
+			/* NNG frees pipes still closing only when finalised. */
+			nng_fini();
+			return rc;
+		}
+	}
 	fprintf(stderr,
 	        "wsgatectl: unknown command '%s' (see wsgatectl --help)\n",
 	        argv[optind]);

@@ -30,9 +30,6 @@
 /* One of these per wsgate_client_open(), shared by every calling thread. */
 struct wsgate_client {
 	nng_socket sock;
-	nng_dialer dialer;
-	pthread_mutex_t dial_lk; /* protects dialer and dial_gen */
-	uint64_t dial_gen;       /* dialers started so far */
 	char *url;
 	int timeout_ms;
 	atomic_uint_fast64_t next_id; /* request_id of the next call */
@@ -105,32 +102,6 @@ static enum wsgate_status client_nng_error(struct wsgate_client *c,
 }
 
 /*
- * A call timed out: start the dialer anew, unless another thread already
- * did since this call began (gen). After a sidecar was killed and
- * restarted, NNG 1.5.2's dialer was seen to stay without a connection for
- * good (about one restart in a thousand); a new dialer always connects.
- */
-static void client_redial(struct wsgate_client *c, uint64_t gen)
-{
-	pthread_mutex_lock(&c->dial_lk);
-	if (c->dial_gen == gen) {
-		nng_dialer_close(c->dialer);
-		if (nng_dial(c->sock, c->url, &c->dialer, NNG_FLAG_NONBLOCK) ==
-		    0)
-			c->dial_gen++;
-	}
-	pthread_mutex_unlock(&c->dial_lk);
-}
-
-static uint64_t client_dial_gen(struct wsgate_client *c)
-{
-	pthread_mutex_lock(&c->dial_lk);
-	uint64_t gen = c->dial_gen;
-	pthread_mutex_unlock(&c->dial_lk);
-	return gen;
-}
-
-/*
  * One round trip: stamps req with a fresh request_id, sends it on a private
  * context and waits for the matching reply, all within the client's timeout.
  * Returns a negative status for local, transport and protocol failures
@@ -151,7 +122,6 @@ static enum wsgate_status client_call(struct wsgate_client *c,
 
 	*out = NULL;
 	req->request_id = atomic_fetch_add(&c->next_id, 1);
-	uint64_t gen = client_dial_gen(c);
 
 	if ((rv = nng_msg_alloc(
 	         &msg, wsgate__v1__request__get_packed_size(req))) != 0)
@@ -181,8 +151,6 @@ static enum wsgate_status client_call(struct wsgate_client *c,
 		/* A failed send leaves the message with us. */
 		nng_msg_free(nng_aio_get_msg(aio));
 		st = client_nng_error(c, "cannot send to", rv);
-		if (rv == NNG_ETIMEDOUT)
-			client_redial(c, gen);
 		goto done;
 	}
 
@@ -192,8 +160,6 @@ static enum wsgate_status client_call(struct wsgate_client *c,
 	nng_aio_wait(aio);
 	if ((rv = nng_aio_result(aio)) != 0) {
 		st = client_nng_error(c, "cannot receive from", rv);
-		if (rv == NNG_ETIMEDOUT)
-			client_redial(c, gen);
 		goto done;
 	}
 	msg = nng_aio_get_msg(aio);
@@ -305,7 +271,6 @@ enum wsgate_status wsgate_client_open(wsgate_client **out, const char *url,
 	c->timeout_ms = timeout_ms;
 	atomic_init(&c->next_id, 1);
 	pthread_mutex_init(&c->lk, NULL);
-	pthread_mutex_init(&c->dial_lk, NULL);
 
 	if ((rv = nng_req0_open(&c->sock)) != 0)
 		goto fail;
@@ -315,7 +280,7 @@ enum wsgate_status wsgate_client_open(wsgate_client **out, const char *url,
 	/* Non-blocking: the first attempt may fail (sidecar not up yet) and
 	 * NNG keeps redialing; requests wait for the pipe within their
 	 * timeout. Only a malformed URL fails here. */
-	if ((rv = nng_dial(c->sock, url, &c->dialer, NNG_FLAG_NONBLOCK)) != 0)
+	if ((rv = nng_dial(c->sock, url, NULL, NNG_FLAG_NONBLOCK)) != 0)
 		goto fail_sock;
 	*out = c;
 	return WSGATE_OK;
@@ -324,7 +289,6 @@ fail_sock:
 	nng_close(c->sock);
 fail:
 	pthread_mutex_destroy(&c->lk);
-	pthread_mutex_destroy(&c->dial_lk);
 	free(c->url);
 	free(c);
 	if (rv == NNG_EADDRINVAL || rv == NNG_ENOTSUP || rv == NNG_EINVAL)
@@ -338,7 +302,6 @@ void wsgate_client_close(wsgate_client *c)
 		return;
 	nng_close(c->sock);
 	pthread_mutex_destroy(&c->lk);
-	pthread_mutex_destroy(&c->dial_lk);
 	free(c->url);
 	free(c);
 }

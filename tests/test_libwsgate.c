@@ -897,5 +897,9 @@ int main(void)
 	    cmocka_unit_test(test_inbound_delivers_messages_and_notices),
 	};
 
-	return cmocka_run_group_tests(tests, fixture_setup, fixture_teardown);
+	int failed =
+	    cmocka_run_group_tests(tests, fixture_setup, fixture_teardown);
+	/* Pipes of closed sockets are freed when NNG is finalised. */
+	nng_fini();
+	return failed;
 }
