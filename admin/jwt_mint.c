@@ -17,7 +17,6 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
-#define SECRET_MAX    (1024 * 1024) /* as the sidecar reads it */
 #define ES256_HALF    32
 #define JTI_RAW_BYTES 16
 
@@ -192,38 +191,4 @@ char *jwt_mint_hs256(const void *secret, size_t secret_len, const char *user,
 	                 "HS256", secret, secret_len, NULL);
 	free(claims_json);
 	return tok;
-}
-
-unsigned char *jwt_mint_read_secret(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	if (f == NULL)
-		return NULL;
-	/* One spare byte tells a too-large file. */
-	unsigned char *buf = malloc(SECRET_MAX + 1);
-	if (buf == NULL) {
-		fclose(f);
-		return NULL;
-	}
-	size_t n = fread(buf, 1, SECRET_MAX + 1, f);
-	int bad = ferror(f) || n > SECRET_MAX;
-	fclose(f);
-	if (bad) {
-		OPENSSL_cleanse(buf, n);
-		free(buf);
-		return NULL;
-	}
-	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-		n--;
-	/* Copied rather than realloc'd so that the key leaves no uncleansed
-	 * copy behind in freed memory. */
-	unsigned char *out = malloc(n + 1);
-	if (out != NULL) {
-		memcpy(out, buf, n);
-		out[n] = '\0';
-		*len = n;
-	}
-	OPENSSL_cleanse(buf, n);
-	free(buf);
-	return out;
 }

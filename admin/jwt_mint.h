@@ -26,8 +26,4 @@ char *jwt_mint_raw(const char *header_json, const char *claims_json,
 char *jwt_mint_hs256(const void *secret, size_t secret_len, const char *user,
                      int64_t now_s, int64_t ttl_s);
 
-/* Reads an HS256 secret file the way the sidecar does (trailing \r/\n
- * removed). Returns malloc'd bytes and their length, or NULL. */
-unsigned char *jwt_mint_read_secret(const char *path, size_t *len);
-
 #endif

@@ -14,6 +14,7 @@
  */
 #include "ctl_exit.h"
 #include "forensics.h"
+#include "auth_jwt.h"
 #include "jwt_mint.h"
 #include "output.h"
 #include "time_arg.h"
@@ -548,11 +549,11 @@ static int cmd_token(struct ctl *ctl, const struct command *cmd, int argc,
 		                vals[TTL]);
 		return EXIT_USAGE;
 	}
-	secret = jwt_mint_read_secret(vals[SECRET_FILE], &secret_len);
+	char err[512];
+	secret = auth_jwt_read_secret(vals[SECRET_FILE], &secret_len, err,
+	                              sizeof(err));
 	if (secret == NULL) {
-		fprintf(stderr,
-		        "wsgatectl: token: cannot read secret file %s\n",
-		        vals[SECRET_FILE]);
+		fprintf(stderr, "wsgatectl: token: %s\n", err);
 		return EXIT_USAGE;
 	}
 	token = jwt_mint_hs256(secret, secret_len, vals[USER],

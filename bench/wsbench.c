@@ -16,6 +16,7 @@
  */
 #include "bench_common.h"
 #include "histo.h"
+#include "auth_jwt.h"
 #include "jwt_mint.h"
 #include "procstat.h"
 #include "publish.h"
@@ -372,10 +373,11 @@ static int users_make(const struct opts *o, struct users *u)
 	if (u->names == NULL || u->paths == NULL)
 		return -1;
 	if (!o->nchan && o->secret_file) {
-		secret = jwt_mint_read_secret(o->secret_file, &secret_len);
+		char err[512];
+		secret = auth_jwt_read_secret(o->secret_file, &secret_len, err,
+		                              sizeof(err));
 		if (secret == NULL) {
-			fprintf(stderr, "wsbench: cannot read secret %s\n",
-			        o->secret_file);
+			fprintf(stderr, "wsbench: %s\n", err);
 			return -1;
 		}
 	} else if (!o->nchan) {

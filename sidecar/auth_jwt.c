@@ -145,20 +145,21 @@ static json_t *decode_object(const char *in, size_t len, unsigned char *buf,
 /* --- key loading --- */
 
 /* The file's bytes with trailing \r/\n removed (DESIGN.md, "Secret file"). */
-static int load_secret(struct auth_jwt *v, const char *path, char *err,
-                       size_t errlen)
+unsigned char *auth_jwt_read_secret(const char *path, size_t *len, char *err,
+                                    size_t errlen)
 {
 	FILE *f = fopen(path, "rb");
 	if (f == NULL) {
 		set_err(err, errlen, "jwt secret file %s: %s", path,
 		        strerror(errno));
-		return -1;
+		return NULL;
 	}
+	/* One spare byte tells a too-large file. */
 	unsigned char *buf = malloc(SECRET_MAX + 1);
 	if (buf == NULL) {
 		fclose(f);
 		set_err(err, errlen, "jwt secret file %s: out of memory", path);
-		return -1;
+		return NULL;
 	}
 	size_t n = fread(buf, 1, SECRET_MAX + 1, f);
 	int rerr = ferror(f);
@@ -168,29 +169,41 @@ static int load_secret(struct auth_jwt *v, const char *path, char *err,
 		free(buf);
 		set_err(err, errlen, "jwt secret file %s: %s", path,
 		        rerr ? "read error" : "larger than 1 MiB");
-		return -1;
+		return NULL;
 	}
 	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
 		n--;
+	/* Copied rather than realloc'd so that no uncleansed copy of the key
+	 * is left in freed memory. */
+	unsigned char *out = malloc(n + 1);
+	if (out != NULL) {
+		memcpy(out, buf, n);
+		out[n] = '\0';
+		*len = n;
+	} else {
+		set_err(err, errlen, "jwt secret file %s: out of memory", path);
+	}
+	OPENSSL_cleanse(buf, n);
+	free(buf);
+	return out;
+}
+
+static int load_secret(struct auth_jwt *v, const char *path, char *err,
+                       size_t errlen)
+{
+	size_t n;
+	unsigned char *secret = auth_jwt_read_secret(path, &n, err, errlen);
+	if (secret == NULL)
+		return -1;
 	if (n < SECRET_MIN) {
-		OPENSSL_cleanse(buf, n);
-		free(buf);
+		OPENSSL_cleanse(secret, n);
+		free(secret);
 		set_err(err, errlen,
 		        "jwt secret file %s: %zu bytes, at least %d required",
 		        path, n, SECRET_MIN);
 		return -1;
 	}
-	/* Copied rather than realloc'd so that no uncleansed copy of the key
-	 * is left in freed memory. */
-	v->secret = malloc(n);
-	if (v->secret != NULL)
-		memcpy(v->secret, buf, n);
-	OPENSSL_cleanse(buf, n);
-	free(buf);
-	if (v->secret == NULL) {
-		set_err(err, errlen, "jwt secret file %s: out of memory", path);
-		return -1;
-	}
+	v->secret = secret;
 	v->secret_len = n;
 	v->alg = AUTH_JWT_HS256;
 	return 0;

@@ -70,4 +70,11 @@ enum auth_jwt_result auth_jwt_verify(const struct auth_jwt *v,
                                      struct auth_jwt_claims *claims);
 const char *auth_jwt_result_reason(enum auth_jwt_result r);
 
+/* Reads an HS256 secret file: its bytes with trailing \r/\n removed (at
+ * most 1 MiB; the 32-byte minimum is auth_jwt_open's check). Returns a
+ * malloc'd, NUL-terminated copy and its length, or NULL with a reason.
+ * Also used by wsgatectl and the tests to mint tokens the same way. */
+unsigned char *auth_jwt_read_secret(const char *path, size_t *len, char *err,
+                                    size_t errlen);
+
 #endif

@@ -139,9 +139,9 @@ struct store {
 	pthread_cond_t cv;      /* writer: work to do */
 	pthread_cond_t flushed; /* store_flush: a batch finished */
 	int writing;            /* the writer holds a batch */
-	struct store_job *todo_head, *todo_tail;
-	size_t todo_count;
-	size_t todo_urgent; /* events and replays among them */
+	struct store_job *jobs_head, *jobs_tail;
+	size_t jobs_count;
+	size_t jobs_urgent; /* events and replays among them */
 	int64_t lazy_since; /* when the oldest queued job arrived */
 	int flush_requested;
 	struct store_job *done_head, *done_tail;
@@ -205,16 +205,16 @@ void store_submit(struct store *s, struct store_job *job)
 	int urgent = job->kind == STORE_EVENT || job->kind == STORE_REPLAY;
 	atomic_fetch_add(&s->backlog, 1);
 	pthread_mutex_lock(&s->lk);
-	if (s->todo_tail) {
-		s->todo_tail->next = job;
+	if (s->jobs_tail) {
+		s->jobs_tail->next = job;
 	} else {
-		s->todo_head = job;
+		s->jobs_head = job;
 		s->lazy_since = clock_now_us();
 	}
-	s->todo_tail = job;
-	s->todo_count++;
-	s->todo_urgent += urgent;
-	if (urgent || s->todo_count == LAZY_MAX)
+	s->jobs_tail = job;
+	s->jobs_count++;
+	s->jobs_urgent += urgent;
+	if (urgent || s->jobs_count == LAZY_MAX)
 		pthread_cond_signal(&s->cv);
 	pthread_mutex_unlock(&s->lk);
 }
@@ -616,12 +616,12 @@ static void writer_wait(struct store *s)
 {
 	int64_t idle_until = clock_now_us() + 1000000;
 	for (;;) {
-		if (s->stopping || s->flush_requested || s->todo_urgent ||
-		    s->todo_count >= LAZY_MAX)
+		if (s->stopping || s->flush_requested || s->jobs_urgent ||
+		    s->jobs_count >= LAZY_MAX)
 			return;
 		int64_t now = clock_now_us();
 		int64_t deadline =
-		    s->todo_head ? s->lazy_since + LAZY_US : idle_until;
+		    s->jobs_head ? s->lazy_since + LAZY_US : idle_until;
 		if (now >= deadline)
 			return;
 		struct timespec ts;
@@ -640,24 +640,24 @@ static void *writer_main(void *arg)
 		pthread_mutex_lock(&s->lk);
 		writer_wait(s);
 		/* Take up to BATCH_MAX jobs: one transaction. */
-		struct store_job *batch = s->todo_head, *last = batch;
+		struct store_job *batch = s->jobs_head, *last = batch;
 		size_t n = batch ? 1 : 0;
 		while (last && last->next && n < BATCH_MAX) {
 			last = last->next;
 			n++;
 		}
 		if (last) {
-			s->todo_head = last->next;
-			if (!s->todo_head)
-				s->todo_tail = NULL;
+			s->jobs_head = last->next;
+			if (!s->jobs_head)
+				s->jobs_tail = NULL;
 			last->next = NULL;
-			s->todo_count -= n;
+			s->jobs_count -= n;
 			for (struct store_job *j = batch; j; j = j->next)
-				s->todo_urgent -= j->kind == STORE_EVENT ||
+				s->jobs_urgent -= j->kind == STORE_EVENT ||
 				                  j->kind == STORE_REPLAY;
 			s->lazy_since = clock_now_us();
 		}
-		int stopping = s->stopping && !s->todo_head;
+		int stopping = s->stopping && !s->jobs_head;
 		s->writing = batch != NULL;
 		pthread_mutex_unlock(&s->lk);
 
@@ -840,7 +840,7 @@ void store_flush(struct store *s)
 	pthread_mutex_lock(&s->lk);
 	s->flush_requested = 1;
 	pthread_cond_signal(&s->cv);
-	while (s->todo_head || s->writing)
+	while (s->jobs_head || s->writing)
 		pthread_cond_wait(&s->flushed, &s->lk);
 	s->flush_requested = 0;
 	pthread_mutex_unlock(&s->lk);

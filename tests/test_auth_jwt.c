@@ -971,7 +971,9 @@ static void test_secret_with_trailing_newline_equals_without(void **state)
 
 	/* The minting side reads the file the same way. */
 	size_t len = 0;
-	unsigned char *read = jwt_mint_read_secret(crlf, &len);
+	char rerr[256];
+	unsigned char *read =
+	    auth_jwt_read_secret(crlf, &len, rerr, sizeof(rerr));
 	assert_non_null(read);
 	assert_int_equal(len, strlen(SECRET));
 	assert_memory_equal(read, SECRET, len);
