@@ -88,6 +88,10 @@ CONNECT_RATE=2000
 
 HAS_AUDIT_FLAG=0
 sidecar_has_flag --audit && HAS_AUDIT_FLAG=1
+# Scenarios 4 and 5 connect thousands of clients from 127.0.0.1 as fast as
+# they can: the per-peer handshake rate limit (default 1000/s) is off there.
+RATE_OFF=
+sidecar_has_flag --handshake-rate-per-peer && RATE_OFF="--handshake-rate-per-peer 0"
 
 FAILED=0
 declare -A CMD_OF SC_CMD_OF
@@ -159,12 +163,12 @@ run_scenario 3 hs256 "" --users "$USERS" --conns 1 --connect-rate "$CONNECT_RATE
 	--threads "$LAT_THREADS" --batch "$LAT_BATCH" --rate "$LAT_RATE" \
 	--duration "$LAT_S"
 # (4) idle connections: sidecar KB per connection.
-run_scenario 4 hs256 "" --users "$IDLE_CONNS" --conns 1 --connect-rate 5000 \
+run_scenario 4 hs256 "$RATE_OFF" --users "$IDLE_CONNS" --conns 1 --connect-rate 5000 \
 	--idle --hold "$HOLD_S"
 # (5) handshake storm: unpaced connects (256 in flight), HS256 then RS256.
-run_scenario 5a hs256 "" --users "$STORM_CONNS" --conns 1 --connect-rate 0 \
+run_scenario 5a hs256 "$RATE_OFF" --users "$STORM_CONNS" --conns 1 --connect-rate 0 \
 	--max-inflight 256 --idle --hold 0
-run_scenario 5b rs256 "" --users "$STORM_CONNS" --conns 1 --connect-rate 0 \
+run_scenario 5b rs256 "$RATE_OFF" --users "$STORM_CONNS" --conns 1 --connect-rate 0 \
 	--max-inflight 256 --idle --hold 0
 # (6) one user, 100 connections (multi-tab fan-out): frames/s. A window
 # keeps the publishers from outrunning delivery (which would end in 4008).

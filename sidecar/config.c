@@ -62,6 +62,14 @@ static const struct flag flags[] = {
      "bytes queued for one connection before close 4008"},
     {"max-conns-per-user", "WSGATE_MAX_CONNS_PER_USER", "32", FLAG_COUNT,
      F(max_conns_per_user), "further handshakes of the user get 429"},
+    {"max-conns", "WSGATE_MAX_CONNS", "100000", FLAG_COUNT, F(max_conns),
+     "further handshakes get 429 (0: no limit)"},
+    {"handshake-rate-per-peer", "WSGATE_HANDSHAKE_RATE_PER_PEER", "1000",
+     FLAG_COUNT, F(handshake_rate_per_peer),
+     "handshakes/s from one address, bursts of 2x; more get 429 (0: off)"},
+    {"handshake-timeout", "WSGATE_HANDSHAKE_TIMEOUT", "10s", FLAG_DURATION,
+     F(handshake_timeout_us),
+     "close a connection whose request headers take longer"},
     {"allowed-origin", "WSGATE_ALLOWED_ORIGIN", NULL, FLAG_LIST,
      F(allowed_origins), "Origin allowlist (repeatable; default any)"},
     {"tls-cert", "WSGATE_TLS_CERT", NULL, FLAG_STRING, F(tls_cert),
@@ -254,7 +262,7 @@ void config_usage(FILE *out)
 	for (size_t i = 0; i < N_FLAGS; i++) {
 		char left[64];
 		snprintf(left, sizeof(left), "--%s", flags[i].name);
-		fprintf(out, "  %-22s %s [%s, default %s]\n", left,
+		fprintf(out, "  %-26s %s [%s, default %s]\n", left,
 		        flags[i].help, flags[i].env,
 		        flags[i].def ? flags[i].def : "none");
 	}

@@ -33,6 +33,9 @@ struct config {
 	uint64_t inbound_buffer;
 	uint64_t queue_limit;
 	uint64_t max_conns_per_user;
+	uint64_t max_conns;               /* 0: no limit */
+	uint64_t handshake_rate_per_peer; /* per second; 0: off */
+	int64_t handshake_timeout_us;
 	const char *allowed_origins[CONFIG_MAX_ORIGINS];
 	int n_allowed_origins;
 	const char *tls_cert;

@@ -14,6 +14,7 @@
  */
 #include "ws_server.h"
 
+#include <arpa/inet.h>
 #include <ev.h>
 #include <libwebsockets.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #include "clock.h"
 #include "client_frame.h"
 #include "handshake.h"
+#include "hash.h"
 #include "log.h"
 #include "router.h"
 
@@ -62,6 +64,11 @@ struct ws_server {
 	struct router *router;
 	size_t max_client_frame;
 	uint32_t max_conns_per_user;
+	uint32_t max_conns;         /* 0: no global limit */
+	int at_max_conns;           /* refusing for the global limit */
+	struct peer_limiter *peers; /* NULL: no per-peer rate limit */
+	int64_t rate_logged_at;     /* last per-peer rate log line, us */
+	uint64_t rate_refused;      /* refusals since that line */
 	const char *const *origins;
 	int n_origins;
 	int64_t started_us;
@@ -154,6 +161,140 @@ static int http_serve(struct ws_server *srv, struct lws *wsi, const char *uri)
 	return 0;
 }
 
+/* --- handshake limits --- */
+
+#define PEER_SLOTS   4096 /* a power of two: 96 KiB, whatever the load */
+#define PEER_PROBE   8    /* slots an address may occupy */
+#define PEER_KEY_LEN 16
+#define RATE_LOG_US  (10 * 1000000LL)
+
+/* One per address seen recently: the state of its token bucket. */
+struct peer_slot {
+	unsigned char key[PEER_KEY_LEN];
+	/* GCRA's theoretical arrival time: the bucket is full again, and
+	 * the slot free for any address, once tat <= now. */
+	int64_t tat;
+};
+
+/* One per server when --handshake-rate-per-peer is on. */
+struct peer_limiter {
+	int64_t interval_us;  /* the refill time of one handshake */
+	int64_t tolerance_us; /* the burst: 2 x rate handshakes */
+	struct peer_slot slots[PEER_SLOTS];
+};
+
+static struct peer_limiter *peer_limiter_new(uint64_t rate)
+{
+	struct peer_limiter *pl = calloc(1, sizeof(*pl));
+	if (!pl)
+		return NULL;
+	pl->interval_us = 1000000 / (int64_t)rate;
+	if (pl->interval_us < 1)
+		pl->interval_us = 1;
+	pl->tolerance_us = pl->interval_us * 2 * (int64_t)rate;
+	return pl;
+}
+
+/* The bucket key of a peer: an IPv4 address (plain or v4-mapped), the /64
+ * of an IPv6 one (a single host usually holds a whole /64), or the text
+ * itself for anything else. */
+static void peer_key(const char *peer, unsigned char key[PEER_KEY_LEN])
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+	memset(key, 0, PEER_KEY_LEN);
+	if (inet_pton(AF_INET, peer, &a4) == 1) {
+		memcpy(key, &a4, 4);
+	} else if (inet_pton(AF_INET6, peer, &a6) == 1) {
+		if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+			memcpy(key, &a6.s6_addr[12], 4);
+		} else {
+			key[4] = 6; /* never equal to an IPv4 key */
+			memcpy(key + 8, &a6, 8);
+		}
+	} else {
+		size_t n = strlen(peer);
+		memcpy(key, peer, n < PEER_KEY_LEN ? n : PEER_KEY_LEN);
+	}
+}
+
+/*
+ * Per-peer handshake rate policy: each address has a token bucket of
+ * 2 x rate handshakes, refilled at rate per second (GCRA: one timestamp
+ * per address). A handshake over it is refused with 429 before its token
+ * is looked at, so a flood from one address costs a table lookup.
+ *
+ * The table has a fixed size. An address lives in one of PEER_PROBE
+ * slots; a slot whose bucket is full again holds nothing worth keeping,
+ * so entries expire by themselves. When all PEER_PROBE slots are live,
+ * the fullest bucket is forgotten: its address starts again with a full
+ * bucket, at most one burst more than its due. Returns 1 to allow, 0 to
+ * refuse.
+ */
+static int peer_limiter_allow(struct peer_limiter *pl, const char *peer,
+                              int64_t now)
+{
+	unsigned char key[PEER_KEY_LEN];
+	peer_key(peer, key);
+	size_t h = (size_t)hash_bytes((const char *)key, sizeof(key));
+	struct peer_slot *slot = NULL, *spare = NULL;
+	for (size_t i = 0; i < PEER_PROBE; i++) {
+		struct peer_slot *s = &pl->slots[(h + i) & (PEER_SLOTS - 1)];
+		if (s->tat > now && memcmp(s->key, key, sizeof(key)) == 0) {
+			slot = s;
+			break;
+		}
+		/* A free slot, else the live one closest to full. */
+		if (!spare || (spare->tat > now && s->tat < spare->tat))
+			spare = s;
+	}
+	if (!slot) {
+		slot = spare;
+		memcpy(slot->key, key, sizeof(key));
+		slot->tat = now;
+	}
+	int64_t tat = slot->tat > now ? slot->tat : now;
+	if (tat + pl->interval_us - now > pl->tolerance_us)
+		return 0;
+	slot->tat = tat + pl->interval_us;
+	return 1;
+}
+
+/* Per-peer refusals are logged at most once per RATE_LOG_US, with a
+ * count: a flood must not become a flood of log lines. */
+static void rate_refusal_log(struct ws_server *srv, const char *peer,
+                             int64_t now)
+{
+	srv->rate_refused++;
+	if (srv->rate_logged_at && now - srv->rate_logged_at < RATE_LOG_US)
+		return;
+	log_warn("handshakes from %s over --handshake-rate-per-peer get 429 "
+	         "(%llu refused since the last such line)",
+	         peer, (unsigned long long)srv->rate_refused);
+	srv->rate_logged_at = now;
+	srv->rate_refused = 0;
+}
+
+/*
+ * Global connection limit policy: at --max-conns open connections,
+ * further handshakes get 429 before their token is looked at. One
+ * warning when the limit is reached, one line when there is room again.
+ */
+static int conns_at_limit(struct ws_server *srv)
+{
+	if (!srv->max_conns)
+		return 0;
+	int at = registry_conn_count(srv->reg) >= srv->max_conns;
+	if (at && !srv->at_max_conns)
+		log_warn("%u connections open: --max-conns reached, further "
+		         "handshakes get 429",
+		         srv->max_conns);
+	else if (!at && srv->at_max_conns)
+		log_info("below --max-conns again: handshakes accepted");
+	srv->at_max_conns = at;
+	return at;
+}
+
 /* --- handshake --- */
 
 static int origin_allowed(struct ws_server *srv, struct lws *wsi)
@@ -195,9 +336,10 @@ static size_t handshake_find_token(struct lws *wsi, char *buf, size_t cap,
 /* Answers an upgrade with an HTTP error and records it in auth_failures. */
 static int handshake_refuse(struct ws_server *srv, struct lws *wsi,
                             unsigned int status, const char *why,
-                            const char *peer)
+                            const char *peer, enum log_level level)
 {
-	log_info("handshake from %s refused (%u): %s", peer, status, why);
+	log_write(level, "handshake from %s refused (%u): %s", peer, status,
+	          why);
 	struct store_job *job = store_job_new(STORE_AUTH_FAILURE);
 	if (job) {
 		job->auth_failure.at = clock_now_us();
@@ -220,27 +362,39 @@ static int handshake_check(struct ws_server *srv, struct lws *wsi,
 	char buf[AUTH_JWT_MAX_TOKEN + 64], peer[64];
 	lws_get_peer_simple(wsi, peer, sizeof(peer));
 	srv->stash.wsi = NULL;
+	int64_t now = clock_now_us();
 
+	if (srv->peers && !peer_limiter_allow(srv->peers, peer, now)) {
+		rate_refusal_log(srv, peer, now);
+		return handshake_refuse(srv, wsi, 429,
+		                        "handshake rate of this address", peer,
+		                        LOG_DEBUG);
+	}
+	if (conns_at_limit(srv))
+		return handshake_refuse(srv, wsi, 429,
+		                        "too many connections (global)", peer,
+		                        LOG_DEBUG);
 	if (strcmp(upgrade, "websocket") != 0)
-		return handshake_refuse(srv, wsi, 400,
-		                        "not a websocket upgrade", peer);
+		return handshake_refuse(
+		    srv, wsi, 400, "not a websocket upgrade", peer, LOG_INFO);
 	if (lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_GET_URI) <= 0 ||
 	    strcmp(buf, "/ws") != 0)
-		return handshake_refuse(srv, wsi, 404, "not found", peer);
+		return handshake_refuse(srv, wsi, 404, "not found", peer,
+		                        LOG_INFO);
 	if (!origin_allowed(srv, wsi))
 		return handshake_refuse(srv, wsi, 403, "origin not allowed",
-		                        peer);
+		                        peer, LOG_INFO);
 
 	const char *tok = NULL;
 	size_t tok_len = handshake_find_token(wsi, buf, sizeof(buf), &tok);
 	struct auth_jwt_claims claims;
 	enum auth_jwt_result ar =
 	    tok_len ? auth_jwt_verify(srv->deps.auth, tok, tok_len,
-	                              clock_now_us() / 1000000, &claims)
+	                              now / 1000000, &claims)
 	            : AUTH_JWT_MISSING;
 	if (ar != AUTH_JWT_OK)
-		return handshake_refuse(srv, wsi, 401,
-		                        auth_jwt_result_reason(ar), peer);
+		return handshake_refuse(
+		    srv, wsi, 401, auth_jwt_result_reason(ar), peer, LOG_INFO);
 
 	const char *since =
 	    lws_get_urlarg_by_name(wsi, "since=", buf, (int)sizeof(buf));
@@ -248,13 +402,14 @@ static int handshake_check(struct ws_server *srv, struct lws *wsi,
 	enum handshake_since hs = handshake_parse_since(since, &since_seq);
 	if (hs == SINCE_INVALID)
 		return handshake_refuse(srv, wsi, 400,
-		                        "since: not an integer >= 0", peer);
+		                        "since: not an integer >= 0", peer,
+		                        LOG_INFO);
 
 	struct user *u =
 	    registry_user(srv->reg, claims.sub, strlen(claims.sub), false);
 	if (u && u->n_conns >= srv->max_conns_per_user)
 		return handshake_refuse(srv, wsi, 429, "too many connections",
-		                        peer);
+		                        peer, LOG_INFO);
 
 	srv->stash.wsi = wsi;
 	srv->stash.claims = claims;
@@ -515,7 +670,7 @@ static int session_write(struct ws_server *srv, struct lws *wsi,
 		lws_callback_on_writable(wsi);
 	return 0;
 failed:
-	log_warn("write to %s failed; closing", c->id);
+	log_info("write to %s failed; closing", c->id);
 	return -1;
 }
 
@@ -630,6 +785,14 @@ struct ws_server *ws_server_new(const struct config *cfg,
 	srv->router = deps->router;
 	srv->max_client_frame = cfg->max_client_frame;
 	srv->max_conns_per_user = (uint32_t)cfg->max_conns_per_user;
+	srv->max_conns = (uint32_t)cfg->max_conns;
+	if (cfg->handshake_rate_per_peer) {
+		srv->peers = peer_limiter_new(cfg->handshake_rate_per_peer);
+		if (!srv->peers) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+	}
 	srv->origins = cfg->allowed_origins;
 	srv->n_origins = cfg->n_allowed_origins;
 	srv->started_us = clock_now_us();
@@ -668,6 +831,17 @@ struct ws_server *ws_server_new(const struct config *cfg,
 	info.foreign_loops = srv->foreign_loops;
 	info.retry_and_idle_policy = &srv->retry;
 	info.max_http_header_data = AUTH_JWT_MAX_TOKEN + 1024;
+	/* Slowloris policy: lws bounds the wait for a first byte (and a TLS
+	 * handshake) by timeout_secs, and the request head by
+	 * timeout_secs_ah_idle, counted from its first byte and not
+	 * restarted by more bytes; both in whole seconds. */
+	int64_t hs_timeout_s = (cfg->handshake_timeout_us + 999999) / 1000000;
+	if (hs_timeout_s < 1)
+		hs_timeout_s = 1;
+	if (hs_timeout_s > 3600)
+		hs_timeout_s = 3600;
+	info.timeout_secs = (unsigned int)hs_timeout_s;
+	info.timeout_secs_ah_idle = (int)hs_timeout_s;
 	if (cfg->tls_cert || cfg->tls_key) {
 		if (!cfg->tls_cert || !cfg->tls_key) {
 			snprintf(err, errlen,
@@ -690,6 +864,7 @@ struct ws_server *ws_server_new(const struct config *cfg,
 fail:
 	if (srv->loop)
 		ev_loop_destroy(srv->loop);
+	free(srv->peers);
 	frame_unref(srv->pong);
 	free(srv->wbuf);
 	free(srv);
@@ -736,6 +911,7 @@ void ws_server_destroy(struct ws_server *srv)
 	lws_sul_cancel(&srv->sul_expiry);
 	lws_context_destroy(srv->context);
 	ev_loop_destroy(srv->loop);
+	free(srv->peers);
 	frame_unref(srv->pong);
 	free(srv->wbuf);
 	free(srv);

@@ -389,6 +389,16 @@ unsigned ws_client_pings_answered(const struct ws_client *c)
 	return c->pings;
 }
 
+int ws_client_set_rcvbuf(struct ws_client *c, int bytes)
+{
+	if (setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes)) <
+	    0) {
+		set_err("SO_RCVBUF: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 int ws_client_send_raw(struct ws_client *c, const void *data, size_t len)
 {
 	return send_all(c->fd, data, len, now_ms() + WS_SEND_TIMEOUT_MS);

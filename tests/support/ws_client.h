@@ -64,6 +64,10 @@ int ws_client_connect(struct ws_client **out, uint16_t port, const char *path,
 const char *ws_client_subprotocol(const struct ws_client *c);
 /* How many server pings were answered so far. */
 unsigned ws_client_pings_answered(const struct ws_client *c);
+/* Caps the socket's receive buffer at about bytes (SO_RCVBUF; the kernel
+ * stops growing it), so that a client that does not read fills up soon.
+ * Returns 0, or -1 with ws_client_error() set. */
+int ws_client_set_rcvbuf(struct ws_client *c, int bytes);
 /* Thread-local text of the last failure of this module. */
 const char *ws_client_error(void);
 
