@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "checkpointer.h"
 #include "clock.h"
 #include "log.h"
 
@@ -42,6 +43,8 @@
 static const char schema_sql[] =
     "PRAGMA journal_mode=WAL;"
     "PRAGMA synchronous=NORMAL;"
+    /* The writer's working set (b-tree interiors of the hot tables). */
+    "PRAGMA cache_size=-16384;"
     "CREATE TABLE IF NOT EXISTS events("
     " user_id TEXT NOT NULL, seq INTEGER NOT NULL, event_id TEXT NOT NULL,"
     " type TEXT NOT NULL, thread_id TEXT NOT NULL, run_id TEXT NOT NULL,"
@@ -121,6 +124,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 struct store {
 	sqlite3 *db;
 	sqlite3_stmt *stmt[ST_COUNT];
+	struct checkpointer *checkpointer; /* WAL checkpoints, own thread */
 	const struct audit_key *key;
 	int64_t retention_us;
 	int64_t prune_every_us; /* a quarter of the retention, 1 s to 1 min */
@@ -815,6 +819,9 @@ int store_open(struct store **out, const struct store_config *cfg, char *err,
 	}
 	if (load_state(s, cfg, err, errlen))
 		goto fail;
+	if (checkpointer_start(&s->checkpointer, s->db, cfg->path, err,
+	                       errlen))
+		goto fail;
 	int64_t now = clock_now_us();
 	prune(s, now);
 	s->last_head_us = now;
@@ -825,6 +832,7 @@ int store_open(struct store **out, const struct store_config *cfg, char *err,
 	*out = s;
 	return 0;
 fail:
+	checkpointer_stop(s->checkpointer);
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(s->stmt[i]);
 	sqlite3_close(s->db);
@@ -861,6 +869,7 @@ void store_close(struct store *s)
 		store_job_free(j);
 		j = next;
 	}
+	checkpointer_stop(s->checkpointer);
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(s->stmt[i]);
 	sqlite3_close(s->db);
