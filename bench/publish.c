@@ -31,6 +31,10 @@ struct publisher {
 	atomic_bool stop;
 	int64_t start_ns;
 	struct pub_thread *t;
+	/* One control client shared by every thread, as the threads of one
+	 * backend process share it: libwsgate then merges their concurrent
+	 * single sends into batches. NULL with --nchan or if it cannot open. */
+	wsgate_client *client;
 };
 
 /* One batch's worth of events being built and sent by one thread. */
@@ -262,7 +266,7 @@ static void *pub_main(void *arg)
 	const struct pub_cfg *cfg = &p->cfg;
 	struct pub_result *r = &th->r;
 	const uint64_t K = cfg->threads, B = cfg->batch;
-	wsgate_client *cl = NULL;
+	wsgate_client *cl = p->client;
 	struct http_conn h = {.fd = -1};
 	struct pub_batch b;
 
@@ -275,8 +279,7 @@ static void *pub_main(void *arg)
 			set_error(r, "nchan: %s", h.err);
 			goto out;
 		}
-	} else if (wsgate_client_open(&cl, cfg->control_url, cfg->timeout_ms) !=
-	           WSGATE_OK) {
+	} else if (cl == NULL) {
 		set_error(r, "wsgate_client_open %s failed",
 		          cfg->control_url ? cfg->control_url : "(default)");
 		goto out;
@@ -324,8 +327,6 @@ static void *pub_main(void *arg)
 			send_wsgate(p, th, cl, &b);
 	}
 out:
-	if (cl != NULL)
-		wsgate_client_close(cl);
 	http_close(&h);
 	batch_free(&b);
 	atomic_fetch_add(&p->done_threads, 1);
@@ -351,6 +352,9 @@ struct publisher *pub_start(const struct pub_cfg *cfg,
 		free(p);
 		return NULL;
 	}
+	if (!p->cfg.nchan && wsgate_client_open(&p->client, cfg->control_url,
+	                                        cfg->timeout_ms) != WSGATE_OK)
+		p->client = NULL; /* each thread reports it */
 	p->start_ns = bench_now_ns();
 	for (unsigned k = 0; k < p->cfg.threads; k++) {
 		struct pub_thread *th = &p->t[k];
@@ -414,6 +418,7 @@ void pub_join(struct publisher *p, struct pub_result *out)
 			memcpy(out->first_error, r->first_error,
 			       sizeof(out->first_error));
 	}
+	wsgate_client_close(p->client);
 	free(p->t);
 	free(p);
 }

@@ -2,10 +2,12 @@
  * publish: the load generator's backends. K threads publish E events,
  * round robin over the users (event i goes to user i % N), either through
  * libwsgate (batch 1: wsgate_send_event; batch B > 1: wsgate_send_batch of
- * B) or, in nchan mode, as HTTP POSTs to /pub/<user> (B requests
- * pipelined on one keep-alive connection per thread). With a rate, events
- * are paced on a steady schedule (event i is due at start + i / rate);
- * without one, each thread sends as fast as replies come back.
+ * B; the K threads share one client, as the threads of one backend process
+ * would, so concurrent single sends travel merged) or, in nchan mode, as HTTP
+ * POSTs to /pub/<user> (B requests pipelined on one keep-alive connection per
+ * thread). With a rate, events are paced on a steady schedule (event i is due
+ * at start + i / rate); without one, each thread sends as fast as replies come
+ * back.
  *
  * Each payload embeds its send time (bench_common.h). The number of events
  * the server accepted for each user is counted in accepted[user], which is

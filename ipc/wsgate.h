@@ -12,6 +12,10 @@
  *
  * Threads: a wsgate_client may be shared by many threads; each call uses its
  * own NNG request context, so concurrent calls are concurrent requests.
+ * wsgate_send_event calls made at the same moment by several threads leave
+ * together as one SendBatch request (each still gets its own result; a
+ * lone caller sends a plain SendEvent at once): share one client between
+ * the threads of a process to get this.
  * wsgate_client_error() then reports the last error of any thread.
  * A wsgate_inbound is for one thread at a time.
  */
@@ -107,7 +111,10 @@ const char *wsgate_event_type_name(enum wsgate_event_type t);
 /* Parses "agent_started" ... "agent_error"; anything else is WSGATE_CUSTOM. */
 enum wsgate_event_type wsgate_event_type_parse(const char *name);
 
-/* Sends one event. The reply's status is returned and also set in *res. */
+/* Sends one event (merged with other threads' concurrent sends, see
+ * Threads above). Its status is returned and also set in *res. A call may
+ * wait up to about twice the client's timeout when others' requests are
+ * in flight before its own. */
 enum wsgate_status wsgate_send_event(wsgate_client *c,
                                      const struct wsgate_event *ev,
                                      struct wsgate_event_result *res);

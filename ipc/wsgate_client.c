@@ -5,11 +5,27 @@
  * in wsgate_inbound.c. The public surface is ipc/wsgate.h.
  *
  * Every call opens its own NNG context, so calls from many threads are
- * concurrent requests on one socket; the only shared mutable state is the
- * request id counter (atomic) and the last error text (under lk).
+ * concurrent requests on one socket; the shared mutable state is the
+ * request id counter (atomic), and under lk the last error text and the
+ * links (below).
+ *
+ * Self-healing (see client_heal): NNG 1.5.2's dialer gives up for good when
+ * a connection it just made dies before the SP handshake is sent (the
+ * sidecar was killed right then): the handshake's send fails with EPIPE,
+ * which NNG reports as NNG_ECLOSED, and dialer_connect_cb takes that for
+ * "the dialer was closed" and never redials. Such a dialer cannot be
+ * restarted, and closing a dialer or socket while its handshake is in
+ * flight leaks the half-made pipe in 1.5.2. So a client keeps one current
+ * link (socket + dialer) for its calls and, when a call timed out while the
+ * current link had no pipe, dials a spare link next to it; the spare
+ * replaces the current link only once it has a pipe and the current one
+ * still has none after CLIENT_HEAL_GRACE_MS. A link is closed only when
+ * it has a pipe (its dialer is idle then) or is judged dead (idle too),
+ * and only after the last call using it has returned.
  */
 #include "wsgate.h"
 #include "wsgate.pb-c.h"
+#include "wsgate_coalesce.h"
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
@@ -27,13 +43,35 @@
  * broken or hostile peer from making us allocate without bound. */
 #define CLIENT_RECV_MAX ((size_t)64 * 1024 * 1024)
 
+/* How often a dialer without a connection retries (NNG's default, made
+ * explicit: at most this long between attempts, no back-off growth). */
+#define CLIENT_RECONNECT_MS 100
+
+/* How long a spare link must have had a pipe while the current link still
+ * has none before the spare replaces it: a current dialer that is merely
+ * retrying reconnects well within this once the sidecar is back. */
+#define CLIENT_HEAL_GRACE_MS (5 * CLIENT_RECONNECT_MS)
+
+/* One of these per req0 socket (with its one dialer) of a client: the
+ * current link, a spare, or a retired link waiting for its last call. */
+struct client_link {
+	nng_socket sock;
+	int pipes;        /* pipes added and not yet removed */
+	int64_t piped_at; /* now_ms() when pipes last went from 0 to 1 */
+	unsigned users;   /* calls in progress on this link */
+	bool retired;     /* neither current nor spare: close at users 0 */
+};
+
 /* One of these per wsgate_client_open(), shared by every calling thread. */
 struct wsgate_client {
-	nng_socket sock;
 	char *url;
 	int timeout_ms;
 	atomic_uint_fast64_t next_id; /* request_id of the next call */
-	pthread_mutex_t lk;           /* protects err */
+	pthread_mutex_t lk;           /* protects err, cur, spare, links */
+	struct client_link *cur;      /* the link new calls use */
+	struct client_link *spare;    /* NULL, or dialing next to cur */
+	bool spare_opening;           /* a thread is making the spare */
+	struct coalescer *coalescer;  /* merges concurrent send_event calls */
 	char err[512];
 };
 
@@ -102,6 +140,171 @@ static enum wsgate_status client_nng_error(struct wsgate_client *c,
 }
 
 /*
+ * NNG pipe events of every link of c: counts each link's pipes. ADD_PRE and
+ * REM_POST pair up (NNG runs REM_POST only for pipes that saw ADD_PRE). A
+ * retired link is neither cur nor spare, so its late events are ignored;
+ * nng_close() returns only after its socket's last callback, so c outlives
+ * them all.
+ */
+static void client_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	struct wsgate_client *c = arg;
+	nng_socket s = nng_pipe_socket(p);
+	struct client_link *l = NULL;
+
+	pthread_mutex_lock(&c->lk);
+	if (c->cur != NULL && nng_socket_id(c->cur->sock) == nng_socket_id(s))
+		l = c->cur;
+	else if (c->spare != NULL &&
+	         nng_socket_id(c->spare->sock) == nng_socket_id(s))
+		l = c->spare;
+	if (l != NULL) {
+		if (ev == NNG_PIPE_EV_ADD_PRE && l->pipes++ == 0)
+			l->piped_at = now_ms();
+		else if (ev == NNG_PIPE_EV_REM_POST && l->pipes > 0)
+			l->pipes--;
+	}
+	pthread_mutex_unlock(&c->lk);
+}
+
+/* A new link with its socket configured but not dialed yet (see
+ * link_dial): the caller makes it cur or spare first, so that no pipe
+ * event is missed. Returns an NNG error. */
+static int link_open(struct wsgate_client *c, struct client_link **out)
+{
+	struct client_link *l = calloc(1, sizeof(*l));
+	int rv;
+
+	*out = NULL;
+	if (l == NULL)
+		return NNG_ENOMEM;
+	if ((rv = nng_req0_open(&l->sock)) != 0) {
+		free(l);
+		return rv;
+	}
+	if ((rv = nng_socket_set_size(l->sock, NNG_OPT_RECVMAXSZ,
+	                              CLIENT_RECV_MAX)) != 0 ||
+	    (rv = nng_socket_set_ms(l->sock, NNG_OPT_RECONNMINT,
+	                            CLIENT_RECONNECT_MS)) != 0 ||
+	    (rv = nng_socket_set_ms(l->sock, NNG_OPT_RECONNMAXT, 0)) != 0 ||
+	    (rv = nng_pipe_notify(l->sock, NNG_PIPE_EV_ADD_PRE, client_pipe_cb,
+	                          c)) != 0 ||
+	    (rv = nng_pipe_notify(l->sock, NNG_PIPE_EV_REM_POST, client_pipe_cb,
+	                          c)) != 0) {
+		nng_close(l->sock);
+		free(l);
+		return rv;
+	}
+	*out = l;
+	return 0;
+}
+
+/* Non-blocking: the first attempt may fail (sidecar not up yet) and NNG
+ * keeps redialing; requests wait for the pipe within their timeout. Only
+ * a malformed URL fails here. */
+static int link_dial(struct wsgate_client *c, struct client_link *l)
+{
+	return nng_dial(l->sock, c->url, NULL, NNG_FLAG_NONBLOCK);
+}
+
+/* Never called with lk held: nng_close waits for the pipe callbacks,
+ * which take lk. */
+static void link_close(struct client_link *l)
+{
+	if (l == NULL)
+		return;
+	nng_close(l->sock);
+	free(l);
+}
+
+/*
+ * Decides between cur and spare (lk held); returns a link to close, or
+ * NULL. The spare is only judged once it has a pipe, so whichever link is
+ * closed here has an idle dialer: a spare with a pipe makes no connection
+ * attempt, and a current link that has had no pipe for the whole grace
+ * while the spare, dialing the same URL, kept one is the dead dialer.
+ */
+static struct client_link *client_heal(struct wsgate_client *c)
+{
+	struct client_link *old;
+
+	if (c->spare == NULL || c->spare->pipes == 0)
+		return NULL;
+	if (c->cur->pipes > 0) {
+		/* The current link came back by itself: no calls ever
+		 * used the spare, so closing it disturbs nothing. */
+		old = c->spare;
+		c->spare = NULL;
+		return old;
+	}
+	if (now_ms() - c->spare->piped_at < CLIENT_HEAL_GRACE_MS)
+		return NULL;
+	old = c->cur;
+	old->retired = true;
+	c->cur = c->spare;
+	c->spare = NULL;
+	/* Calls still waiting on the old link time out and close it. */
+	return old->users == 0 ? old : NULL;
+}
+
+/* The link a call uses, held until client_release. */
+static struct client_link *client_acquire(struct wsgate_client *c)
+{
+	struct client_link *l, *old;
+
+	pthread_mutex_lock(&c->lk);
+	old = client_heal(c);
+	l = c->cur;
+	l->users++;
+	pthread_mutex_unlock(&c->lk);
+	link_close(old);
+	return l;
+}
+
+/*
+ * Ends a call on l. timed_out: the call got no reply in time. If l is
+ * still current and has no pipe, the sidecar is down or l's dialer has
+ * given up; a spare link is dialed next to it to tell which (client_heal).
+ * While the sidecar is down both keep redialing, and the spare is dropped
+ * once the current link reconnects.
+ */
+static void client_release(struct wsgate_client *c, struct client_link *l,
+                           bool timed_out)
+{
+	struct client_link *old = NULL, *spare;
+	bool want_spare = false;
+
+	pthread_mutex_lock(&c->lk);
+	l->users--;
+	if (l->retired) {
+		if (l->users == 0)
+			old = l;
+	} else if (timed_out && l == c->cur && l->pipes == 0 &&
+	           c->spare == NULL && !c->spare_opening) {
+		c->spare_opening = true;
+		want_spare = true;
+	}
+	pthread_mutex_unlock(&c->lk);
+	link_close(old);
+	if (!want_spare)
+		return;
+
+	/* Failures leave things as they were; a later timeout retries. */
+	if (link_open(c, &spare) != 0)
+		spare = NULL;
+	pthread_mutex_lock(&c->lk);
+	c->spare = spare;
+	c->spare_opening = false;
+	pthread_mutex_unlock(&c->lk);
+	if (spare != NULL && link_dial(c, spare) != 0) {
+		pthread_mutex_lock(&c->lk);
+		c->spare = NULL;
+		pthread_mutex_unlock(&c->lk);
+		link_close(spare);
+	}
+}
+
+/*
  * One round trip: stamps req with a fresh request_id, sends it on a private
  * context and waits for the matching reply, all within the client's timeout.
  * Returns a negative status for local, transport and protocol failures
@@ -113,11 +316,13 @@ static enum wsgate_status client_call(struct wsgate_client *c,
                                       Wsgate__V1__Reply **out)
 {
 	enum wsgate_status st;
+	struct client_link *link;
 	nng_ctx ctx;
 	nng_aio *aio = NULL;
 	nng_msg *msg = NULL;
 	Wsgate__V1__Reply *rep;
 	int64_t deadline, left;
+	bool timed_out = false;
 	int rv;
 
 	*out = NULL;
@@ -128,8 +333,10 @@ static enum wsgate_status client_call(struct wsgate_client *c,
 		return client_nng_error(c, "cannot send to", rv);
 	wsgate__v1__request__pack(req, nng_msg_body(msg));
 
-	if ((rv = nng_ctx_open(&ctx, c->sock)) != 0) {
+	link = client_acquire(c);
+	if ((rv = nng_ctx_open(&ctx, link->sock)) != 0) {
 		nng_msg_free(msg);
+		client_release(c, link, false);
 		return client_nng_error(c, "cannot send to", rv);
 	}
 	if ((rv = nng_aio_alloc(&aio, NULL, NULL)) != 0) {
@@ -151,6 +358,7 @@ static enum wsgate_status client_call(struct wsgate_client *c,
 		/* A failed send leaves the message with us. */
 		nng_msg_free(nng_aio_get_msg(aio));
 		st = client_nng_error(c, "cannot send to", rv);
+		timed_out = rv == NNG_ETIMEDOUT;
 		goto done;
 	}
 
@@ -160,6 +368,7 @@ static enum wsgate_status client_call(struct wsgate_client *c,
 	nng_aio_wait(aio);
 	if ((rv = nng_aio_result(aio)) != 0) {
 		st = client_nng_error(c, "cannot receive from", rv);
+		timed_out = rv == NNG_ETIMEDOUT;
 		goto done;
 	}
 	msg = nng_aio_get_msg(aio);
@@ -199,6 +408,7 @@ done:
 	if (aio != NULL)
 		nng_aio_free(aio);
 	nng_ctx_close(ctx);
+	client_release(c, link, timed_out);
 	return st;
 }
 
@@ -249,6 +459,10 @@ static void result_fail(struct wsgate_client *c, enum wsgate_status st,
 	client_copy_error(c, res->error, sizeof(res->error));
 }
 
+static enum wsgate_status send_event_alone(wsgate_client *c,
+                                           const struct wsgate_event *ev,
+                                           struct wsgate_event_result *res);
+
 enum wsgate_status wsgate_client_open(wsgate_client **out, const char *url,
                                       int timeout_ms)
 {
@@ -272,21 +486,20 @@ enum wsgate_status wsgate_client_open(wsgate_client **out, const char *url,
 	atomic_init(&c->next_id, 1);
 	pthread_mutex_init(&c->lk, NULL);
 
-	if ((rv = nng_req0_open(&c->sock)) != 0)
+	if ((rv = link_open(c, &c->cur)) != 0)
 		goto fail;
-	if ((rv = nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ,
-	                              CLIENT_RECV_MAX)) != 0)
-		goto fail_sock;
-	/* Non-blocking: the first attempt may fail (sidecar not up yet) and
-	 * NNG keeps redialing; requests wait for the pipe within their
-	 * timeout. Only a malformed URL fails here. */
-	if ((rv = nng_dial(c->sock, url, NULL, NNG_FLAG_NONBLOCK)) != 0)
-		goto fail_sock;
+	if ((rv = link_dial(c, c->cur)) != 0)
+		goto fail_link;
+	c->coalescer = coalescer_new(c, send_event_alone, wsgate_send_batch);
+	if (c->coalescer == NULL) {
+		rv = NNG_ENOMEM;
+		goto fail_link;
+	}
 	*out = c;
 	return WSGATE_OK;
 
-fail_sock:
-	nng_close(c->sock);
+fail_link:
+	link_close(c->cur);
 fail:
 	pthread_mutex_destroy(&c->lk);
 	free(c->url);
@@ -296,11 +509,25 @@ fail:
 	return WSGATE_ERR_TRANSPORT;
 }
 
+/* No call may be in progress: every link has users 0, and a retired link
+ * was closed by its last call. */
 void wsgate_client_close(wsgate_client *c)
 {
+	struct client_link *cur, *spare;
+
 	if (c == NULL)
 		return;
-	nng_close(c->sock);
+	/* Detached first: the pipe callbacks of the closing sockets must not
+	 * find a link that is already freed. */
+	pthread_mutex_lock(&c->lk);
+	cur = c->cur;
+	spare = c->spare;
+	c->cur = NULL;
+	c->spare = NULL;
+	pthread_mutex_unlock(&c->lk);
+	link_close(spare);
+	link_close(cur);
+	coalescer_free(c->coalescer);
 	pthread_mutex_destroy(&c->lk);
 	free(c->url);
 	free(c);
@@ -366,9 +593,10 @@ enum wsgate_event_type wsgate_event_type_parse(const char *name)
 	return WSGATE_CUSTOM;
 }
 
-enum wsgate_status wsgate_send_event(wsgate_client *c,
-                                     const struct wsgate_event *ev,
-                                     struct wsgate_event_result *res)
+/* One event as a SendEvent request (the coalescer's lone sender). */
+static enum wsgate_status send_event_alone(wsgate_client *c,
+                                           const struct wsgate_event *ev,
+                                           struct wsgate_event_result *res)
 {
 	Wsgate__V1__Request req = WSGATE__V1__REQUEST__INIT;
 	Wsgate__V1__SendEvent body = WSGATE__V1__SEND_EVENT__INIT;
@@ -376,13 +604,7 @@ enum wsgate_status wsgate_send_event(wsgate_client *c,
 	Wsgate__V1__Reply *rep;
 	enum wsgate_status st;
 
-	if (c == NULL || res == NULL)
-		return WSGATE_ERR_ARGUMENT;
-	if (ev == NULL || !event_to_pb(ev, &pb)) {
-		client_set_error(c, "event or payload_json is NULL");
-		result_fail(c, WSGATE_ERR_ARGUMENT, res);
-		return WSGATE_ERR_ARGUMENT;
-	}
+	event_to_pb(ev, &pb);
 	body.event = &pb;
 	req.body_case = WSGATE__V1__REQUEST__BODY_SEND_EVENT;
 	req.send_event = &body;
@@ -405,6 +627,20 @@ enum wsgate_status wsgate_send_event(wsgate_client *c,
 		copy_str(res->error, sizeof(res->error), rep->error);
 	wsgate__v1__reply__free_unpacked(rep, NULL);
 	return st;
+}
+
+enum wsgate_status wsgate_send_event(wsgate_client *c,
+                                     const struct wsgate_event *ev,
+                                     struct wsgate_event_result *res)
+{
+	if (c == NULL || res == NULL)
+		return WSGATE_ERR_ARGUMENT;
+	if (ev == NULL || (ev->payload_len > 0 && ev->payload_json == NULL)) {
+		client_set_error(c, "event or payload_json is NULL");
+		result_fail(c, WSGATE_ERR_ARGUMENT, res);
+		return WSGATE_ERR_ARGUMENT;
+	}
+	return coalescer_send_event(c->coalescer, ev, res);
 }
 
 enum wsgate_status wsgate_send_batch(wsgate_client *c,

@@ -18,10 +18,14 @@
 #include <nng/protocol/reqrep0/rep.h>
 
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -163,9 +167,6 @@ static void fake_answer_send_batch(struct fake_sidecar *f,
 	for (size_t i = 0; i < b->n_events; i++) {
 		wsgate__v1__event_result__init(&rs[i]);
 		fake_event_result(b->events[i], count, &rs[i]);
-		/* Distinct per position, to prove the order is kept. */
-		if (rs[i].status == WSGATE__V1__STATUS__OK)
-			rs[i].seq = 100 + i;
 		ptrs[i] = &rs[i];
 	}
 	batch.n_results = b->n_events;
@@ -365,6 +366,8 @@ static int fixture_teardown(void **state)
 	unlink(path);
 	snprintf(path, sizeof(path), "%s/late.ipc", fx->dir);
 	unlink(path);
+	snprintf(path, sizeof(path), "%s/dying.ipc", fx->dir);
+	unlink(path);
 	rmdir(fx->dir);
 	free(fx);
 	nng_fini(); /* frees NNG's globals, so leak checkers see a clean exit */
@@ -521,12 +524,15 @@ static void test_batch_results_keep_request_order(void **state)
 	struct wsgate_event ev[5];
 	struct wsgate_event_result res[5];
 
+	/* "n-N" is answered with seq N: distinct per position, to prove the
+	 * order is kept. */
+	static const char *const ids[5] = {"n-100", "", "n-102", NULL, "n-104"};
+	/* ids[1] "" and ids[3] NULL are invalid: the others are still
+	 * accepted. */
 	for (int i = 0; i < 5; i++)
-		ev[i] = (struct wsgate_event){.event_id = "e-b",
+		ev[i] = (struct wsgate_event){.event_id = ids[i],
 		                              .user_id = "u1",
 		                              .type = WSGATE_AGENT_THINKING};
-	ev[1].event_id = ""; /* invalid: the others are still accepted */
-	ev[3].event_id = NULL;
 
 	assert_int_equal(wsgate_send_batch(fx->client, ev, 5, res), WSGATE_OK);
 	for (int i = 0; i < 5; i++) {
@@ -570,12 +576,12 @@ static void test_batch_size_is_checked_before_sending(void **state)
 	assert_int_equal(wsgate_send_batch(fx->client, NULL, 1, res),
 	                 WSGATE_ERR_ARGUMENT);
 
-	/* A full batch is fine. */
+	/* A full batch is fine ("n-N" is answered with seq N). */
+	ev[WSGATE_MAX_BATCH - 1].event_id = "n-4321";
 	assert_int_equal(
 	    wsgate_send_batch(fx->client, ev, WSGATE_MAX_BATCH, res),
 	    WSGATE_OK);
-	assert_int_equal(res[WSGATE_MAX_BATCH - 1].seq,
-	                 100 + WSGATE_MAX_BATCH - 1);
+	assert_int_equal(res[WSGATE_MAX_BATCH - 1].seq, 4321);
 
 	pthread_mutex_lock(&fx->fake.lk);
 	after = fx->fake.requests;
@@ -697,6 +703,140 @@ static void test_client_opened_before_the_sidecar_listens(void **state)
 	assert_int_equal(wsgate_ping(c), WSGATE_OK);
 	wsgate_client_close(c);
 	fake_stop(&late);
+}
+
+/*
+ * Holding NNG's task threads. NNG runs completion callbacks on one pool of
+ * at most 16 threads (1.5.x), in the order they were queued; after
+ * plug_close has queued PLUG_TASKS callbacks that wait for plug_open, no
+ * callback queued later runs before plug_open. Nothing here may fail with
+ * the pool held (a failed assert would leave NNG stuck): plug_close only
+ * reports whether it queued them all.
+ */
+#define PLUG_TASKS 256
+
+struct taskq_plug {
+	pthread_mutex_t lk;
+	pthread_cond_t cv;
+	bool open; /* under lk */
+	int n;
+	nng_aio *aio[PLUG_TASKS];
+};
+
+static void plug_cb(void *arg)
+{
+	struct taskq_plug *p = arg;
+
+	pthread_mutex_lock(&p->lk);
+	while (!p->open)
+		pthread_cond_wait(&p->cv, &p->lk);
+	pthread_mutex_unlock(&p->lk);
+}
+
+static bool plug_close(struct taskq_plug *p)
+{
+	pthread_mutex_init(&p->lk, NULL);
+	pthread_cond_init(&p->cv, NULL);
+	p->open = false;
+	for (p->n = 0; p->n < PLUG_TASKS; p->n++) {
+		if (nng_aio_alloc(&p->aio[p->n], plug_cb, p) != 0)
+			return false;
+		/* begin + finish: the callback is queued now, by us. */
+		if (!nng_aio_begin(p->aio[p->n])) {
+			nng_aio_free(p->aio[p->n]);
+			return false;
+		}
+		nng_aio_finish(p->aio[p->n], 0);
+	}
+	return true;
+}
+
+static void plug_open(struct taskq_plug *p)
+{
+	pthread_mutex_lock(&p->lk);
+	p->open = true;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->lk);
+	for (int i = 0; i < p->n; i++)
+		nng_aio_free(p->aio[i]); /* waits for its callback */
+	pthread_cond_destroy(&p->cv);
+	pthread_mutex_destroy(&p->lk);
+}
+
+/* A plain Unix stream listener that never accepts; -1 on failure. */
+static int unix_listen(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -1;
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		close(fd);
+		return -1;
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+	    listen(fd, 4) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/*
+ * The sidecar dies just as a client's dialer has connected to it, before
+ * the dialer sent its SP header. NNG 1.5.2 then sends the header into a
+ * dead socket, gets EPIPE, reports it as NNG_ECLOSED and its dialer never
+ * dials again (dialer_connect_cb: "No further action"). The client must
+ * still reach the sidecar once it is back on the same path.
+ *
+ * The moment is made exact: the dial's connect() runs inside
+ * wsgate_client_open and succeeds into the backlog of a listener that
+ * never accepts; the rest of the dial (the header) is a task queued behind
+ * the plug. The listener is closed with the connection unaccepted, as a
+ * killed sidecar's is, and only then is the plug opened.
+ */
+static void test_client_recovers_when_the_sidecar_dies_mid_connect(void **state)
+{
+	struct fixture *fx = *state;
+	struct fake_sidecar back;
+	struct taskq_plug plug;
+	struct pollfd pfd = {.events = POLLIN};
+	enum wsgate_status opened, st = WSGATE_ERR_TIMEOUT;
+	struct timespec t0;
+	wsgate_client *c = NULL;
+	char path[160], url[168];
+	bool plugged, pending;
+	int calls = 0;
+
+	snprintf(path, sizeof(path), "%s/dying.ipc", fx->dir);
+	snprintf(url, sizeof(url), "ipc://%s", path);
+	pfd.fd = unix_listen(path);
+	assert_true(pfd.fd >= 0);
+
+	plugged = plug_close(&plug);
+	opened = wsgate_client_open(&c, url, 300);
+	/* The connection waits in the backlog: the listener is readable. */
+	pending = poll(&pfd, 1, 0) == 1;
+	close(pfd.fd);
+	plug_open(&plug);
+	assert_true(plugged);
+	assert_int_equal(opened, WSGATE_OK);
+	assert_true(pending);
+
+	/* The sidecar is back: the client reaches it within a few of its
+	 * own timeouts. The bound is for a broken client only. */
+	assert_int_equal(fake_start(&back, url), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (st != WSGATE_OK && elapsed_ms(&t0) < 10000) {
+		st = wsgate_ping(c);
+		calls++;
+	}
+	assert_int_equal(st, WSGATE_OK);
+	assert_true(calls > 1); /* the first call cannot have had a pipe */
+	wsgate_client_close(c);
+	fake_stop(&back);
 }
 
 static void test_bad_arguments_are_refused_locally(void **state)
@@ -892,6 +1032,8 @@ int main(void)
 	    cmocka_unit_test(test_no_listener_times_out),
 	    cmocka_unit_test(test_silent_sidecar_times_out),
 	    cmocka_unit_test(test_client_opened_before_the_sidecar_listens),
+	    cmocka_unit_test(
+	        test_client_recovers_when_the_sidecar_dies_mid_connect),
 	    cmocka_unit_test(test_bad_arguments_are_refused_locally),
 	    cmocka_unit_test(test_concurrent_calls_share_one_client),
 	    cmocka_unit_test(test_inbound_delivers_messages_and_notices),
