@@ -48,6 +48,8 @@ struct handshake_stash {
 	char user_agent[256];
 };
 
+#define WS_RX_BUFFER 512
+
 /* One per sidecar. */
 struct ws_server {
 	struct lws_context *context;
@@ -806,7 +808,11 @@ struct ws_server *ws_server_new(const struct config *cfg,
 	    .name = "wsgate.v1",
 	    .callback = ws_callback,
 	    .per_session_data_size = sizeof(struct session),
-	    .rx_buffer_size = 0,
+	    /* lws gives every connection a receive buffer of this size for
+	     * its whole life (0: 4 KiB). Client messages are small (ping,
+	     * ack); larger ones arrive in pieces that session_receive
+	     * gathers, so idle connections stay light. */
+	    .rx_buffer_size = WS_RX_BUFFER,
 	};
 	srv->retry.secs_since_valid_ping =
 	    (uint16_t)(cfg->ping_interval_us / 1000000);

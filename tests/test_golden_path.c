@@ -781,6 +781,17 @@ static void test_client_message_reaches_backend(void **state)
 	assert_int_equal(ws_client_send_text(c, odd), WS_CLIENT_OK);
 	expect_client_message(in, conn_id, user, odd);
 
+	/* Larger than the sidecar's receive buffer: arrives whole. */
+	char *big = malloc(10001);
+	assert_non_null(big);
+	memset(big, 'b', 10000);
+	memcpy(big, "{\"big\":\"", 8);
+	memcpy(big + 10000 - 2, "\"}", 2);
+	big[10000] = '\0';
+	assert_int_equal(ws_client_send_text(c, big), WS_CLIENT_OK);
+	expect_client_message(in, conn_id, user, big);
+	free(big);
+
 	/* A ping is answered by the sidecar and not forwarded: the next
 	 * message of this connection is the one sent after it. */
 	expect_pong(c);
