@@ -90,6 +90,15 @@ int checkpointer_start(struct checkpointer **out, sqlite3 *writer_db,
 		goto fail;
 	}
 	sqlite3_busy_timeout(cp->db, 5000);
+	/* A connection only learns the journal mode from its first read;
+	 * until then it would take the database for a rollback one and
+	 * checkpoint nothing. */
+	if (sqlite3_exec(cp->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) !=
+	    SQLITE_OK) {
+		snprintf(err, errlen, "%s: checkpointer: %s", path,
+		         sqlite3_errmsg(cp->db));
+		goto fail;
+	}
 	if (pthread_create(&cp->thread, NULL, checkpointer_main, cp) != 0) {
 		snprintf(err, errlen, "checkpointer: cannot start its thread");
 		goto fail;

@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sched.h>
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -268,6 +270,43 @@ static void test_seq_is_per_user_and_gapless(void **state)
 	harness_free(h);
 }
 
+/* The event log's WAL is copied back into the database while the store
+ * runs (by the checkpointer thread), so it cannot grow without bound. */
+static void test_wal_is_checkpointed_while_running(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	char *payload = malloc(4001), path[160];
+	struct stat st;
+	assert_non_null(payload);
+	memset(payload, 'x', 4000);
+	memcpy(payload, "{\"p\":\"", 6);
+	memcpy(payload + 3998, "\"}", 2);
+	payload[4000] = '\0';
+	/* ~1,500 pages of WAL: past the 1,000-page checkpoint mark. */
+	for (int i = 0; i < 1500; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "w%d", i);
+		Wsgate__V1__Event ev =
+		    make_event("walter", id,
+		               WSGATE__V1__EVENT_TYPE__AGENT_THINKING, payload);
+		assert_int_equal(send_event(h, &ev).seq, i + 1);
+	}
+	snprintf(path, sizeof(path), "%s/db", h->dir);
+	int64_t deadline = clock_now_us() + 10000000;
+	for (;;) {
+		assert_int_equal(stat(path, &st), 0);
+		if (st.st_size > 2 * 1024 * 1024)
+			break;
+		if (clock_now_us() > deadline)
+			fail_msg("database still %lld bytes: no checkpoint",
+			         (long long)st.st_size);
+		sched_yield();
+	}
+	free(payload);
+	harness_free(h);
+}
+
 static void test_repeated_event_id_is_a_duplicate(void **state)
 {
 	(void)state;
@@ -453,6 +492,7 @@ int main(void)
 	    cmocka_unit_test(test_frame_waits_for_commit),
 	    cmocka_unit_test(test_seq_is_per_user_and_gapless),
 	    cmocka_unit_test(test_repeated_event_id_is_a_duplicate),
+	    cmocka_unit_test(test_wal_is_checkpointed_while_running),
 	    cmocka_unit_test(test_early_events_wait_for_the_first_connection),
 	    cmocka_unit_test(test_since_replays_the_rest_then_live),
 	    cmocka_unit_test(test_overflowing_queue_closes_slow_consumer),
