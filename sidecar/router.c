@@ -40,11 +40,6 @@ void router_free(struct router *rt)
 
 /* --- delivery rows --- */
 
-static char *dup_or_empty(const char *s)
-{
-	return strdup(s ? s : "");
-}
-
 /* Records an outcome of frame f on the connection conn_id, whose
  * authenticated user is conn_user_id. */
 static void record_row(struct router *rt, const char *conn_id,
@@ -53,26 +48,18 @@ static void record_row(struct router *rt, const char *conn_id,
 {
 	if (!rt->cfg.audit)
 		return;
-	struct store_job *job = store_job_new(STORE_DELIVERY);
-	if (!job)
-		goto lost;
+	struct store_job *job =
+	    store_job_new_delivery(f->user_id, f->event_id, conn_user_id);
+	if (!job) {
+		log_error("out of memory: %s row of %s seq %llu lost", status,
+		          conn_id, (unsigned long long)f->seq);
+		return;
+	}
 	memcpy(job->delivery.conn_id, conn_id, sizeof(job->delivery.conn_id));
 	job->delivery.status = status;
 	job->delivery.seq = f->seq;
 	job->delivery.at = clock_now_us();
-	job->delivery.user_id = dup_or_empty(f->user_id);
-	job->delivery.event_id = dup_or_empty(f->event_id);
-	job->delivery.conn_user_id = dup_or_empty(conn_user_id);
-	if (!job->delivery.user_id || !job->delivery.event_id ||
-	    !job->delivery.conn_user_id) {
-		store_job_free(job);
-		goto lost;
-	}
 	store_submit(rt->store, job);
-	return;
-lost:
-	log_error("out of memory: %s row of %s seq %llu lost", status, conn_id,
-	          (unsigned long long)f->seq);
 }
 
 static void record_outcome(struct router *rt, struct conn *c,

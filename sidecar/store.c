@@ -166,6 +166,35 @@ struct store_job *store_job_new(enum store_job_kind kind)
 	return job;
 }
 
+/* Appends s (NULL: "") at *tail and returns where it went. */
+static const char *job_copy_str(char **tail, const char *s, size_t len)
+{
+	char *at = *tail;
+	memcpy(at, s ? s : "", len);
+	at[len] = '\0';
+	*tail += len + 1;
+	return at;
+}
+
+struct store_job *store_job_new_delivery(const char *user_id,
+                                         const char *event_id,
+                                         const char *conn_user_id)
+{
+	/* A row per frame written: one allocation instead of four. */
+	size_t lu = user_id ? strlen(user_id) : 0;
+	size_t le = event_id ? strlen(event_id) : 0;
+	size_t lc = conn_user_id ? strlen(conn_user_id) : 0;
+	struct store_job *job = calloc(1, sizeof(*job) + lu + le + lc + 3);
+	if (!job)
+		return NULL;
+	char *tail = (char *)(job + 1);
+	job->kind = STORE_DELIVERY;
+	job->delivery.user_id = job_copy_str(&tail, user_id, lu);
+	job->delivery.event_id = job_copy_str(&tail, event_id, le);
+	job->delivery.conn_user_id = job_copy_str(&tail, conn_user_id, lc);
+	return job;
+}
+
 void store_job_free(struct store_job *job)
 {
 	if (!job)
@@ -180,10 +209,7 @@ void store_job_free(struct store_job *job)
 		free(job->replay.frames);
 		break;
 	case STORE_DELIVERY:
-		free(job->delivery.user_id);
-		free(job->delivery.event_id);
-		free(job->delivery.conn_user_id);
-		break;
+		break; /* its strings live in the job's allocation */
 	case STORE_SESSION_OPEN:
 	case STORE_SESSION_CLOSE:
 		free(job->session.user_id);
@@ -819,8 +845,7 @@ int store_open(struct store **out, const struct store_config *cfg, char *err,
 	}
 	if (load_state(s, cfg, err, errlen))
 		goto fail;
-	if (checkpointer_start(&s->checkpointer, s->db, cfg->path, err,
-	                       errlen))
+	if (checkpointer_start(&s->checkpointer, s->db, cfg->path, err, errlen))
 		goto fail;
 	int64_t now = clock_now_us();
 	prune(s, now);

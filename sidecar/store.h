@@ -97,9 +97,11 @@ struct store_job {
 			const char *status; /* "written", "dropped", "acked" */
 			uint64_t seq;
 			int64_t at;
-			char *user_id; /* owned copies */
-			char *event_id;
-			char *conn_user_id;
+			/* Copies, in the job's own allocation (one
+			 * malloc per row: see store_job_new_delivery). */
+			const char *user_id;
+			const char *event_id;
+			const char *conn_user_id;
 		} delivery;
 		struct {
 			char conn_id[STORE_CONN_ID_MAX + 1];
@@ -159,6 +161,10 @@ void store_close(struct store *s);
 const char *store_schema_sql(void);
 
 struct store_job *store_job_new(enum store_job_kind kind);
+/* A STORE_DELIVERY job carrying copies of the three strings (NULL: ""). */
+struct store_job *store_job_new_delivery(const char *user_id,
+                                         const char *event_id,
+                                         const char *conn_user_id);
 void store_job_free(struct store_job *job);
 void store_submit(struct store *s, struct store_job *job);
 /* Service thread: the done jobs, in submission order (a list via ->next). */
