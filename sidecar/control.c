@@ -5,6 +5,15 @@
  * RECV. A slot is touched by one party at a time: NNG's callback while it
  * receives or sends, the service thread between control_next and
  * control_reply. The lock only guards the hand-off queue.
+ *
+ * A backend that stops reading its replies must not hold the slots: NNG's
+ * rep0 queues a context's reply behind the pipe's unfinished send forever,
+ * so one such backend would take every slot in turn and starve all the
+ * others. A reply therefore gets CONTROL_REPLY_TIMEOUT_MS to leave, then it
+ * is dropped and the slot serves the next request. A healthy requester
+ * (NNG's req0 always reads its pipe) never comes near that limit. (Closing
+ * the pipe of such a backend as well was tried: with NNG 1.5.2 it made
+ * nng_close at shutdown hang now and then.)
  */
 #include "control.h"
 
@@ -12,13 +21,20 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "ipc_listen.h"
 #include "log.h"
 #include "validate.h"
+
+/* How long a reply may wait for its pipe before it is dropped. */
+#define CONTROL_REPLY_TIMEOUT_MS 500
+/* Warnings about refused requests per second; the rest are counted. */
+#define CONTROL_LOG_BURST 10
 
 enum slot_state { SLOT_RECV, SLOT_WAIT, SLOT_SEND };
 
@@ -37,15 +53,52 @@ struct control_request {
 /* One per sidecar: the socket and its slots. */
 struct control {
 	nng_socket sock;
+	struct ipc_listener *listener; /* restarted if NNG's accept dies */
 	size_t max_payload;
 	int n_slots;
 	struct control_request *slots;
 	control_wake_fn wake;
 	void *wake_arg;
-	pthread_mutex_t lk; /* guards ready_head/ready_tail */
+	/* lk guards the ready queue and the log_ fields. */
+	pthread_mutex_t lk;
 	struct control_request *ready_head;
 	struct control_request *ready_tail;
+	int64_t log_second;      /* the second the log_ counts are for */
+	unsigned log_count;      /* warnings written in it */
+	unsigned log_suppressed; /* warnings left out since the last written */
 };
+
+/*
+ * A hostile backend can make a warning per request; the log gets at most
+ * CONTROL_LOG_BURST of them a second, then one line with how many were
+ * left out.
+ */
+static void control_warn(struct control *ctl, const char *what)
+{
+	int64_t second = clock_now_us() / 1000000;
+	unsigned suppressed = 0;
+	bool emit = false;
+
+	pthread_mutex_lock(&ctl->lk);
+	if (second != ctl->log_second) {
+		suppressed = ctl->log_suppressed;
+		ctl->log_second = second;
+		ctl->log_count = 0;
+		ctl->log_suppressed = 0;
+	}
+	if (ctl->log_count < CONTROL_LOG_BURST) {
+		ctl->log_count++;
+		emit = true;
+	} else {
+		ctl->log_suppressed++;
+	}
+	pthread_mutex_unlock(&ctl->lk);
+	if (suppressed)
+		log_warn("control: %u more refused request(s) not logged",
+		         suppressed);
+	if (emit)
+		log_warn("control: %s", what);
+}
 
 static void slot_release_request(struct control_request *s)
 {
@@ -62,6 +115,9 @@ static void slot_release_request(struct control_request *s)
 static void slot_recv(struct control_request *s)
 {
 	s->state = SLOT_RECV;
+	/* The timeout stays on the aio: a receive waits for as long as it
+	 * takes, only a reply is timed. */
+	nng_aio_set_timeout(s->aio, NNG_DURATION_INFINITE);
 	nng_ctx_recv(s->ctx, s->aio);
 }
 
@@ -82,6 +138,7 @@ void control_reply(struct control_request *s, Wsgate__V1__Reply *reply)
 	}
 	s->state = SLOT_SEND;
 	nng_aio_set_msg(s->aio, msg);
+	nng_aio_set_timeout(s->aio, CONTROL_REPLY_TIMEOUT_MS);
 	nng_ctx_send(s->ctx, s->aio);
 }
 
@@ -160,19 +217,40 @@ static void slot_recv_cb(struct control_request *s)
 	int rv = nng_aio_result(s->aio);
 	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
 		return;
+	if (rv == NNG_ETIMEDOUT) {
+		/* A receive has no timeout; NNG 1.5 can still deliver the
+		 * expiry of a reply's timeout to the receive that followed
+		 * it on the same aio. Nothing was lost: receive again. */
+		slot_recv(s);
+		return;
+	}
 	if (rv != 0) {
 		log_warn("control: receive failed: %s", nng_strerror(rv));
 		slot_recv(s);
 		return;
 	}
 	nng_msg *msg = nng_aio_get_msg(s->aio);
+	nng_aio_set_msg(s->aio, NULL);
 	s->req = wsgate__v1__request__unpack(NULL, nng_msg_len(msg),
 	                                     nng_msg_body(msg));
+	char path[256] = "";
+	int nul =
+	    s->req ? validate_request_wire(nng_msg_body(msg), nng_msg_len(msg),
+	                                   path, sizeof(path))
+	           : 0;
 	nng_msg_free(msg);
-	if (!s->req) {
-		log_warn("control: undecodable request refused");
+	if (!s->req || nul < 0) {
+		control_warn(s->ctl, "undecodable request refused");
 		reply_error(s, WSGATE__V1__STATUS__INVALID_ARGUMENT,
 		            "request: not a wsgate.v1.Request");
+		return;
+	}
+	if (nul) {
+		char err[300];
+		snprintf(err, sizeof(err), "%s: contains a NUL byte", path);
+		control_warn(s->ctl, "request with a NUL byte in a string "
+		                     "refused");
+		reply_error(s, WSGATE__V1__STATUS__INVALID_ARGUMENT, err);
 		return;
 	}
 	if (slot_validate(s) == 0)
@@ -189,12 +267,17 @@ static void slot_cb(void *arg)
 	case SLOT_SEND: {
 		int rv = nng_aio_result(s->aio);
 		if (rv != 0) {
-			/* The requester left; its reply has nowhere to go. */
+			/* Nowhere to go: drop the reply. (A requester that
+			 * left is not an error: NNG reports a good send.) */
 			nng_msg_free(nng_aio_get_msg(s->aio));
 			nng_aio_set_msg(s->aio, NULL);
 			if (rv == NNG_ECLOSED)
 				return;
 		}
+		if (rv == NNG_ETIMEDOUT)
+			control_warn(s->ctl, "a reply waited too long for a "
+			                     "backend that does not read its "
+			                     "replies; dropped");
 		slot_recv(s);
 		break;
 	}
@@ -228,6 +311,13 @@ const char *control_request_event_error(const struct control_request *req,
 	return i < req->n_event_errors ? req->event_errors[i] : NULL;
 }
 
+/* The listener watchdog's line when it restarts a dead listener. */
+static void control_listener_log(void *arg, const char *line)
+{
+	(void)arg;
+	log_warn("%s", line);
+}
+
 int control_open(struct control **out, const struct control_config *cfg,
                  control_wake_fn wake, void *wake_arg, char *err, size_t errlen)
 {
@@ -246,8 +336,8 @@ int control_open(struct control **out, const struct control_config *cfg,
 		goto fail_mutex;
 	}
 	nng_socket_set_size(ctl->sock, NNG_OPT_RECVMAXSZ, cfg->max_message);
-	if (ipc_listen(ctl->sock, "control", cfg->url, cfg->ipc_mode, err,
-	               errlen))
+	if (ipc_listen(&ctl->listener, ctl->sock, "control", cfg->url,
+	               cfg->ipc_mode, control_listener_log, NULL, err, errlen))
 		goto fail_sock;
 	ctl->slots = calloc((size_t)cfg->contexts, sizeof(*ctl->slots));
 	if (!ctl->slots) {
@@ -270,7 +360,9 @@ int control_open(struct control **out, const struct control_config *cfg,
 	return 0;
 
 fail_slots:
+	ipc_listener_stop(ctl->listener);
 	nng_close(ctl->sock);
+	ipc_listener_free(ctl->listener);
 	for (int i = 0; i <= ctl->n_slots && i < cfg->contexts; i++)
 		nng_aio_free(ctl->slots[i].aio);
 	free(ctl->slots);
@@ -278,7 +370,9 @@ fail_slots:
 	free(ctl);
 	return -1;
 fail_sock:
+	ipc_listener_stop(ctl->listener); /* NULL when ipc_listen failed */
 	nng_close(ctl->sock);
+	ipc_listener_free(ctl->listener);
 fail_mutex:
 	pthread_mutex_destroy(&ctl->lk);
 	free(ctl);
@@ -289,7 +383,9 @@ void control_close(struct control *ctl)
 {
 	if (!ctl)
 		return;
+	ipc_listener_stop(ctl->listener);
 	nng_close(ctl->sock);
+	ipc_listener_free(ctl->listener);
 	for (int i = 0; i < ctl->n_slots; i++) {
 		struct control_request *s = &ctl->slots[i];
 		nng_aio_stop(s->aio);

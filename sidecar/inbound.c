@@ -1,4 +1,7 @@
-/* inbound: non-blocking push0 sender of wsgate.v1.Inbound (see inbound.h). */
+/*
+ * inbound: non-blocking push0 sender of wsgate.v1.Inbound (see inbound.h),
+ * listening through a watched listener (ipc_listen.h).
+ */
 #include "inbound.h"
 
 #include <nng/nng.h>
@@ -8,6 +11,7 @@
 #include <string.h>
 
 #include "ipc_listen.h"
+#include "log.h"
 #include "wsgate.pb-c.h"
 
 /* NNG caps socket buffers at 8192 messages. */
@@ -15,7 +19,15 @@
 
 struct inbound {
 	nng_socket sock;
+	struct ipc_listener *listener;
 };
+
+/* The listener watchdog's line when it restarts a dead listener. */
+static void inbound_listener_log(void *arg, const char *line)
+{
+	(void)arg;
+	log_warn("%s", line);
+}
 
 int inbound_open(struct inbound **out, const char *url, int ipc_mode,
                  int buffer, char *err, size_t errlen)
@@ -34,7 +46,8 @@ int inbound_open(struct inbound **out, const char *url, int ipc_mode,
 	if (buffer > INBOUND_MAX_BUFFER)
 		buffer = INBOUND_MAX_BUFFER;
 	nng_socket_set_int(in->sock, NNG_OPT_SENDBUF, buffer);
-	if (ipc_listen(in->sock, "inbound", url, ipc_mode, err, errlen))
+	if (ipc_listen(&in->listener, in->sock, "inbound", url, ipc_mode,
+	               inbound_listener_log, NULL, err, errlen))
 		goto fail;
 	*out = in;
 	return 0;
@@ -48,7 +61,9 @@ void inbound_close(struct inbound *in)
 {
 	if (!in)
 		return;
+	ipc_listener_stop(in->listener);
 	nng_close(in->sock);
+	ipc_listener_free(in->listener);
 	free(in);
 }
 

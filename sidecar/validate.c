@@ -278,6 +278,108 @@ static int validate_disconnect(const Wsgate__V1__Disconnect *d, char *err,
 	return 0;
 }
 
+/* Nesting of the wire walk; the schema needs 3 (Request.send_batch.events). */
+#define VALIDATE_WIRE_MAX_DEPTH 8
+
+/* Reads a varint at p[*i], at most 10 bytes; -1 when malformed. */
+static int wire_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v)
+{
+	*v = 0;
+	for (unsigned shift = 0; shift < 70 && *i < len; shift += 7) {
+		uint8_t b = p[(*i)++];
+		*v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80))
+			return 0;
+	}
+	return -1;
+}
+
+/*
+ * protobuf-c hands strings over as C strings, so a user_id of "u1\0x"
+ * would read as "u1": an event meant for nobody valid would reach user u1.
+ * This walks the wire bytes of a message (desc) that protobuf-c decoded and
+ * finds the first string field holding a NUL byte. Returns 1 and its path
+ * ("send_batch.events[3].user_id") in path, 0 when there is none, -1 when
+ * the bytes cannot be walked (refused too: protobuf-c accepted something
+ * this reader does not understand).
+ */
+static int wire_find_nul(const uint8_t *p, size_t len,
+                         const ProtobufCMessageDescriptor *desc, int depth,
+                         char *path, size_t pathlen)
+{
+	unsigned seen[32] = {0}; /* occurrences per field, for [index] */
+	size_t i = 0;
+
+	if (depth > VALIDATE_WIRE_MAX_DEPTH)
+		return -1;
+	while (i < len) {
+		uint64_t tag, flen;
+		if (wire_varint(p, len, &i, &tag))
+			return -1;
+		switch (tag & 7) {
+		case 0:
+			if (wire_varint(p, len, &i, &flen))
+				return -1;
+			continue;
+		case 1:
+			if (len - i < 8)
+				return -1;
+			i += 8;
+			continue;
+		case 5:
+			if (len - i < 4)
+				return -1;
+			i += 4;
+			continue;
+		case 2:
+			break;
+		default:
+			return -1; /* groups and reserved wire types */
+		}
+		if (wire_varint(p, len, &i, &flen) || flen > len - i)
+			return -1;
+		const uint8_t *v = p + i;
+		i += (size_t)flen;
+		const ProtobufCFieldDescriptor *f =
+		    tag >> 3 <= UINT32_MAX
+		        ? protobuf_c_message_descriptor_get_field(
+		              desc, (unsigned)(tag >> 3))
+		        : NULL;
+		if (!f)
+			continue; /* unknown field: protobuf-c skipped it */
+		size_t k = (size_t)(f - desc->fields);
+		unsigned index = k < 32 ? seen[k]++ : 0;
+		size_t used = strlen(path);
+		if (f->label == PROTOBUF_C_LABEL_REPEATED)
+			snprintf(path + used, pathlen - used, "%s%s[%u]",
+			         used ? "." : "", f->name, index);
+		else
+			snprintf(path + used, pathlen - used, "%s%s",
+			         used ? "." : "", f->name);
+		if (f->type == PROTOBUF_C_TYPE_STRING &&
+		    memchr(v, 0, (size_t)flen))
+			return 1;
+		if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+			int rv = wire_find_nul(v, (size_t)flen, f->descriptor,
+			                       depth + 1, path, pathlen);
+			if (rv)
+				return rv;
+		}
+		path[used] = '\0';
+	}
+	return 0;
+}
+
+int validate_request_wire(const uint8_t *p, size_t len, char *path,
+                          size_t pathlen)
+{
+	if (pathlen == 0)
+		return -1;
+	path[0] = '\0';
+	return wire_find_nul(p, len, &wsgate__v1__request__descriptor, 0, path,
+	                     pathlen);
+}
+
 int validate_request(const Wsgate__V1__Request *req, char *err, size_t errlen)
 {
 	if (req == NULL)

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "wsgate.pb-c.h"
 
@@ -35,6 +36,13 @@ int validate_event(const Wsgate__V1__Event *ev, size_t max_payload, char *err,
  * user or a connection, ids within limits. Events of a batch are checked
  * one by one with validate_event, so that valid ones are still accepted. */
 int validate_request(const Wsgate__V1__Request *req, char *err, size_t errlen);
+/* protobuf-c hands strings over as C strings, so a user_id "u1\0x" would
+ * read as "u1". This walks the wire bytes p[len] of a Request that
+ * protobuf-c decoded: 1 with the path of the first string field holding a
+ * NUL byte in path ("send_batch.events[3].user_id"), 0 when there is none,
+ * -1 when the bytes cannot be walked (refuse those too). */
+int validate_request_wire(const uint8_t *p, size_t len, char *path,
+                          size_t pathlen);
 
 /* The frame type name of an event: "agent_started" ... or its custom_type.
  * Only for events that passed validate_event. */

@@ -2,7 +2,8 @@
  * fuzz_request: a control request as it arrives from a backend over NNG.
  *
  * The bytes take the path of control.c: wsgate__v1__request__unpack, then
- * validate_request, then validate_event on the event of a SendEvent and on
+ * validate_request and validate_request_wire (NUL bytes in strings), then
+ * validate_event on the event of a SendEvent and on
  * each event of a SendBatch. Events are checked even when the request as a
  * whole was refused: validate_event must hold up on anything that unpacks.
  *
@@ -63,6 +64,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char err[256] = "";
 	int rc = validate_request(req, err, sizeof(err));
 	check_refusal(rc, err);
+
+	/* The NUL-byte walk of the same bytes: a path when it finds one. */
+	char path[256];
+	int nul = validate_request_wire(data, size, path, sizeof(path));
+	assert(nul >= -1 && nul <= 1);
+	assert(nul != 1 || (path[0] != '\0' && strlen(path) < sizeof(path)));
 
 	switch (req->body_case) {
 	case WSGATE__V1__REQUEST__BODY_SEND_EVENT:
