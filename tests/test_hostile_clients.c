@@ -56,7 +56,7 @@
 #define LAT_BEFORE       20  /* round trips before the abuse */
 #define LAT_DURING_MAX   400 /* at most this many during it */
 #define MAX_TRACKED      32  /* WebSockets a test may hold */
-#define N_TESTS          11  /* the tests of main(); see group_teardown */
+#define N_TESTS          12  /* the tests of main(); see group_teardown */
 
 #define STORM_HANDSHAKES 1000 /* refused handshakes of the token storm */
 #define CHURN_CONNS      10000
@@ -2054,6 +2054,60 @@ static void test_global_max_conns_gives_429(void **state)
 }
 
 /* ------------------------------------------------------------------ */
+/* --ping-interval / --idle-timeout: a silent peer is pinged, then     */
+/* closed; one that answers pings stays.                               */
+/* ------------------------------------------------------------------ */
+
+static void test_silent_client_is_pinged_then_closed(void **state)
+{
+	struct hc *h = *state;
+	static const char *const args[] = {"--ping-interval", "1s",
+	                                   "--idle-timeout", "3s", NULL};
+	struct ws_client *live, *mute;
+	struct ws_msg m = {0};
+	int64_t deadline;
+	uint32_t conns = 2;
+
+	assert_int_equal(sidecar_start(&h->own_sc, args), 0);
+	assert_int_equal(wsgate_client_open(&h->own_backend,
+	                                    h->own_sc->control_url, CALL_MS),
+	                 WSGATE_OK);
+	live = open_user(h, h->own_sc, "hc-live", NULL);
+	mute = open_user(h, h->own_sc, "hc-mute", NULL);
+	assert_int_equal(wait_connections(h->own_backend, 2), 2);
+
+	/* live reads (and so answers the sidecar's pings); mute never
+	 * reads: its pings go unanswered until the idle timeout. */
+	deadline = now_ms() + POLL_MS;
+	while (now_ms() < deadline) {
+		int rc = ws_client_recv(live, &m, 200);
+		if (rc == WS_CLIENT_OK)
+			ws_msg_free(&m);
+		else if (rc != WS_CLIENT_TIMEOUT)
+			fail_msg("the answering client was closed (%d)", rc);
+		struct wsgate_stats st;
+		assert_int_equal(wsgate_get_stats(h->own_backend, &st),
+		                 WSGATE_OK);
+		conns = st.connections;
+		if (conns == 1 && ws_client_pings_answered(live) >= 3)
+			break;
+	}
+	assert_int_equal(conns, 1);
+	/* 1 s pings over the >= 3 s it took: the live one answered some. */
+	assert_true(ws_client_pings_answered(live) >= 3);
+	assert_int_equal(ws_client_pings_answered(mute), 0);
+	assert_true(db_wait_at_least(h->own_sc,
+	                             "SELECT count(*) FROM sessions WHERE "
+	                             "user_id = ?1 AND close_reason = ?2",
+	                             "hc-mute", "idle timeout", 1) == 1);
+	/* The live one is still served. */
+	send_to(h->own_backend, "hc-live", 1);
+	expect_event(live, "hc-live", 1);
+	assert_true(sidecar_running(h->own_sc, NULL));
+	h->passed++;
+}
+
+/* ------------------------------------------------------------------ */
 /* --handshake-rate-per-peer: 429 past the rate of one address.        */
 /* ------------------------------------------------------------------ */
 
@@ -2222,6 +2276,8 @@ int main(void)
 	    cmocka_unit_test_teardown(test_global_max_conns_gives_429,
 	                              test_teardown),
 	    cmocka_unit_test_teardown(test_per_peer_handshake_rate_gives_429,
+	                              test_teardown),
+	    cmocka_unit_test_teardown(test_silent_client_is_pinged_then_closed,
 	                              test_teardown),
 	};
 
