@@ -14,7 +14,6 @@
  */
 #include "ws_server.h"
 
-#include <arpa/inet.h>
 #include <ev.h>
 #include <libwebsockets.h>
 #include <stdio.h>
@@ -24,8 +23,8 @@
 #include "clock.h"
 #include "client_frame.h"
 #include "handshake.h"
-#include "hash.h"
 #include "log.h"
+#include "peer_limit.h"
 #include "router.h"
 
 #define WRITE_BUDGET   64 /* frames per writable callback, for fairness */
@@ -71,11 +70,11 @@ struct ws_server {
 	struct router *router;
 	size_t max_client_frame;
 	uint32_t max_conns_per_user;
-	uint32_t max_conns;         /* 0: no global limit */
-	int at_max_conns;           /* refusing for the global limit */
-	struct peer_limiter *peers; /* NULL: no per-peer rate limit */
-	int64_t rate_logged_at;     /* last per-peer rate log line, us */
-	uint64_t rate_refused;      /* refusals since that line */
+	uint32_t max_conns;       /* 0: no global limit */
+	int at_max_conns;         /* refusing for the global limit */
+	struct peer_limit *peers; /* NULL: no per-peer rate limit */
+	int64_t rate_logged_at;   /* last per-peer rate log line, us */
+	uint64_t rate_refused;    /* refusals since that line */
 	const char *const *origins;
 	int n_origins;
 	int64_t started_us;
@@ -170,102 +169,7 @@ static int http_serve(struct ws_server *srv, struct lws *wsi, const char *uri)
 
 /* --- handshake limits --- */
 
-#define PEER_SLOTS   4096 /* a power of two: 96 KiB, whatever the load */
-#define PEER_PROBE   8    /* slots an address may occupy */
-#define PEER_KEY_LEN 16
-#define RATE_LOG_US  (10 * 1000000LL)
-
-/* One per address seen recently: the state of its token bucket. */
-struct peer_slot {
-	unsigned char key[PEER_KEY_LEN];
-	/* GCRA's theoretical arrival time: the bucket is full again, and
-	 * the slot free for any address, once tat <= now. */
-	int64_t tat;
-};
-
-/* One per server when --handshake-rate-per-peer is on. */
-struct peer_limiter {
-	int64_t interval_us;  /* the refill time of one handshake */
-	int64_t tolerance_us; /* the burst: 2 x rate handshakes */
-	struct peer_slot slots[PEER_SLOTS];
-};
-
-static struct peer_limiter *peer_limiter_new(uint64_t rate)
-{
-	struct peer_limiter *pl = calloc(1, sizeof(*pl));
-	if (!pl)
-		return NULL;
-	pl->interval_us = 1000000 / (int64_t)rate;
-	if (pl->interval_us < 1)
-		pl->interval_us = 1;
-	pl->tolerance_us = pl->interval_us * 2 * (int64_t)rate;
-	return pl;
-}
-
-/* The bucket key of a peer: an IPv4 address (plain or v4-mapped), the /64
- * of an IPv6 one (a single host usually holds a whole /64), or the text
- * itself for anything else. */
-static void peer_key(const char *peer, unsigned char key[PEER_KEY_LEN])
-{
-	struct in6_addr a6;
-	struct in_addr a4;
-	memset(key, 0, PEER_KEY_LEN);
-	if (inet_pton(AF_INET, peer, &a4) == 1) {
-		memcpy(key, &a4, 4);
-	} else if (inet_pton(AF_INET6, peer, &a6) == 1) {
-		if (IN6_IS_ADDR_V4MAPPED(&a6)) {
-			memcpy(key, &a6.s6_addr[12], 4);
-		} else {
-			key[4] = 6; /* never equal to an IPv4 key */
-			memcpy(key + 8, &a6, 8);
-		}
-	} else {
-		size_t n = strlen(peer);
-		memcpy(key, peer, n < PEER_KEY_LEN ? n : PEER_KEY_LEN);
-	}
-}
-
-/*
- * Per-peer handshake rate policy: each address has a token bucket of
- * 2 x rate handshakes, refilled at rate per second (GCRA: one timestamp
- * per address). A handshake over it is refused with 429 before its token
- * is looked at, so a flood from one address costs a table lookup.
- *
- * The table has a fixed size. An address lives in one of PEER_PROBE
- * slots; a slot whose bucket is full again holds nothing worth keeping,
- * so entries expire by themselves. When all PEER_PROBE slots are live,
- * the fullest bucket is forgotten: its address starts again with a full
- * bucket, at most one burst more than its due. Returns 1 to allow, 0 to
- * refuse.
- */
-static int peer_limiter_allow(struct peer_limiter *pl, const char *peer,
-                              int64_t now)
-{
-	unsigned char key[PEER_KEY_LEN];
-	peer_key(peer, key);
-	size_t h = (size_t)hash_bytes((const char *)key, sizeof(key));
-	struct peer_slot *slot = NULL, *spare = NULL;
-	for (size_t i = 0; i < PEER_PROBE; i++) {
-		struct peer_slot *s = &pl->slots[(h + i) & (PEER_SLOTS - 1)];
-		if (s->tat > now && memcmp(s->key, key, sizeof(key)) == 0) {
-			slot = s;
-			break;
-		}
-		/* A free slot, else the live one closest to full. */
-		if (!spare || (spare->tat > now && s->tat < spare->tat))
-			spare = s;
-	}
-	if (!slot) {
-		slot = spare;
-		memcpy(slot->key, key, sizeof(key));
-		slot->tat = now;
-	}
-	int64_t tat = slot->tat > now ? slot->tat : now;
-	if (tat + pl->interval_us - now > pl->tolerance_us)
-		return 0;
-	slot->tat = tat + pl->interval_us;
-	return 1;
-}
+#define RATE_LOG_US (10 * 1000000LL)
 
 /* Per-peer refusals are logged at most once per RATE_LOG_US, with a
  * count: a flood must not become a flood of log lines. */
@@ -371,7 +275,7 @@ static int handshake_check(struct ws_server *srv, struct lws *wsi,
 	srv->stash.wsi = NULL;
 	int64_t now = clock_now_us();
 
-	if (srv->peers && !peer_limiter_allow(srv->peers, peer, now)) {
+	if (srv->peers && !peer_limit_allow(srv->peers, peer, now)) {
 		rate_refusal_log(srv, peer, now);
 		return handshake_refuse(srv, wsi, 429,
 		                        "handshake rate of this address", peer,
@@ -840,7 +744,7 @@ struct ws_server *ws_server_new(const struct config *cfg,
 	srv->max_conns_per_user = (uint32_t)cfg->max_conns_per_user;
 	srv->max_conns = (uint32_t)cfg->max_conns;
 	if (cfg->handshake_rate_per_peer) {
-		srv->peers = peer_limiter_new(cfg->handshake_rate_per_peer);
+		srv->peers = peer_limit_new(cfg->handshake_rate_per_peer);
 		if (!srv->peers) {
 			snprintf(err, errlen, "out of memory");
 			goto fail;
@@ -923,7 +827,7 @@ struct ws_server *ws_server_new(const struct config *cfg,
 fail:
 	if (srv->loop)
 		ev_loop_destroy(srv->loop);
-	free(srv->peers);
+	peer_limit_free(srv->peers);
 	frame_unref(srv->pong);
 	free(srv->wbuf);
 	free(srv);
@@ -970,7 +874,7 @@ void ws_server_destroy(struct ws_server *srv)
 	lws_sul_cancel(&srv->sul_sweep);
 	lws_context_destroy(srv->context);
 	ev_loop_destroy(srv->loop);
-	free(srv->peers);
+	peer_limit_free(srv->peers);
 	frame_unref(srv->pong);
 	free(srv->wbuf);
 	free(srv);
