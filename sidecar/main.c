@@ -210,8 +210,13 @@ static void app_close(struct app *app)
 		store_flush(app->store);
 		router_handle_done(app->router);
 	}
-	control_close(app->ctl);
+	/* The store before the control socket: its close logs the final
+	 * chain head and checkpoints, and NNG 1.5.2's nng_close of the
+	 * control socket was seen to hang now and then after a backend that
+	 * never read its replies (docs/SECURITY.md): a supervisor's SIGKILL
+	 * then finds the audit trail complete. */
 	store_close(app->store);
+	control_close(app->ctl);
 	ws_server_destroy(app->srv);
 	inbound_close(app->inbound);
 	router_free(app->router);
