@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "audit_chain.h"
 #include "auth_jwt.h"
@@ -34,6 +36,7 @@
 
 #define CONTROL_CONTEXTS  64
 #define SHUTDOWN_DRAIN_MS 2000
+#define CONTROL_CLOSE_MS  3000   /* then exit anyway: see close_control */
 #define STORE_MAX_BACKLOG 200000 /* jobs; past it, RESOURCE_EXHAUSTED */
 #define REPLAY_CHUNK      256
 
@@ -199,6 +202,62 @@ static int app_open(struct app *app, char *err, size_t errlen)
 	return 0;
 }
 
+/* The control socket's close, run on its own thread (close_control). */
+struct control_closer {
+	struct control *ctl;
+	pthread_mutex_t lk;
+	pthread_cond_t cv;
+	int done;
+};
+
+static void *control_closer_main(void *arg)
+{
+	struct control_closer *cc = arg;
+	control_close(cc->ctl);
+	pthread_mutex_lock(&cc->lk);
+	cc->done = 1;
+	pthread_cond_signal(&cc->cv);
+	pthread_mutex_unlock(&cc->lk);
+	return NULL;
+}
+
+/*
+ * Closes the control socket, waiting at most CONTROL_CLOSE_MS. NNG 1.5.2's
+ * nng_close was seen to hang for good after a backend that never read its
+ * replies (docs/SECURITY.md). Everything that matters is done by then (the
+ * store is closed: events, delivery rows and the final chain head are on
+ * disk), so the process then says so and exits instead of waiting for a
+ * supervisor's SIGKILL.
+ */
+static void close_control(struct control *ctl)
+{
+	struct control_closer cc = {.ctl = ctl};
+	pthread_t t;
+	pthread_mutex_init(&cc.lk, NULL);
+	pthread_cond_init(&cc.cv, NULL);
+	if (pthread_create(&t, NULL, control_closer_main, &cc) != 0) {
+		control_close(ctl);
+	} else {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += CONTROL_CLOSE_MS / 1000;
+		pthread_mutex_lock(&cc.lk);
+		while (!cc.done &&
+		       pthread_cond_timedwait(&cc.cv, &cc.lk, &ts) == 0)
+			;
+		int done = cc.done;
+		pthread_mutex_unlock(&cc.lk);
+		if (!done) {
+			log_warn("control socket close hung (NNG 1.5.2); the "
+			         "store is closed, exiting now");
+			_exit(0);
+		}
+		pthread_join(t, NULL);
+	}
+	pthread_mutex_destroy(&cc.lk);
+	pthread_cond_destroy(&cc.cv);
+}
+
 static void app_close(struct app *app)
 {
 	if (app->srv)
@@ -216,7 +275,7 @@ static void app_close(struct app *app)
 	 * never read its replies (docs/SECURITY.md): a supervisor's SIGKILL
 	 * then finds the audit trail complete. */
 	store_close(app->store);
-	control_close(app->ctl);
+	close_control(app->ctl);
 	ws_server_destroy(app->srv);
 	inbound_close(app->inbound);
 	router_free(app->router);

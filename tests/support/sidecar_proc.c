@@ -331,6 +331,20 @@ bool sidecar_running(struct sidecar *s, int *status)
 	return false;
 }
 
+bool sidecar_log_contains(const struct sidecar *s, const char *text)
+{
+	FILE *f = fopen(s->log_path, "r");
+	char line[1024];
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f))
+		found = strstr(line, text) != NULL;
+	fclose(f);
+	return found;
+}
+
 void sidecar_print_log(const struct sidecar *s, size_t max_bytes)
 {
 	FILE *f = fopen(s->log_path, "r");

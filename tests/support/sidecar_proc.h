@@ -86,6 +86,8 @@ void sidecar_free(struct sidecar *s, bool failed);
 
 /* Prints the last lines of the sidecar's log on stderr. */
 void sidecar_print_log(const struct sidecar *s, size_t max_bytes);
+/* Whether a line of the sidecar's log contains text. */
+bool sidecar_log_contains(const struct sidecar *s, const char *text);
 
 /* GET http://127.0.0.1:port/path with "Connection: close" and optional
  * extra header lines (NULL-terminated, without CRLF). Returns the HTTP
