@@ -26,6 +26,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -35,7 +36,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -908,14 +908,8 @@ static int run_over_limit_sender(struct hostile *h)
 	                      NULL};
 	int64_t deadline = now_us() + (int64_t)POLL_MS * 1000;
 	int wstatus;
-	pid_t pid = fork();
+	pid_t pid = proc_spawn(argv, -1, -1, -1);
 
-	if (pid == 0) {
-		/* Async-signal-safe only: this process has NNG threads. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
 	assert_true(pid > 0);
 	while (waitpid(pid, &wstatus, WNOHANG) == 0) {
 		if (now_us() > deadline) {
@@ -1272,17 +1266,8 @@ static pid_t spawn_vanishing_backend(struct hostile *h, int *out_fd)
 	pid_t pid;
 
 	snprintf(n, sizeof(n), "%d", VANISH_REQUESTS);
-	assert_int_equal(pipe(fds), 0);
-	pid = fork();
-	if (pid == 0) {
-		/* Async-signal-safe only: this process has NNG threads. */
-		dup2(fds[1], 1);
-		close(fds[0]);
-		close(fds[1]);
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
+	assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+	pid = proc_spawn(argv, -1, fds[1], -1);
 	close(fds[1]);
 	assert_true(pid > 0);
 	*out_fd = fds[0];

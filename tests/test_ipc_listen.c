@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -179,16 +180,8 @@ static void test_inbound_reaches_backends_after_reset_storm(void **state)
 		              STORMS);
 
 	/* A backend that starts pulling after the storm, and a browser. */
-	assert_int_equal(pipe(fds), 0);
-	pid = fork();
-	if (pid == 0) {
-		/* Async-signal-safe only: this process has NNG threads. */
-		dup2(fds[1], 1);
-		close(fds[0]);
-		close(fds[1]);
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
+	assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+	pid = proc_spawn(argv, -1, fds[1], -1);
 	close(fds[1]);
 	assert_true(pid > 0);
 	token = sidecar_token(fx->sc, user, 600);

@@ -26,7 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -48,7 +47,6 @@
 #include "wsgate.h"
 
 #define IO_MS    5000 /* one TLS handshake, request or frame */
-#define READY_MS 10000
 #define N_TESTS  4
 #define TLS_USER "tls-user"
 
@@ -67,14 +65,6 @@ static int64_t now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void pause_ms(int ms)
-{
-	struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)ms * 1000000};
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
 }
 
 /* --- the certificate --- */
@@ -442,88 +432,16 @@ static char *wss_recv_text(struct tls_conn *c)
 
 /* --- the sidecar over TLS --- */
 
-/* Starts WSGATE_BIN on sc's directory and port with the TLS flags;
- * output appended to its log, like sidecar_proc does. */
-static int spawn_tls_sidecar(struct tls_fixture *f)
+/* sidecar_proc's readiness for the TLS sidecar: https /healthz is 200. */
+static int tls_ready(const struct sidecar *s, void *arg)
 {
-	struct sidecar *s = f->sc;
-	char listen[32];
-	const char *argv[] = {WSGATE_BIN,
-	                      "--listen",
-	                      listen,
-	                      "--control",
-	                      s->control_url,
-	                      "--inbound",
-	                      s->inbound_url,
-	                      "--db",
-	                      s->db_path,
-	                      "--audit-key-file",
-	                      s->audit_key_path,
-	                      "--jwt-secret-file",
-	                      s->secret_path,
-	                      "--log-level",
-	                      "warn",
-	                      "--tls-cert",
-	                      f->cert_path,
-	                      "--tls-key",
-	                      f->key_path,
-	                      NULL};
-	int logfd, nullfd;
-	pid_t parent = getpid(), pid;
+	struct tls_fixture *f = arg;
+	int ok;
 
-	snprintf(listen, sizeof(listen), "127.0.0.1:%u", s->port);
-	logfd =
-	    open(s->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-	nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (logfd < 0 || nullfd < 0)
-		return -1;
-	pid = fork();
-	if (pid == 0) {
-		sigset_t none;
-
-		/* Async-signal-safe only: the parent may run NNG threads. */
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		dup2(nullfd, 0);
-		dup2(logfd, 1);
-		dup2(logfd, 2);
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	close(logfd);
-	close(nullfd);
-	if (pid < 0)
-		return -1;
-	/* sidecar_proc's stop, wait and free now manage this process. */
-	s->pid = pid;
-	return 0;
-}
-
-static int wait_tls_ready(struct tls_fixture *f)
-{
-	int64_t deadline = now_ms() + READY_MS;
-	int status;
-
-	tls_quiet = true;
-	while (now_ms() < deadline) {
-		if (!sidecar_running(f->sc, &status)) {
-			fprintf(stderr, "TLS sidecar exited: %d\n", status);
-			return -1;
-		}
-		if (tls_http_get(f->sc->port, f->cert_path, "/healthz", NULL) ==
-		    200) {
-			tls_quiet = false;
-			return 0;
-		}
-		pause_ms(10);
-	}
+	tls_quiet = true; /* refusals while it starts are expected */
+	ok = tls_http_get(s->port, f->cert_path, "/healthz", NULL) == 200;
 	tls_quiet = false;
-	fprintf(stderr, "TLS sidecar: no https /healthz 200 in %d ms\n",
-	        READY_MS);
-	return -1;
+	return ok;
 }
 
 static int group_setup(void **state)
@@ -543,7 +461,15 @@ static int group_setup(void **state)
 		        ERR_error_string(ERR_get_error(), NULL));
 		goto fail;
 	}
-	if (spawn_tls_sidecar(f) != 0 || wait_tls_ready(f) != 0)
+	{
+		const char *const args[] = {"--tls-cert", f->cert_path,
+		                            "--tls-key", f->key_path, NULL};
+		if (sidecar_set_args(f->sc, args) != 0)
+			goto fail;
+	}
+	f->sc->ready = tls_ready;
+	f->sc->ready_arg = f;
+	if (sidecar_restart(f->sc) != 0)
 		goto fail;
 	if (wsgate_client_open(&f->backend, f->sc->control_url, IO_MS) !=
 	    WSGATE_OK)

@@ -377,7 +377,7 @@ static int spawn(struct sidecar *s)
 	const char *argv[32 + SIDECAR_MAX_ARGS];
 	size_t argc = 0;
 	int logfd, nullfd;
-	pid_t parent = getpid(), pid;
+	pid_t pid;
 
 	snprintf(listen, sizeof(listen), "127.0.0.1:%u", s->port);
 	/* WSGATE_TEST_VALGRIND: run the sidecar under memcheck; a definite
@@ -423,24 +423,7 @@ static int spawn(struct sidecar *s)
 			close(nullfd);
 		return -1;
 	}
-	pid = fork();
-	if (pid == 0) {
-		sigset_t none;
-
-		/* Async-signal-safe calls only from here to execv. */
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		dup2(nullfd, 0);
-		dup2(logfd, 1);
-		dup2(logfd, 2);
-		/* Dies with the test (with the forking thread, strictly) so
-		 * that a crashed test leaves no sidecar behind. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		execv(exe, (char *const *)argv);
-		_exit(127);
-	}
+	pid = proc_spawn(argv, nullfd, logfd, logfd);
 	close(logfd);
 	close(nullfd);
 	if (pid < 0) {
@@ -449,6 +432,34 @@ static int spawn(struct sidecar *s)
 	}
 	s->pid = pid;
 	return 0;
+}
+
+pid_t proc_spawn(const char *const argv[], int in_fd, int out_fd, int err_fd)
+{
+	pid_t parent = getpid();
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		sigset_t none;
+
+		/* Async-signal-safe calls only from here to execv. */
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		if (in_fd >= 0)
+			dup2(in_fd, 0);
+		if (out_fd >= 0)
+			dup2(out_fd, 1);
+		if (err_fd >= 0)
+			dup2(err_fd, 2);
+		/* Dies with the test (with the forking thread, strictly) so
+		 * that a crashed test leaves no process behind. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	return pid;
 }
 
 /* Polls GET /healthz until 200, the child's exit, or the deadline. */
@@ -465,11 +476,12 @@ static int wait_ready(struct sidecar *s, int timeout_ms, int *exit_status)
 			        *exit_status);
 			return -1;
 		}
-		if (http_get(s->port, "/healthz", NULL, NULL, 1000) == 200)
+		if (s->ready ? s->ready(s, s->ready_arg) == 1
+		             : http_get(s->port, "/healthz", NULL, NULL,
+		                        1000) == 200)
 			return 0;
 		if (remaining_ms(deadline) == 0) {
-			fprintf(stderr,
-			        "sidecar: GET /healthz not 200 within %d ms\n",
+			fprintf(stderr, "sidecar: not ready within %d ms\n",
 			        timeout_ms);
 			return -1;
 		}
@@ -521,10 +533,30 @@ int sidecar_restart(struct sidecar *s)
 	return 0;
 }
 
+int sidecar_set_args(struct sidecar *s, const char *const *extra_args)
+{
+	size_t nargs = 0;
+
+	for (size_t i = 0; s->extra_args[i]; i++) {
+		free(s->extra_args[i]);
+		s->extra_args[i] = NULL;
+	}
+	for (; extra_args && extra_args[nargs]; nargs++) {
+		if (nargs == SIDECAR_MAX_ARGS) {
+			fprintf(stderr, "sidecar: over %d extra arguments\n",
+			        SIDECAR_MAX_ARGS);
+			return -1;
+		}
+		s->extra_args[nargs] = strdup(extra_args[nargs]);
+		if (!s->extra_args[nargs])
+			return -1;
+	}
+	return 0;
+}
+
 int sidecar_start(struct sidecar **out, const char *const *extra_args)
 {
 	struct sidecar *s = calloc(1, sizeof(*s));
-	size_t nargs = 0;
 
 	*out = NULL;
 	if (!s)
@@ -545,16 +577,8 @@ int sidecar_start(struct sidecar **out, const char *const *extra_args)
 	         s->dir);
 	snprintf(s->inbound_url, sizeof(s->inbound_url), "ipc://%s/inbound.ipc",
 	         s->dir);
-	for (; extra_args && extra_args[nargs]; nargs++) {
-		if (nargs == SIDECAR_MAX_ARGS) {
-			fprintf(stderr, "sidecar: over %d extra arguments\n",
-			        SIDECAR_MAX_ARGS);
-			goto fail;
-		}
-		s->extra_args[nargs] = strdup(extra_args[nargs]);
-		if (!s->extra_args[nargs])
-			goto fail;
-	}
+	if (sidecar_set_args(s, extra_args) < 0)
+		goto fail;
 	if (write_secret(s) < 0) {
 		fprintf(stderr, "sidecar: cannot write %s\n", s->secret_path);
 		goto fail;

@@ -41,6 +41,9 @@ struct sidecar {
 	size_t secret_len;
 	char *extra_args[SIDECAR_MAX_ARGS + 1]; /* copies, NULL-terminated */
 	bool keep_dir;
+	/* Readiness (NULL: GET /healthz answers 200); 1 when ready. */
+	int (*ready)(const struct sidecar *s, void *arg);
+	void *ready_arg;
 };
 
 /* Starts a sidecar with the standard flags plus extra_args (NULL or a
@@ -53,6 +56,17 @@ int sidecar_start(struct sidecar **out, const char *const *extra_args);
  * Returns 0 once it is ready, -1 otherwise. The previous process must have
  * been stopped or killed. */
 int sidecar_restart(struct sidecar *s);
+
+/* Replaces the extra arguments of the next sidecar_restart (e.g. flags
+ * naming files made in s->dir). 0, or -1 when there are too many. */
+int sidecar_set_args(struct sidecar *s, const char *const *extra_args);
+
+/* Starts argv[0] with argv (NULL-terminated) in a child process whose
+ * stdin, stdout and stderr are in_fd, out_fd and err_fd (-1: the test's
+ * own), and which dies with the test (PR_SET_PDEATHSIG). Between fork and
+ * execv only async-signal-safe calls run: the test may have NNG threads.
+ * Returns the pid, or -1. */
+pid_t proc_spawn(const char *const argv[], int in_fd, int out_fd, int err_fd);
 
 /* SIGTERM, then sidecar_wait. */
 int sidecar_stop(struct sidecar *s, int timeout_ms);
