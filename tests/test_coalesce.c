@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "test_clock.h"
 #include "wsgate_coalesce.h"
 
 /* The fake link: sends block while the gate is closed. */
@@ -102,13 +103,6 @@ static void *caller_run(void *arg)
 	return NULL;
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int in_send(void)
 {
 	pthread_mutex_lock(&link_state.lk);
@@ -120,18 +114,18 @@ static int in_send(void)
 /* Polls until cond() (deadline 10 s). */
 static int wait_in_send(int want)
 {
-	int64_t deadline = now_ms() + 10000;
+	int64_t deadline = test_now_ms() + 10000;
 	while (in_send() != want)
-		if (now_ms() > deadline)
+		if (test_now_ms() > deadline)
 			return -1;
 	return 0;
 }
 
 static int wait_waiting(struct coalescer *co, size_t want)
 {
-	int64_t deadline = now_ms() + 10000;
+	int64_t deadline = test_now_ms() + 10000;
 	while (coalescer_waiting(co) != want)
-		if (now_ms() > deadline)
+		if (test_now_ms() > deadline)
 			return -1;
 	return 0;
 }

@@ -37,6 +37,7 @@
 
 #include <jansson.h>
 
+#include "test_clock.h"
 #include "sidecar_proc.h"
 #include "ws_client.h"
 #include "wsgate.h"
@@ -97,21 +98,6 @@ static int64_t now_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static int64_t now_ms(void)
-{
-	return now_us() / 1000;
-}
-
-/* A back-off between two polls of a condition, never a synchronisation. */
-static void pause_ms(int ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000,
-	                      .tv_nsec = (long)(ms % 1000) * 1000000};
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
 /* xorshift64*: a seeded PRNG, so that a failing run can be repeated. */
 static uint64_t rng_next(uint64_t *s)
 {
@@ -149,7 +135,7 @@ static int test_setup(void **state)
 	if (!t)
 		return -1;
 	atomic_init(&t->stop, false);
-	t->started_ms = now_ms();
+	t->started_ms = test_now_ms();
 	*state = t;
 	return 0;
 }
@@ -168,7 +154,8 @@ static int test_teardown(void **state)
 	if (t->sc && !t->passed)
 		sidecar_print_log(t->sc, 8192);
 	sidecar_free(t->sc, !t->passed);
-	print_message("  (%lld ms)\n", (long long)(now_ms() - t->started_ms));
+	print_message("  (%lld ms)\n",
+	              (long long)(test_now_ms() - t->started_ms));
 	free(t);
 	return 0;
 }
@@ -460,7 +447,7 @@ static void *stream_main(void *arg)
 
 		if (size > n_own - next)
 			size = n_own - next;
-		give_up = now_ms() + RUN_MS;
+		give_up = test_now_ms() + RUN_MS;
 		for (;;) {
 			size_t n = 0;
 			enum wsgate_status st;
@@ -489,7 +476,7 @@ static void *stream_main(void *arg)
 				         "stopped by the test");
 				goto out;
 			}
-			if (now_ms() > give_up) {
+			if (test_now_ms() > give_up) {
 				snprintf(s->fatal, sizeof(s->fatal),
 				         "event %d not acknowledged within %d "
 				         "ms; last failure: %.200s",
@@ -501,7 +488,7 @@ static void *stream_main(void *arg)
 			if (st != WSGATE_OK) {
 				s->failed_calls++;
 				if (!fail_since)
-					fail_since = now_ms();
+					fail_since = test_now_ms();
 				snprintf(
 				    s->last_failure, sizeof(s->last_failure),
 				    "call: %s (%s)", wsgate_status_name(st),
@@ -515,11 +502,11 @@ static void *stream_main(void *arg)
 				/* Timeouts waited already; a refused dial
 				 * returns at once: back off a little. */
 				if (st != WSGATE_ERR_TIMEOUT)
-					pause_ms(10);
+					test_pause_ms(10);
 				continue;
 			}
 			if (fail_since) {
-				int64_t outage = now_ms() - fail_since;
+				int64_t outage = test_now_ms() - fail_since;
 
 				if (outage > s->max_outage_ms)
 					s->max_outage_ms = outage;
@@ -552,7 +539,7 @@ static void *stream_main(void *arg)
 				}
 			}
 			if (refused)
-				pause_ms(5);
+				test_pause_ms(5);
 		}
 		next += size;
 	}
@@ -870,11 +857,11 @@ static void test_crash_mid_stream_loses_nothing(void **state)
 		start_thread(t, stream_main, &s[k]);
 	}
 
-	deadline = now_ms() + 2 * RUN_MS;
+	deadline = test_now_ms() + 2 * RUN_MS;
 	while (!done) {
 		bool progress = false;
 
-		if (now_ms() > deadline)
+		if (test_now_ms() > deadline)
 			fail_msg("not done within %d ms: %d acked, senders %s",
 			         2 * RUN_MS, streams_acked(s, CRASH_SENDERS),
 			         streams_done(s, CRASH_SENDERS) ? "done"
@@ -940,7 +927,7 @@ static void test_crash_mid_stream_loses_nothing(void **state)
 				done = false;
 		}
 		if (!progress)
-			pause_ms(1);
+			test_pause_ms(1);
 	}
 	join_threads(t);
 	for (int k = 0; k < CRASH_SENDERS; k++) {
@@ -1062,11 +1049,11 @@ static void test_random_reconnects_lose_nothing(void **state)
 	            0, 1, 20, seed, seq, dup);
 	start_thread(t, stream_main, &s);
 
-	deadline = now_ms() + RUN_MS;
+	deadline = test_now_ms() + RUN_MS;
 	while (!done) {
 		bool progress = false;
 
-		if (now_ms() > deadline)
+		if (test_now_ms() > deadline)
 			fail_msg("not done within %d ms", RUN_MS);
 		done = atomic_load(&s.done);
 		for (int u = 0; u < RECONN_USERS; u++) {
@@ -1108,7 +1095,7 @@ static void test_random_reconnects_lose_nothing(void **state)
 				done = false;
 		}
 		if (!progress)
-			pause_ms(1);
+			test_pause_ms(1);
 	}
 	join_threads(t);
 	wsgate_client_close(sender);
@@ -1244,7 +1231,7 @@ static void *flood_main(void *arg)
 	f->t_start_us = now_us();
 	for (int b = 0; b < SLOW_EVENTS && !atomic_load(f->stop);
 	     b += SLOW_BATCH) {
-		int64_t give_up = now_ms() + RUN_MS;
+		int64_t give_up = test_now_ms() + RUN_MS;
 
 		for (int k = 0; k < SLOW_BATCH; k++) {
 			size_t len;
@@ -1271,14 +1258,14 @@ static void *flood_main(void *arg)
 			/* Only "busy" is worth a retry (same ids). */
 			if ((st != WSGATE_OK &&
 			     st != WSGATE_RESOURCE_EXHAUSTED) ||
-			    now_ms() > give_up) {
+			    test_now_ms() > give_up) {
 				snprintf(f->fatal, sizeof(f->fatal),
 				         "batch at %d: %s (%s)", b,
 				         wsgate_status_name(st),
 				         wsgate_client_error(f->c));
 				goto out;
 			}
-			pause_ms(5);
+			test_pause_ms(5);
 		}
 		for (int k = 0; k < SLOW_BATCH; k++)
 			f->seq[b + k] = res[k].seq;
@@ -1412,14 +1399,14 @@ static void *catchup_main(void *arg)
 	int64_t deadline;
 
 	cu->t_start_us = now_us();
-	deadline = now_ms() + RUN_MS;
+	deadline = test_now_ms() + RUN_MS;
 	for (uint64_t seq = cu->from; seq <= cu->to; seq++) {
 		int rc = WS_CLIENT_TIMEOUT;
 
 		/* Short reads, to notice a stop or the deadline; a frame
 		 * that is half there stays buffered for the next read. */
 		do {
-			if (atomic_load(cu->stop) || now_ms() > deadline)
+			if (atomic_load(cu->stop) || test_now_ms() > deadline)
 				break;
 			rc = ws_client_recv(cu->c, &m, 500);
 		} while (rc == WS_CLIENT_TIMEOUT);
@@ -1476,11 +1463,11 @@ static void test_slow_consumer_closed_and_catches_up(void **state)
 	assert_int_equal(wsgate_client_open(&f->c, t->sc->control_url, CALL_MS),
 	                 WSGATE_OK);
 	start_thread(t, flood_main, f);
-	deadline = now_ms() + RUN_MS;
+	deadline = test_now_ms() + RUN_MS;
 	while (!atomic_load(&f->done)) {
 		long rss = rss_kb(t->sc->pid);
 
-		if (now_ms() > deadline)
+		if (test_now_ms() > deadline)
 			fail_msg("flood not done within %d ms", RUN_MS);
 		if (rss > rss_peak)
 			rss_peak = rss;
@@ -1489,7 +1476,7 @@ static void test_slow_consumer_closed_and_catches_up(void **state)
 			during[n_during++] = fast_round_trip(
 			    t->backend, fast, ++k, "during the flood");
 		else
-			pause_ms(2);
+			test_pause_ms(2);
 	}
 	join_threads(t);
 	wsgate_client_close(f->c);
@@ -1545,11 +1532,11 @@ static void test_slow_consumer_closed_and_catches_up(void **state)
 	    wsgate_client_open(&t->patient, t->sc->control_url, RUN_MS),
 	    WSGATE_OK);
 	start_thread(t, catchup_main, &cu);
-	deadline = now_ms() + RUN_MS;
+	deadline = test_now_ms() + RUN_MS;
 	while (!atomic_load(&cu.done)) {
 		long rss = rss_kb(t->sc->pid);
 
-		if (now_ms() > deadline)
+		if (test_now_ms() > deadline)
 			fail_msg("slow: catch-up not done within %d ms",
 			         RUN_MS);
 		if (rss > rss_peak_cu)
@@ -1558,7 +1545,7 @@ static void test_slow_consumer_closed_and_catches_up(void **state)
 			catchup[n_cu++] = fast_round_trip(
 			    t->patient, fast, ++k, "during the catch-up");
 		else
-			pause_ms(2);
+			test_pause_ms(2);
 	}
 	join_threads(t);
 	if (cu.error[0])
@@ -1569,9 +1556,9 @@ static void test_slow_consumer_closed_and_catches_up(void **state)
 
 	/* A clean stop; how long it takes after this much data is worth
 	 * knowing (not asserted). */
-	t_stop = now_ms();
+	t_stop = test_now_ms();
 	stop_status = sidecar_stop(t->sc, SIDECAR_STOP_TIMEOUT_MS);
-	t_stop = now_ms() - t_stop;
+	t_stop = test_now_ms() - t_stop;
 
 	print_message(
 	    "  slow: %d events x %d KiB to \"slow\" (queue limit 1M): %.1f "
@@ -1765,7 +1752,7 @@ static void test_pruning_resume_failed_and_seq_continues(void **state)
 	char id[32];
 
 	start_sidecar(t, args);
-	t0 = now_ms();
+	t0 = test_now_ms();
 	for (int i = 1; i <= 3; i++) {
 		snprintf(id, sizeof(id), "prune-%d", i);
 		res = send_one(t, user, id, NULL);
@@ -1774,7 +1761,7 @@ static void test_pruning_resume_failed_and_seq_continues(void **state)
 	}
 	deadline = t0 + 10000 * TIME_SCALE;
 	for (;;) {
-		if (now_ms() > deadline)
+		if (test_now_ms() > deadline)
 			fail_msg("no resume_failed covering every event within "
 			         "%d ms (%d probes, last: resume_failed %d "
 			         "oldest %llu, %d events)",
@@ -1782,7 +1769,7 @@ static void test_pruning_resume_failed_and_seq_continues(void **state)
 			         (unsigned long long)p.oldest_seq, p.n_events);
 		/* Two later events, so that there is a moment when only
 		 * the first three are gone. */
-		if (!late_sent && now_ms() - t0 >= 1500) {
+		if (!late_sent && test_now_ms() - t0 >= 1500) {
 			for (int i = 4; i <= 5; i++) {
 				snprintf(id, sizeof(id), "prune-%d", i);
 				res = send_one(t, user, id, NULL);
@@ -1799,11 +1786,11 @@ static void test_pruning_resume_failed_and_seq_continues(void **state)
 			assert_int_equal(p.n_events, (int)last);
 			for (int i = 0; i < p.n_events; i++)
 				assert_int_equal(p.events[i], i + 1);
-			pause_ms(50);
+			test_pause_ms(50);
 			continue;
 		}
 		if (!t_first_rf)
-			t_first_rf = now_ms();
+			t_first_rf = test_now_ms();
 		if (!p.resume_failed_first)
 			fail_msg("resume_failed is not right after connected");
 		if (p.oldest_seq <= 1 || p.oldest_seq > last + 1)
@@ -1820,7 +1807,7 @@ static void test_pruning_resume_failed_and_seq_continues(void **state)
 			partial_oldest = p.oldest_seq;
 		if (late_sent && p.oldest_seq == last + 1)
 			break; /* everything is gone */
-		pause_ms(50);
+		test_pause_ms(50);
 	}
 
 	/* Everything of this user is pruned: its seq still goes on. */
@@ -1840,14 +1827,14 @@ static void test_pruning_resume_failed_and_seq_continues(void **state)
 	res = send_one(t, user, "prune-7", NULL);
 	assert_int_equal(res.seq, last + 1);
 
-	print_message("  prune: --retention 2s; first resume_failed %lld ms "
-	              "after the first events, all pruned after %lld ms "
-	              "(%d probes); partial prune seen: %s (oldest_seq "
-	              "%llu); seq went on to %llu, also after a restart\n",
-	              (long long)(t_first_rf - t0), (long long)(now_ms() - t0),
-	              probes, partial_oldest ? "yes" : "no",
-	              (unsigned long long)partial_oldest,
-	              (unsigned long long)res.seq);
+	print_message(
+	    "  prune: --retention 2s; first resume_failed %lld ms "
+	    "after the first events, all pruned after %lld ms "
+	    "(%d probes); partial prune seen: %s (oldest_seq "
+	    "%llu); seq went on to %llu, also after a restart\n",
+	    (long long)(t_first_rf - t0), (long long)(test_now_ms() - t0),
+	    probes, partial_oldest ? "yes" : "no",
+	    (unsigned long long)partial_oldest, (unsigned long long)res.seq);
 	t->passed = true;
 }
 

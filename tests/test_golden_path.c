@@ -28,6 +28,7 @@
 #include <nng/protocol/reqrep0/req.h>
 #include <openssl/rand.h>
 
+#include "test_clock.h"
 #include "jwt_mint.h"
 #include "sidecar_proc.h"
 #include "ws_client.h"
@@ -56,21 +57,6 @@ static const char *const critical_types[5] = {
     "agent_started",  "agent_thinking",  "tool_executing",
     "tool_completed", "agent_completed",
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void pause_ms(int ms)
-{
-	struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)ms * 1000000};
-
-	nanosleep(&ts, NULL);
-}
 
 #define assert_wsgate_ok(g, call)                                              \
 	do {                                                                   \
@@ -721,10 +707,10 @@ static void test_malformed_requests_do_not_disturb_events(void **state)
 static void recv_inbound_for(wsgate_inbound *in, const char *conn_id,
                              struct wsgate_inbound_msg *msg)
 {
-	int64_t deadline = now_ms() + RECV_MS;
+	int64_t deadline = test_now_ms() + RECV_MS;
 
 	for (;;) {
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - test_now_ms();
 		enum wsgate_status st;
 
 		if (left <= 0)
@@ -822,14 +808,14 @@ static struct wsgate_stats stats_now(struct golden *g)
 /* Polls GetStats until it counts want connections. */
 static void wait_connections(struct golden *g, uint32_t want)
 {
-	int64_t deadline = now_ms() + POLL_MS;
+	int64_t deadline = test_now_ms() + POLL_MS;
 	struct wsgate_stats st;
 
 	while ((st = stats_now(g)).connections != want) {
-		if (now_ms() > deadline)
+		if (test_now_ms() > deadline)
 			fail_msg("GetStats: %u connections, want %u",
 			         st.connections, want);
-		pause_ms(2);
+		test_pause_ms(2);
 	}
 }
 

@@ -44,6 +44,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 
+#include "test_clock.h"
 #include "sidecar_proc.h"
 #include "ws_client.h"
 #include "wsgate.h"
@@ -99,15 +100,6 @@ static int64_t now_us(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static void pause_ms(int ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000,
-	                      .tv_nsec = (long)(ms % 1000) * 1000000};
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
 }
 
 /* --- the sidecar's health: running, peak memory --- */
@@ -552,7 +544,7 @@ static void flood_wait(struct flood *fl)
 	int64_t deadline = now_us() + (int64_t)POLL_MS * 1000;
 
 	while (atomic_load(&fl->done) < fl->n && now_us() < deadline)
-		pause_ms(5);
+		test_pause_ms(5);
 	if (atomic_load(&fl->done) < fl->n)
 		fail_msg("%u of %zu request contexts still busy after %d ms",
 		         (unsigned)(fl->n - atomic_load(&fl->done)), fl->n,
@@ -917,7 +909,7 @@ static int run_over_limit_sender(struct hostile *h)
 			waitpid(pid, &wstatus, 0);
 			return -1;
 		}
-		pause_ms(20);
+		test_pause_ms(20);
 	}
 	return WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
 }
@@ -1164,7 +1156,7 @@ static void test_backend_that_never_reads_cannot_starve_others(void **state)
 	deadline = now_us() + (int64_t)POLL_MS * 1000;
 	while ((atomic_load(&a->sent) < 100 || atomic_load(&a->stalled) == 0) &&
 	       now_us() < deadline)
-		pause_ms(5);
+		test_pause_ms(5);
 	print_message("  abuser: %u requests sent before its sends stalled\n",
 	              atomic_load(&a->sent));
 	assert_true(atomic_load(&a->stalled) > 0);
@@ -1253,7 +1245,7 @@ static int vanishing_backend(const char *url, int n)
 	if (write(1, line, sizeof(line) - 1) != (ssize_t)sizeof(line) - 1)
 		return 4;
 	for (int i = 0; i < 1000; i++)
-		pause_ms(100); /* bounded: the parent kills us first */
+		test_pause_ms(100); /* bounded: the parent kills us first */
 	return 5;
 }
 

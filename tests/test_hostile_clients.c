@@ -42,6 +42,7 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
+#include "test_clock.h"
 #include "jwt_mint.h"
 #include "sidecar_proc.h"
 #include "ws_client.h"
@@ -93,14 +94,6 @@ struct hc {
 	wsgate_client *own_backend;
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int64_t now_us(void)
 {
 	struct timespec ts;
@@ -116,15 +109,6 @@ static int64_t wall_us(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static void pause_ms(int ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000,
-	                      .tv_nsec = (long)(ms % 1000) * 1000000};
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
 }
 
 /* --- WebSockets of the current test --- */
@@ -389,10 +373,10 @@ static int64_t db_int(const struct sidecar *sc, const char *sql, const char *a,
 static int64_t db_wait_at_least(const struct sidecar *sc, const char *sql,
                                 const char *a, const char *b, int64_t want)
 {
-	int64_t deadline = now_ms() + POLL_MS, v;
+	int64_t deadline = test_now_ms() + POLL_MS, v;
 
-	while ((v = db_int(sc, sql, a, b)) < want && now_ms() < deadline)
-		pause_ms(20);
+	while ((v = db_int(sc, sql, a, b)) < want && test_now_ms() < deadline)
+		test_pause_ms(20);
 	return v;
 }
 
@@ -417,7 +401,7 @@ static int64_t failures_since(const struct sidecar *sc, int64_t since_us,
  * (returns the last value seen). */
 static uint32_t wait_connections(wsgate_client *backend, uint32_t want)
 {
-	int64_t deadline = now_ms() + POLL_MS;
+	int64_t deadline = test_now_ms() + POLL_MS;
 	struct wsgate_stats st;
 
 	for (;;) {
@@ -426,9 +410,9 @@ static uint32_t wait_connections(wsgate_client *backend, uint32_t want)
 		if (s != WSGATE_OK)
 			fail_msg("GetStats: %s (%s)", wsgate_status_name(s),
 			         wsgate_client_error(backend));
-		if (st.connections == want || now_ms() > deadline)
+		if (st.connections == want || test_now_ms() > deadline)
 			return st.connections;
-		pause_ms(20);
+		test_pause_ms(20);
 	}
 }
 
@@ -488,7 +472,7 @@ static int64_t good_round_trip(struct good *g)
 		/* "Busy, retry later" is an answer, not a failure. */
 		if (st != WSGATE_RESOURCE_EXHAUSTED || tries >= 100)
 			break;
-		pause_ms(10);
+		test_pause_ms(10);
 	}
 	if (st != WSGATE_OK || res.seq != (uint64_t)seq ||
 	    res.connections != 1) {
@@ -573,7 +557,7 @@ static void run_abuse(struct hc *h, const char *what, abuse_fn fn, void *arg)
 		if ((before[i] = good_round_trip(g)) < 0)
 			fail_msg("%s: good user before: %s", what, g->error);
 	atomic_init(&a.done, false);
-	t0 = now_ms();
+	t0 = test_now_ms();
 	assert_int_equal(pthread_create(&tid, NULL, abuse_main, &a), 0);
 	while (!atomic_load(&a.done) && n < LAT_DURING_MAX && !failed) {
 		int64_t l = good_round_trip(g);
@@ -593,7 +577,7 @@ static void run_abuse(struct hc *h, const char *what, abuse_fn fn, void *arg)
 	latency_text(td, sizeof(td), during, n);
 	print_message("  %s (%lld ms): publish-to-receive latency of user "
 	              "\"%s\"\n    before: %s\n    during: %s\n",
-	              what, (long long)(now_ms() - t0), g->user, tb, td);
+	              what, (long long)(test_now_ms() - t0), g->user, tb, td);
 }
 
 /* --- raw sockets, for clients no WebSocket library would be --- */
@@ -684,10 +668,10 @@ struct storm {
 static void storm_main(void *arg)
 {
 	struct storm *s = arg;
-	int64_t deadline = now_ms() + ABUSE_MS;
+	int64_t deadline = test_now_ms() + ABUSE_MS;
 
 	s->started_us = now_us();
-	for (int i = 0; i < STORM_HANDSHAKES && now_ms() < deadline; i++) {
+	for (int i = 0; i < STORM_HANDSHAKES && test_now_ms() < deadline; i++) {
 		int k = i % s->n_kinds;
 		struct ws_client *c = NULL;
 		int st = ws_client_connect(&c, s->port, s->bad_paths[k],
@@ -1529,7 +1513,7 @@ static void flood_main(void *arg)
 			if (st != WSGATE_OK ||
 			    res[0].status != WSGATE_RESOURCE_EXHAUSTED)
 				break;
-			pause_ms(10); /* busy: retry the same ids */
+			test_pause_ms(10); /* busy: retry the same ids */
 		}
 		if (st != WSGATE_OK) {
 			snprintf(f->error, sizeof(f->error), "batch: %s (%s)",
@@ -1673,13 +1657,13 @@ static void slowloris_main(void *arg)
 	char head[256];
 	size_t trickled[SLOWLORIS_SOCKS] = {0};
 	int fds[SLOWLORIS_SOCKS];
-	int64_t deadline = now_ms() + HS_TIMEOUT_S * 1000 + 20000;
+	int64_t deadline = test_now_ms() + HS_TIMEOUT_S * 1000 + 20000;
 	int open_n = 0;
 	struct ws_client *c = NULL;
 
 	for (int i = 0; i < SLOWLORIS_SOCKS; i++) {
 		fds[i] = tcp_open(sl->port);
-		sl->open_ms[i] = now_ms();
+		sl->open_ms[i] = test_now_ms();
 		sl->closed_after_ms[i] = -1;
 		if (fds[i] < 0) {
 			snprintf(sl->error, sizeof(sl->error), "connect: %s",
@@ -1702,7 +1686,7 @@ static void slowloris_main(void *arg)
 	    ws_client_connect(&c, sl->port, sl->good_path, NULL, RECV_MS);
 	ws_client_abort(c);
 
-	while (open_n > 0 && now_ms() < deadline) {
+	while (open_n > 0 && test_now_ms() < deadline) {
 		struct pollfd pfd[SLOWLORIS_SOCKS];
 		int map[SLOWLORIS_SOCKS], n = 0;
 
@@ -1732,7 +1716,7 @@ static void slowloris_main(void *arg)
 				    (errno != EAGAIN && errno != EWOULDBLOCK &&
 				     errno != EINTR)) {
 					sl->closed_after_ms[i] =
-					    now_ms() - sl->open_ms[i];
+					    test_now_ms() - sl->open_ms[i];
 					open_n--;
 					continue;
 				}
@@ -1818,14 +1802,14 @@ static void churn_main(void *arg)
 	struct churn *ch = arg;
 	int fds[CHURN_BATCH];
 	char *req = malloc(16384);
-	int64_t deadline = now_ms() + ABUSE_MS;
+	int64_t deadline = test_now_ms() + ABUSE_MS;
 
 	if (!req) {
 		snprintf(ch->error, sizeof(ch->error), "out of memory");
 		return;
 	}
 	for (int b = 0; b < CHURN_CONNS / CHURN_BATCH && !ch->error[0]; b++) {
-		if (now_ms() > deadline) {
+		if (test_now_ms() > deadline) {
 			snprintf(ch->error, sizeof(ch->error),
 			         "not done within %d ms", ABUSE_MS);
 			break;
@@ -2024,8 +2008,8 @@ static void test_global_max_conns_gives_429(void **state)
 	/* One leaves: there is room for one more, and then none again. */
 	untrack(h, held[0]);
 	ws_client_close(held[0], RECV_MS);
-	deadline = now_ms() + POLL_MS;
-	for (int i = 0; i < 1000 && now_ms() < deadline; i++) {
+	deadline = test_now_ms() + POLL_MS;
+	for (int i = 0; i < 1000 && test_now_ms() < deadline; i++) {
 		struct ws_client *c = NULL;
 
 		st = ws_client_connect(&c, h->own_sc->port, ra.paths[0], NULL,
@@ -2035,7 +2019,7 @@ static void test_global_max_conns_gives_429(void **state)
 			break;
 		}
 		assert_int_equal(st, 429);
-		pause_ms(20);
+		test_pause_ms(20);
 	}
 	assert_int_equal(st, 101);
 	path = token_path(h->own_sc, "hc-max-late", NULL);
@@ -2078,8 +2062,8 @@ static void test_silent_client_is_pinged_then_closed(void **state)
 
 	/* live reads (and so answers the sidecar's pings); mute never
 	 * reads: its pings go unanswered until the idle timeout. */
-	deadline = now_ms() + POLL_MS;
-	while (now_ms() < deadline) {
+	deadline = test_now_ms() + POLL_MS;
+	while (test_now_ms() < deadline) {
 		int rc = ws_client_recv(live, &m, 200);
 		if (rc == WS_CLIENT_OK)
 			ws_msg_free(&m);
@@ -2184,8 +2168,8 @@ static void test_per_peer_handshake_rate_gives_429(void **state)
 	/* HTTP is not limited, and the address is welcome again soon. */
 	assert_int_equal(sidecar_http_get(h->own_sc, "/healthz", NULL), 200);
 	path = token_path(h->own_sc, "hc-rate-later", NULL);
-	deadline = now_ms() + POLL_MS;
-	for (int i = 0; i < 1000 && now_ms() < deadline; i++) {
+	deadline = test_now_ms() + POLL_MS;
+	for (int i = 0; i < 1000 && test_now_ms() < deadline; i++) {
 		struct ws_client *c = NULL;
 
 		st =
@@ -2194,7 +2178,7 @@ static void test_per_peer_handshake_rate_gives_429(void **state)
 		if (st == 101)
 			break;
 		assert_int_equal(st, 429);
-		pause_ms(50);
+		test_pause_ms(50);
 	}
 	assert_int_equal(st, 101);
 	free(path);

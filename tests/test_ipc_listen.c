@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "test_clock.h"
 #include "sidecar_proc.h"
 #include "ws_client.h"
 #include "wsgate.h"
@@ -48,14 +49,6 @@ struct fixture {
 	char
 	    lsan_supp[64]; /* suppression file of the sidecar's LeakSanitizer */
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* connect()+close() n times on the socket file of an ipc:// URL, never
  * sending a byte: each close races the listener's SP header. */
@@ -92,8 +85,8 @@ static bool storm_until_restart(const struct sidecar *sc, const char *url,
 	 * loop nearly always, not always; a few storms make it certain. */
 	for (int storm = 0; storm < STORMS; storm++) {
 		reset_storm(url, STORM_CONNECTIONS);
-		int64_t deadline = now_ms() + RECOVER_MS;
-		while (now_ms() < deadline)
+		int64_t deadline = test_now_ms() + RECOVER_MS;
+		while (test_now_ms() < deadline)
 			if (sidecar_log_contains(sc, line))
 				return true;
 	}
@@ -115,8 +108,8 @@ static void test_control_accepts_backends_after_reset_storm(void **state)
 	/* A backend that arrives after the storm. */
 	assert_int_equal(wsgate_client_open(&c, fx->sc->control_url, CALL_MS),
 	                 WSGATE_OK);
-	deadline = now_ms() + RECOVER_MS;
-	while (now_ms() < deadline && (st = wsgate_ping(c)) != WSGATE_OK)
+	deadline = test_now_ms() + RECOVER_MS;
+	while (test_now_ms() < deadline && (st = wsgate_ping(c)) != WSGATE_OK)
 		;
 	if (st != WSGATE_OK)
 		fail_msg("no ping within %d ms after the storm: %s", RECOVER_MS,
@@ -138,11 +131,11 @@ static int inbound_backend(const char *url, const char *user)
 {
 	struct wsgate_inbound_msg msg = {0};
 	wsgate_inbound *in;
-	int64_t deadline = now_ms() + RECOVER_MS;
+	int64_t deadline = test_now_ms() + RECOVER_MS;
 
 	if (wsgate_inbound_open(&in, url) != WSGATE_OK)
 		_exit(2);
-	while (now_ms() < deadline) {
+	while (test_now_ms() < deadline) {
 		if (wsgate_inbound_recv(in, &msg, CALL_MS) != WSGATE_OK)
 			continue;
 		bool mine = msg.kind == WSGATE_INBOUND_CLIENT_MESSAGE &&
@@ -193,8 +186,8 @@ static void test_inbound_reaches_backends_after_reset_storm(void **state)
 
 	/* Until the pull has a pipe the sidecar answers backend_unavailable,
 	 * so the browser sends a numbered frame per attempt. */
-	deadline = now_ms() + RECOVER_MS;
-	for (int i = 0; got[0] == '\0' && now_ms() < deadline; i++) {
+	deadline = test_now_ms() + RECOVER_MS;
+	for (int i = 0; got[0] == '\0' && test_now_ms() < deadline; i++) {
 		struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
 		snprintf(frame, sizeof(frame), "{\"attempt\":%d}", i);
 		assert_int_equal(ws_client_send_text(ws, frame), WS_CLIENT_OK);

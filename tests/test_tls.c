@@ -42,6 +42,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "test_clock.h"
 #include "sidecar_proc.h"
 #include "ws_client.h"
 #include "wsgate.h"
@@ -58,14 +59,6 @@ struct tls_fixture {
 	wsgate_client *backend;
 	int passed;
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* --- the certificate --- */
 
@@ -234,7 +227,7 @@ static void tls_consume(struct tls_conn *c, size_t n)
  * in c->buf, NUL-terminated, up to *head_len. */
 static int tls_read_head(struct tls_conn *c, size_t *head_len)
 {
-	int64_t deadline = now_ms() + IO_MS;
+	int64_t deadline = test_now_ms() + IO_MS;
 	int status = -1;
 
 	for (;;) {
@@ -246,7 +239,7 @@ static int tls_read_head(struct tls_conn *c, size_t *head_len)
 			*head_len = (size_t)(end - (char *)c->buf) + 4;
 			break;
 		}
-		if (now_ms() > deadline || tls_fill(c) <= 0)
+		if (test_now_ms() > deadline || tls_fill(c) <= 0)
 			return -1;
 	}
 	if (sscanf((char *)c->buf, "HTTP/1.%*d %d", &status) != 1)
@@ -263,7 +256,7 @@ static int tls_http_get(uint16_t port, const char *ca, const char *path,
 	char req[512];
 	size_t head_len;
 	int status;
-	int64_t deadline = now_ms() + IO_MS;
+	int64_t deadline = test_now_ms() + IO_MS;
 
 	if (body)
 		*body = NULL;
@@ -278,7 +271,7 @@ static int tls_http_get(uint16_t port, const char *ca, const char *path,
 		return -1;
 	}
 	status = tls_read_head(c, &head_len);
-	while (status > 0 && now_ms() < deadline && tls_fill(c) > 0)
+	while (status > 0 && test_now_ms() < deadline && tls_fill(c) > 0)
 		;
 	if (body && status > 0) {
 		*body = strndup((char *)c->buf + head_len, c->len - head_len);
@@ -369,9 +362,9 @@ static int wss_send(struct tls_conn *c, int opcode, const void *data,
  * single frames. */
 static char *wss_recv_text(struct tls_conn *c)
 {
-	int64_t deadline = now_ms() + IO_MS;
+	int64_t deadline = test_now_ms() + IO_MS;
 
-	while (now_ms() < deadline) {
+	while (test_now_ms() < deadline) {
 		size_t hl = 2;
 		uint64_t len;
 		int opcode;

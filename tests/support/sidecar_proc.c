@@ -9,6 +9,7 @@
  * NNG threads.
  */
 #include "sidecar_proc.h"
+#include "test_clock.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -39,28 +40,11 @@
 #define POLL_INTERVAL_MS 5
 #define HTTP_MAX_HEAD    16384
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int remaining_ms(int64_t deadline)
 {
-	int64_t r = deadline - now_ms();
+	int64_t r = deadline - test_now_ms();
 
 	return r < 0 ? 0 : (int)r;
-}
-
-static void pause_ms(int ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000,
-	                      .tv_nsec = (long)(ms % 1000) * 1000000};
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
 }
 
 uint16_t free_tcp_port(void)
@@ -167,7 +151,7 @@ static int head_value(const char *head, const char *name, char *out,
 int http_get(uint16_t port, const char *path, const char *const *headers,
              char **body, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = test_now_ms() + timeout_ms;
 	struct sockaddr_in sa = {.sin_family = AF_INET,
 	                         .sin_port = htons(port)};
 	struct growbuf req = {0}, resp = {0}, chunked = {0};
@@ -465,7 +449,7 @@ pid_t proc_spawn(const char *const argv[], int in_fd, int out_fd, int err_fd)
 /* Polls GET /healthz until 200, the child's exit, or the deadline. */
 static int wait_ready(struct sidecar *s, int timeout_ms, int *exit_status)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = test_now_ms() + timeout_ms;
 
 	*exit_status = -1;
 	for (;;) {
@@ -485,7 +469,7 @@ static int wait_ready(struct sidecar *s, int timeout_ms, int *exit_status)
 			        timeout_ms);
 			return -1;
 		}
-		pause_ms(POLL_INTERVAL_MS);
+		test_pause_ms(POLL_INTERVAL_MS);
 	}
 }
 
@@ -614,7 +598,7 @@ int sidecar_signal(struct sidecar *s, int sig)
 
 int sidecar_wait(struct sidecar *s, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = test_now_ms() + timeout_ms;
 	int status = -1;
 
 	while (sidecar_running(s, &status)) {
@@ -624,7 +608,7 @@ int sidecar_wait(struct sidecar *s, int timeout_ms)
 			        timeout_ms);
 			return sidecar_kill9(s);
 		}
-		pause_ms(1);
+		test_pause_ms(1);
 	}
 	return status;
 }

@@ -8,6 +8,7 @@
  * caller's deadline.
  */
 #include "ws_client.h"
+#include "test_clock.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -66,17 +67,9 @@ const char *ws_client_error(void)
 	return ws_err;
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int remaining_ms(int64_t deadline)
 {
-	int64_t r = deadline - now_ms();
+	int64_t r = deadline - test_now_ms();
 
 	if (r < 0)
 		return 0;
@@ -292,7 +285,7 @@ static int read_head(int fd, char *buf, size_t cap, size_t *got,
 int ws_client_connect(struct ws_client **out, uint16_t port, const char *path,
                       const char *const *headers, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = test_now_ms() + timeout_ms;
 	unsigned char nonce[16];
 	char key[32], want[29], got_accept[64], value[256];
 	char *req, *buf = NULL;
@@ -401,7 +394,7 @@ int ws_client_set_rcvbuf(struct ws_client *c, int bytes)
 
 int ws_client_send_raw(struct ws_client *c, const void *data, size_t len)
 {
-	return send_all(c->fd, data, len, now_ms() + WS_SEND_TIMEOUT_MS);
+	return send_all(c->fd, data, len, test_now_ms() + WS_SEND_TIMEOUT_MS);
 }
 
 int ws_client_send_frame(struct ws_client *c, int opcode, bool fin,
@@ -711,7 +704,7 @@ static int fill(struct ws_client *c, int64_t deadline)
 
 int ws_client_recv(struct ws_client *c, struct ws_msg *m, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = test_now_ms() + timeout_ms;
 
 	/* After the server's close nothing more is a message. */
 	if (c->close_received) {
@@ -767,7 +760,7 @@ char *ws_client_recv_text(struct ws_client *c, int timeout_ms)
 
 int ws_client_recv_close(struct ws_client *c, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = test_now_ms() + timeout_ms;
 	struct ws_msg m = {0};
 
 	for (;;) {
@@ -794,7 +787,7 @@ void ws_msg_free(struct ws_msg *m)
 
 void ws_client_close(struct ws_client *c, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = test_now_ms() + timeout_ms;
 	struct ws_msg m = {0};
 
 	if (!c)
