@@ -1,11 +1,18 @@
 /*
  * checkpointer: WAL checkpoints off the writer thread (see checkpointer.h).
  *
- * Invariant: the WAL only grows past CHECKPOINT_PAGES while a checkpoint
- * is due or running; SQLite restarts it from the beginning at the writer's
- * next transaction once a checkpoint has copied every frame and no reader
- * holds an old snapshot. Should the checkpointer fall far behind (a reader
- * pinning an old snapshot), the WAL only grows: nothing is lost or blocked.
+ * Invariant: a checkpoint is due when the WAL holds CHECKPOINT_PAGES
+ * frames that no checkpoint has copied yet. SQLite restarts the WAL from
+ * the beginning at the writer's next transaction once a checkpoint has
+ * copied every frame and no reader holds an old snapshot. Should the
+ * checkpointer fall far behind (a reader pinning an old snapshot), the WAL
+ * only grows: nothing is lost or blocked.
+ *
+ * Why "not yet copied" and not "WAL size": under a steady write load the
+ * WAL rarely restarts (frames arrive while a checkpoint runs), so a
+ * threshold on its size would start a checkpoint after every commit --
+ * each one copying a few frames and paying two fdatasync calls (measured:
+ * ~170 fdatasync/s at 3,000 events/s).
  */
 #include "checkpointer.h"
 
@@ -27,6 +34,7 @@ struct checkpointer {
 	pthread_cond_t cv;
 	bool due;
 	bool stopping;
+	int copied; /* WAL frames the last checkpoint left copied */
 };
 
 /* On the writer thread after each commit: never blocks on the checkpoint. */
@@ -39,7 +47,9 @@ static int checkpointer_wal_hook(void *arg, sqlite3 *db, const char *name,
 	if (pages < CHECKPOINT_PAGES)
 		return SQLITE_OK;
 	pthread_mutex_lock(&cp->lk);
-	if (!cp->due) {
+	if (pages < cp->copied) /* the WAL restarted since */
+		cp->copied = 0;
+	if (!cp->due && pages - cp->copied >= CHECKPOINT_PAGES) {
 		cp->due = true;
 		pthread_cond_signal(&cp->cv);
 	}
@@ -66,6 +76,7 @@ static void *checkpointer_main(void *arg)
 			log_warn("store: checkpoint failed: %s",
 			         sqlite3_errmsg(cp->db));
 		pthread_mutex_lock(&cp->lk);
+		cp->copied = rc == SQLITE_OK && copied > 0 ? copied : 0;
 	}
 	pthread_mutex_unlock(&cp->lk);
 	return NULL;

@@ -4,9 +4,10 @@
  * checkpoint (and its fsyncs).
  *
  * The writer's connection gets a WAL hook instead of SQLite's automatic
- * checkpoint: after each commit it says how many pages the WAL holds; past
- * CHECKPOINT_PAGES the checkpointer is woken and runs a PASSIVE checkpoint
- * (which never blocks the writer nor readers such as wsgatectl).
+ * checkpoint: after each commit it says how many pages the WAL holds; once
+ * CHECKPOINT_PAGES of them are not yet copied, the checkpointer is woken
+ * and runs a PASSIVE checkpoint (which never blocks the writer nor readers
+ * such as wsgatectl).
  *
  * Threads: checkpointer_start / checkpointer_stop from the thread that
  * owns the writer's connection while no commit runs on it (before the
