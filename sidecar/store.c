@@ -30,6 +30,7 @@
 #include "checkpointer.h"
 #include "clock.h"
 #include "log.h"
+#include "wal_vfs.h"
 
 #define BATCH_MAX 4096 /* jobs per transaction */
 /* Outcome and session rows wait up to LAZY_US or LAZY_MAX jobs for
@@ -123,6 +124,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 /* One per sidecar. */
 struct store {
 	sqlite3 *db;
+	struct wal_vfs *wal_vfs; /* the writer connection's VFS */
 	sqlite3_stmt *stmt[ST_COUNT];
 	struct checkpointer *checkpointer; /* WAL checkpoints, own thread */
 	const struct audit_key *key;
@@ -817,11 +819,18 @@ int store_open(struct store **out, const struct store_config *cfg, char *err,
 	pthread_cond_init(&s->cv, NULL);
 	pthread_cond_init(&s->flushed, NULL);
 	/* The database holds every user's events: only its owner reads it. */
+	char vfs_name[32];
+	snprintf(vfs_name, sizeof(vfs_name), "wsgate-wal-%p", (void *)s);
+	s->wal_vfs = wal_vfs_register(vfs_name);
+	if (s->wal_vfs == NULL) {
+		snprintf(err, errlen, "store: cannot register its SQLite VFS");
+		goto fail;
+	}
 	mode_t old = umask(077);
 	int rc = sqlite3_open_v2(cfg->path, &s->db,
 	                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 	                             SQLITE_OPEN_NOMUTEX,
-	                         NULL);
+	                         wal_vfs_name(s->wal_vfs));
 	umask(old);
 	if (rc != SQLITE_OK) {
 		snprintf(err, errlen, "%s: cannot open: %s", cfg->path,
@@ -861,6 +870,7 @@ fail:
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(s->stmt[i]);
 	sqlite3_close(s->db);
+	wal_vfs_unregister(s->wal_vfs);
 	pthread_mutex_destroy(&s->lk);
 	pthread_cond_destroy(&s->cv);
 	pthread_cond_destroy(&s->flushed);
@@ -898,6 +908,7 @@ void store_close(struct store *s)
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(s->stmt[i]);
 	sqlite3_close(s->db);
+	wal_vfs_unregister(s->wal_vfs);
 	pthread_mutex_destroy(&s->lk);
 	pthread_cond_destroy(&s->cv);
 	pthread_cond_destroy(&s->flushed);
