@@ -243,6 +243,7 @@ static void do_get_stats(struct dispatch *d, struct control_request *req)
 void dispatch_drain(struct dispatch *d)
 {
 	struct control_request *req;
+	store_group_begin(d->store);
 	while ((req = control_next(d->ctl))) {
 		switch (control_request_body(req)->body_case) {
 		case WSGATE__V1__REQUEST__BODY_SEND_EVENT:
@@ -275,4 +276,5 @@ void dispatch_drain(struct dispatch *d)
 		}
 		}
 	}
+	store_group_end(d->store);
 }

@@ -140,6 +140,11 @@ struct store {
 	int64_t last_head_us;
 	int64_t last_prune_us;
 
+	/* Service thread only: the group being submitted (store_group_*). */
+	int group_open;
+	struct store_job *group_head, *group_tail;
+	size_t group_count, group_urgent;
+
 	pthread_t writer;
 	pthread_mutex_t lk;     /* guards everything below */
 	pthread_cond_t cv;      /* writer: work to do */
@@ -231,24 +236,58 @@ void store_job_free(struct store_job *job)
 	free(job);
 }
 
+/* Appends the list head..tail (count jobs, urgent of them events or
+ * replays) to the writer's queue, waking it when they are due. */
+static void jobs_append(struct store *s, struct store_job *head,
+                        struct store_job *tail, size_t count, size_t urgent)
+{
+	pthread_mutex_lock(&s->lk);
+	if (s->jobs_tail) {
+		s->jobs_tail->next = head;
+	} else {
+		s->jobs_head = head;
+		s->lazy_since = clock_now_us();
+	}
+	s->jobs_tail = tail;
+	size_t before = s->jobs_count;
+	s->jobs_count += count;
+	s->jobs_urgent += urgent;
+	if (urgent || (before < LAZY_MAX && s->jobs_count >= LAZY_MAX))
+		pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->lk);
+}
+
 void store_submit(struct store *s, struct store_job *job)
 {
 	job->next = NULL;
-	int urgent = job->kind == STORE_EVENT || job->kind == STORE_REPLAY;
+	size_t urgent = job->kind == STORE_EVENT || job->kind == STORE_REPLAY;
 	atomic_fetch_add(&s->backlog, 1);
-	pthread_mutex_lock(&s->lk);
-	if (s->jobs_tail) {
-		s->jobs_tail->next = job;
-	} else {
-		s->jobs_head = job;
-		s->lazy_since = clock_now_us();
+	if (!s->group_open) {
+		jobs_append(s, job, job, 1, urgent);
+		return;
 	}
-	s->jobs_tail = job;
-	s->jobs_count++;
-	s->jobs_urgent += urgent;
-	if (urgent || s->jobs_count == LAZY_MAX)
-		pthread_cond_signal(&s->cv);
-	pthread_mutex_unlock(&s->lk);
+	if (s->group_tail)
+		s->group_tail->next = job;
+	else
+		s->group_head = job;
+	s->group_tail = job;
+	s->group_count++;
+	s->group_urgent += urgent;
+}
+
+void store_group_begin(struct store *s)
+{
+	s->group_open = 1;
+}
+
+void store_group_end(struct store *s)
+{
+	s->group_open = 0;
+	if (s->group_head)
+		jobs_append(s, s->group_head, s->group_tail, s->group_count,
+		            s->group_urgent);
+	s->group_head = s->group_tail = NULL;
+	s->group_count = s->group_urgent = 0;
 }
 
 struct store_job *store_take_done(struct store *s)

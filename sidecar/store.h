@@ -14,11 +14,11 @@
  * (the chain head logged at intervals and at shutdown) and meta (the chain
  * anchor after pruning).
  *
- * Threads: store_submit, store_take_done and store_backlog may be called
- * from the service thread while the writer runs; store_open's loaders run
- * before the writer starts. Jobs belong to the submitter until submitted,
- * to the writer until done, then to the service thread again (which frees
- * them with store_job_free).
+ * Threads: store_submit, store_group_*, store_take_done and store_backlog
+ * may be called from the service thread while the writer runs; store_open's
+ * loaders run before the writer starts. Jobs belong to the submitter until
+ * submitted, to the writer until done, then to the service thread again (which
+ * frees them with store_job_free).
  */
 #ifndef WSGATE_STORE_H
 #define WSGATE_STORE_H
@@ -167,6 +167,15 @@ struct store_job *store_job_new_delivery(const char *user_id,
                                          const char *conn_user_id);
 void store_job_free(struct store_job *job);
 void store_submit(struct store *s, struct store_job *job);
+/*
+ * Service thread: jobs submitted between store_group_begin and
+ * store_group_end reach the writer together at the end, so that they share
+ * one transaction (up to its size limit) -- the events of the requests
+ * taken in one wake-up are answered after one commit instead of being
+ * split across the commits the first of them would start.
+ */
+void store_group_begin(struct store *s);
+void store_group_end(struct store *s);
 /* Service thread: the done jobs, in submission order (a list via ->next). */
 struct store_job *store_take_done(struct store *s);
 /* Jobs submitted and not yet committed. */
