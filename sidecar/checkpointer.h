@@ -11,7 +11,8 @@
  *
  * Threads: checkpointer_start / checkpointer_stop from the thread that
  * owns the writer's connection while no commit runs on it (before the
- * writer starts, after it stopped); the hook runs on the writer thread.
+ * writer starts, after it stopped); the hook runs on the thread
+ * that commits (the writer, or the service thread for a small group).
  */
 #ifndef WSGATE_CHECKPOINTER_H
 #define WSGATE_CHECKPOINTER_H

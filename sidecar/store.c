@@ -36,8 +36,10 @@
 /* Outcome and session rows wait up to LAZY_US or LAZY_MAX jobs for
  * company: nobody waits for them, and each commit has a fixed cost. Jobs
  * someone waits for (events, replays) are committed at once. */
-#define LAZY_US             20000
-#define LAZY_MAX            2048
+#define LAZY_US  20000
+#define LAZY_MAX 2048
+/* Largest queue the service thread commits itself (store_group_end). */
+#define INLINE_MAX_JOBS     64
 #define CHAIN_HEAD_EVERY_US 10000000 /* log the chain head every 10 s */
 #define PRUNE_EVERY_US      60000000 /* retention pass every minute */
 
@@ -133,7 +135,7 @@ struct store {
 	store_wake_fn wake;
 	void *wake_arg;
 
-	/* Writer thread only. */
+	/* The committer's (whoever holds `writing`). */
 	int64_t next_id;
 	unsigned char prev_chain[AUDIT_CHAIN_LEN];
 	int64_t head_logged_id;
@@ -149,7 +151,10 @@ struct store {
 	pthread_mutex_t lk;     /* guards everything below */
 	pthread_cond_t cv;      /* writer: work to do */
 	pthread_cond_t flushed; /* store_flush: a batch finished */
-	int writing;            /* the writer holds a batch */
+	/* The connection's holder: the writer thread, or the service thread
+	 * committing a small group itself (store_group_end). Only the
+	 * holder touches db, stmt and the committer's fields above. */
+	int writing;
 	struct store_job *jobs_head, *jobs_tail;
 	size_t jobs_count;
 	size_t jobs_urgent; /* events and replays among them */
@@ -237,11 +242,11 @@ void store_job_free(struct store_job *job)
 }
 
 /* Appends the list head..tail (count jobs, urgent of them events or
- * replays) to the writer's queue, waking it when they are due. */
-static void jobs_append(struct store *s, struct store_job *head,
-                        struct store_job *tail, size_t count, size_t urgent)
+ * replays) to the queue (lock held). Returns 1 when that makes a batch
+ * due. */
+static int jobs_append(struct store *s, struct store_job *head,
+                       struct store_job *tail, size_t count, size_t urgent)
 {
-	pthread_mutex_lock(&s->lk);
 	if (s->jobs_tail) {
 		s->jobs_tail->next = head;
 	} else {
@@ -252,10 +257,46 @@ static void jobs_append(struct store *s, struct store_job *head,
 	size_t before = s->jobs_count;
 	s->jobs_count += count;
 	s->jobs_urgent += urgent;
-	if (urgent || (before < LAZY_MAX && s->jobs_count >= LAZY_MAX))
-		pthread_cond_signal(&s->cv);
+	return urgent || (before < LAZY_MAX && s->jobs_count >= LAZY_MAX);
+}
+
+/* Takes up to BATCH_MAX queued jobs, one transaction's worth (lock
+ * held); *n says how many. */
+static struct store_job *jobs_take(struct store *s, size_t *n)
+{
+	struct store_job *batch = s->jobs_head, *last = batch;
+	*n = batch ? 1 : 0;
+	while (last && last->next && *n < BATCH_MAX) {
+		last = last->next;
+		(*n)++;
+	}
+	if (last) {
+		s->jobs_head = last->next;
+		if (!s->jobs_head)
+			s->jobs_tail = NULL;
+		last->next = NULL;
+		s->jobs_count -= *n;
+		for (struct store_job *j = batch; j; j = j->next)
+			s->jobs_urgent -=
+			    j->kind == STORE_EVENT || j->kind == STORE_REPLAY;
+		s->lazy_since = clock_now_us();
+	}
+	return batch;
+}
+
+/* Gives the connection back after a batch (see `writing`). */
+static void committer_release(struct store *s)
+{
+	pthread_mutex_lock(&s->lk);
+	s->writing = 0;
+	pthread_cond_broadcast(&s->flushed);
+	pthread_cond_signal(&s->cv);
 	pthread_mutex_unlock(&s->lk);
 }
+
+static void commit_batch(struct store *s, struct store_job *batch);
+static void finish_batch(struct store *s, struct store_job *batch, size_t n,
+                         int wake);
 
 void store_submit(struct store *s, struct store_job *job)
 {
@@ -263,7 +304,10 @@ void store_submit(struct store *s, struct store_job *job)
 	size_t urgent = job->kind == STORE_EVENT || job->kind == STORE_REPLAY;
 	atomic_fetch_add(&s->backlog, 1);
 	if (!s->group_open) {
-		jobs_append(s, job, job, 1, urgent);
+		pthread_mutex_lock(&s->lk);
+		if (jobs_append(s, job, job, 1, urgent))
+			pthread_cond_signal(&s->cv);
+		pthread_mutex_unlock(&s->lk);
 		return;
 	}
 	if (s->group_tail)
@@ -280,14 +324,38 @@ void store_group_begin(struct store *s)
 	s->group_open = 1;
 }
 
+/*
+ * A small group finding the writer idle is committed right here: handing
+ * it over costs two thread wake-ups (to the writer and back), which on a
+ * loaded 2-core machine took 100-500 us each, several times the commit.
+ * A large group, or a busy writer, goes to the writer thread.
+ */
 void store_group_end(struct store *s)
 {
+	struct store_job *head = s->group_head, *tail = s->group_tail;
+	size_t count = s->group_count, urgent = s->group_urgent;
 	s->group_open = 0;
-	if (s->group_head)
-		jobs_append(s, s->group_head, s->group_tail, s->group_count,
-		            s->group_urgent);
 	s->group_head = s->group_tail = NULL;
 	s->group_count = s->group_urgent = 0;
+	if (!head)
+		return;
+	pthread_mutex_lock(&s->lk);
+	int due = jobs_append(s, head, tail, count, urgent);
+	struct store_job *batch = NULL;
+	size_t n = 0;
+	if (urgent && !s->writing && !s->stopping &&
+	    s->jobs_count <= INLINE_MAX_JOBS) {
+		batch = jobs_take(s, &n);
+		s->writing = 1;
+	} else if (due) {
+		pthread_cond_signal(&s->cv);
+	}
+	pthread_mutex_unlock(&s->lk);
+	if (!batch)
+		return;
+	commit_batch(s, batch);
+	finish_batch(s, batch, n, 0);
+	committer_release(s);
 }
 
 struct store_job *store_take_done(struct store *s)
@@ -650,7 +718,10 @@ static void commit_batch(struct store *s, struct store_job *batch)
 }
 
 /* Hands back the jobs the service thread waits for; frees the others. */
-static void finish_batch(struct store *s, struct store_job *batch, size_t n)
+/* Frees the jobs nobody waits for, queues the others as done; wake: tell
+ * the service thread (not needed when it committed them itself). */
+static void finish_batch(struct store *s, struct store_job *batch, size_t n,
+                         int wake)
 {
 	struct store_job *keep_head = NULL, *keep_tail = NULL;
 	while (batch) {
@@ -677,7 +748,8 @@ static void finish_batch(struct store *s, struct store_job *batch, size_t n)
 		s->done_head = keep_head;
 	s->done_tail = keep_tail;
 	pthread_mutex_unlock(&s->lk);
-	s->wake(s->wake_arg);
+	if (wake)
+		s->wake(s->wake_arg);
 }
 
 /* Waits (lock held) until a batch is due: jobs someone waits for, a full
@@ -687,14 +759,17 @@ static void writer_wait(struct store *s)
 {
 	int64_t idle_until = clock_now_us() + 1000000;
 	for (;;) {
-		if (s->stopping || s->flush_requested || s->jobs_urgent ||
-		    s->jobs_count >= LAZY_MAX)
+		if (!s->writing &&
+		    (s->stopping || s->flush_requested || s->jobs_urgent ||
+		     s->jobs_count >= LAZY_MAX))
 			return;
 		int64_t now = clock_now_us();
 		int64_t deadline =
 		    s->jobs_head ? s->lazy_since + LAZY_US : idle_until;
-		if (now >= deadline)
+		if (now >= deadline && !s->writing)
 			return;
+		if (now >= deadline) /* the service thread commits: soon back */
+			deadline = now + 1000;
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		int64_t ns = ts.tv_nsec + (deadline - now) * 1000;
@@ -710,26 +785,10 @@ static void *writer_main(void *arg)
 	for (;;) {
 		pthread_mutex_lock(&s->lk);
 		writer_wait(s);
-		/* Take up to BATCH_MAX jobs: one transaction. */
-		struct store_job *batch = s->jobs_head, *last = batch;
-		size_t n = batch ? 1 : 0;
-		while (last && last->next && n < BATCH_MAX) {
-			last = last->next;
-			n++;
-		}
-		if (last) {
-			s->jobs_head = last->next;
-			if (!s->jobs_head)
-				s->jobs_tail = NULL;
-			last->next = NULL;
-			s->jobs_count -= n;
-			for (struct store_job *j = batch; j; j = j->next)
-				s->jobs_urgent -= j->kind == STORE_EVENT ||
-				                  j->kind == STORE_REPLAY;
-			s->lazy_since = clock_now_us();
-		}
+		size_t n;
+		struct store_job *batch = jobs_take(s, &n);
 		int stopping = s->stopping && !s->jobs_head;
-		s->writing = batch != NULL;
+		s->writing = 1; /* for the batch and the periodic work */
 		pthread_mutex_unlock(&s->lk);
 
 		if (batch) {
@@ -737,17 +796,14 @@ static void *writer_main(void *arg)
 			commit_batch(s, batch);
 			log_debug("store: %zu jobs committed in %lld us", n,
 			          (long long)(clock_now_us() - t0));
-			finish_batch(s, batch, n);
-			pthread_mutex_lock(&s->lk);
-			s->writing = 0;
-			pthread_cond_broadcast(&s->flushed);
-			pthread_mutex_unlock(&s->lk);
+			finish_batch(s, batch, n, 1);
 		}
 		int64_t now = clock_now_us();
 		if (now - s->last_head_us >= CHAIN_HEAD_EVERY_US)
 			log_chain_head(s, "interval", now);
 		if (now - s->last_prune_us >= s->prune_every_us)
 			prune(s, now);
+		committer_release(s);
 		if (stopping && !batch)
 			break;
 	}

@@ -175,6 +175,9 @@ void store_submit(struct store *s, struct store_job *job);
  * split across the commits the first of them would start.
  */
 void store_group_begin(struct store *s);
+/* May commit a small group on the calling thread when the writer is idle:
+ * its jobs are then done when this returns (store_take_done has them; no
+ * wake function is called for them). */
 void store_group_end(struct store *s);
 /* Service thread: the done jobs, in submission order (a list via ->next). */
 struct store_job *store_take_done(struct store *s);

@@ -22,8 +22,9 @@
  *   first, so this connection never sees a stale file either.
  * The database file and the shared memory are the unix VFS's own, untouched.
  *
- * Threads: a file is used by the connection that opened it; the writer's
- * connection is opened SQLITE_OPEN_NOMUTEX and used by its thread only.
+ * Threads: a file is used by the connection that opened it; the store's
+ * connection is opened SQLITE_OPEN_NOMUTEX and used by one thread at a
+ * time (see the store's `writing`).
  */
 #include "wal_vfs.h"
 
