@@ -40,6 +40,7 @@
 #define LAZY_MAX 2048
 /* Largest queue the service thread commits itself (store_group_end). */
 #define INLINE_MAX_JOBS     64
+#define BUSY_TIMEOUT_MS     5000     /* SQLite's wait for another's lock */
 #define CHAIN_HEAD_EVERY_US 10000000 /* log the chain head every 10 s */
 #define PRUNE_EVERY_US      60000000 /* retention pass every minute */
 
@@ -284,6 +285,22 @@ static struct store_job *jobs_take(struct store *s, size_t *n)
 	return batch;
 }
 
+/* Puts a taken batch of n jobs back at the head of the queue (lock held). */
+static void jobs_requeue(struct store *s, struct store_job *batch, size_t n)
+{
+	struct store_job *last = batch;
+	while (last->next)
+		last = last->next;
+	last->next = s->jobs_head;
+	if (!s->jobs_head)
+		s->jobs_tail = last;
+	s->jobs_head = batch;
+	s->jobs_count += n;
+	for (struct store_job *j = batch; j; j = j->next)
+		s->jobs_urgent +=
+		    j->kind == STORE_EVENT || j->kind == STORE_REPLAY;
+}
+
 /* Gives the connection back after a batch (see `writing`). */
 static void committer_release(struct store *s)
 {
@@ -294,7 +311,7 @@ static void committer_release(struct store *s)
 	pthread_mutex_unlock(&s->lk);
 }
 
-static void commit_batch(struct store *s, struct store_job *batch);
+static void commit_batch(struct store *s, struct store_job *batch, int begun);
 static void finish_batch(struct store *s, struct store_job *batch, size_t n,
                          int wake);
 
@@ -353,7 +370,20 @@ void store_group_end(struct store *s)
 	pthread_mutex_unlock(&s->lk);
 	if (!batch)
 		return;
-	commit_batch(s, batch);
+	/* The event loop must not wait for a lock another process holds
+	 * (SQLite's busy wait is 5 s): then the writer thread waits instead. */
+	sqlite3_busy_timeout(s->db, 0);
+	int begun = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+	if (begun != SQLITE_OK) {
+		pthread_mutex_lock(&s->lk);
+		jobs_requeue(s, batch, n);
+		s->writing = 0;
+		pthread_cond_signal(&s->cv);
+		pthread_mutex_unlock(&s->lk);
+		return;
+	}
+	commit_batch(s, batch, 1);
 	finish_batch(s, batch, n, 0);
 	committer_release(s);
 }
@@ -695,14 +725,15 @@ static void record_failure(struct store *s, const char *what)
 	log_error("store: %s failed: %s", what, sqlite3_errmsg(s->db));
 }
 
-/* Runs a batch in one transaction; on any failure every job of the batch
- * is marked failed and the chain state is rolled back with it. */
-static void commit_batch(struct store *s, struct store_job *batch)
+/* Runs a batch in one transaction (begun: its BEGIN is done); on any
+ * failure every job of the batch is marked failed and the chain state is
+ * rolled back with it. */
+static void commit_batch(struct store *s, struct store_job *batch, int begun)
 {
 	int64_t saved_id = s->next_id;
 	unsigned char saved_chain[AUDIT_CHAIN_LEN];
 	memcpy(saved_chain, s->prev_chain, AUDIT_CHAIN_LEN);
-	int ok = exec(s, "BEGIN") == 0;
+	int ok = begun || exec(s, "BEGIN") == 0;
 	for (struct store_job *j = batch; ok && j; j = j->next)
 		ok = run_job(s, j) == 0;
 	if (ok)
@@ -717,7 +748,6 @@ static void commit_batch(struct store *s, struct store_job *batch)
 	}
 }
 
-/* Hands back the jobs the service thread waits for; frees the others. */
 /* Frees the jobs nobody waits for, queues the others as done; wake: tell
  * the service thread (not needed when it committed them itself). */
 static void finish_batch(struct store *s, struct store_job *batch, size_t n,
@@ -793,7 +823,7 @@ static void *writer_main(void *arg)
 
 		if (batch) {
 			int64_t t0 = clock_now_us();
-			commit_batch(s, batch);
+			commit_batch(s, batch, 0);
 			log_debug("store: %zu jobs committed in %lld us", n,
 			          (long long)(clock_now_us() - t0));
 			finish_batch(s, batch, n, 1);
@@ -932,7 +962,7 @@ int store_open(struct store **out, const struct store_config *cfg, char *err,
 		         s->db ? sqlite3_errmsg(s->db) : "out of memory");
 		goto fail;
 	}
-	sqlite3_busy_timeout(s->db, 5000);
+	sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
 	if (exec(s, schema_sql)) {
 		snprintf(err, errlen, "%s: %s", cfg->path,
 		         sqlite3_errmsg(s->db));

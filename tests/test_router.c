@@ -26,6 +26,8 @@
 #include "router.h"
 #include "store.h"
 
+#include <sqlite3.h>
+
 /* A router over a real store in a temporary directory; wake-ups are
  * ignored and the tests pump the done queue themselves. */
 struct harness {
@@ -307,6 +309,68 @@ static void test_wal_is_checkpointed_while_running(void **state)
 	harness_free(h);
 }
 
+/* A request's events, submitted as one group while the writer is idle,
+ * are committed by the caller itself: done when store_group_end returns. */
+static void test_small_group_commits_on_the_calling_thread(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	struct conn *a = open_conn(h, "alice");
+	expect_prefix(h, a, "{\"type\":\"connected\"");
+	store_flush(h->store);
+	/* The jobs borrow the events' strings until they are done. */
+	static const char *const ids[] = {"g0", "g1", "g2"};
+	store_group_begin(h->store);
+	for (int i = 0; i < 3; i++) {
+		Wsgate__V1__Event ev =
+		    make_event("alice", ids[i],
+		               WSGATE__V1__EVENT_TYPE__TOOL_EXECUTING, NULL);
+		struct router_result res;
+		assert_int_equal(router_accept_event(h->rt, &ev, clock_now_us(),
+		                                     NULL, 0, &res),
+		                 0);
+	}
+	store_group_end(h->store);
+	router_handle_done(h->rt); /* no flush: nothing left to wait for */
+	assert_int_equal(h->done_calls, 3);
+	assert_int_equal(h->last.status, ROUTER_OK);
+	assert_int_equal(a->queue.len, 3);
+	harness_free(h);
+}
+
+/* Another process holding the write lock must not stall the caller (the
+ * event loop): the group goes to the writer thread, which waits for the
+ * lock and commits once it is free. */
+static void test_locked_database_does_not_stall_the_caller(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	char path[128];
+	snprintf(path, sizeof(path), "%s/db", h->dir);
+	sqlite3 *other;
+	assert_int_equal(sqlite3_open(path, &other), SQLITE_OK);
+	assert_int_equal(
+	    sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL),
+	    SQLITE_OK);
+	store_group_begin(h->store);
+	Wsgate__V1__Event ev = make_event(
+	    "bob", "locked", WSGATE__V1__EVENT_TYPE__AGENT_STARTED, NULL);
+	struct router_result res;
+	assert_int_equal(
+	    router_accept_event(h->rt, &ev, clock_now_us(), NULL, 0, &res), 0);
+	store_group_end(h->store);
+	router_handle_done(h->rt);
+	assert_int_equal(h->done_calls, 0); /* not committed, not failed */
+	assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL),
+	                 SQLITE_OK);
+	sqlite3_close(other);
+	pump(h);
+	assert_int_equal(h->done_calls, 1);
+	assert_int_equal(h->last.status, ROUTER_OK);
+	assert_int_equal(h->last.seq, 1);
+	harness_free(h);
+}
+
 static void test_repeated_event_id_is_a_duplicate(void **state)
 {
 	(void)state;
@@ -493,6 +557,8 @@ int main(void)
 	    cmocka_unit_test(test_seq_is_per_user_and_gapless),
 	    cmocka_unit_test(test_repeated_event_id_is_a_duplicate),
 	    cmocka_unit_test(test_wal_is_checkpointed_while_running),
+	    cmocka_unit_test(test_small_group_commits_on_the_calling_thread),
+	    cmocka_unit_test(test_locked_database_does_not_stall_the_caller),
 	    cmocka_unit_test(test_early_events_wait_for_the_first_connection),
 	    cmocka_unit_test(test_since_replays_the_rest_then_live),
 	    cmocka_unit_test(test_overflowing_queue_closes_slow_consumer),
