@@ -38,8 +38,9 @@
  * someone waits for (events, replays) are committed at once. */
 #define LAZY_US  20000
 #define LAZY_MAX 2048
-/* Largest queue the service thread commits itself (store_group_end). */
-#define INLINE_MAX_JOBS     64
+/* Largest queue (in rows written) the service thread commits itself
+ * (store_group_end): at most about 1 ms of commit on this kind of machine. */
+#define INLINE_MAX_ROWS     128
 #define BUSY_TIMEOUT_MS     5000     /* SQLite's wait for another's lock */
 #define CHAIN_HEAD_EVERY_US 10000000 /* log the chain head every 10 s */
 #define PRUNE_EVERY_US      60000000 /* retention pass every minute */
@@ -146,7 +147,7 @@ struct store {
 	/* Service thread only: the group being submitted (store_group_*). */
 	int group_open;
 	struct store_job *group_head, *group_tail;
-	size_t group_count, group_urgent;
+	size_t group_count, group_urgent, group_rows;
 
 	pthread_t writer;
 	pthread_mutex_t lk;     /* guards everything below */
@@ -159,6 +160,7 @@ struct store {
 	struct store_job *jobs_head, *jobs_tail;
 	size_t jobs_count;
 	size_t jobs_urgent; /* events and replays among them */
+	size_t jobs_rows;   /* about how many rows they write (job_rows) */
 	int64_t lazy_since; /* when the oldest queued job arrived */
 	int flush_requested;
 	struct store_job *done_head, *done_tail;
@@ -242,11 +244,28 @@ void store_job_free(struct store_job *job)
 	free(job);
 }
 
+static int job_is_urgent(const struct store_job *j)
+{
+	return j->kind == STORE_EVENT || j->kind == STORE_REPLAY;
+}
+
+/* About how many rows a job writes: an event fans out to a queued row per
+ * connection, a replay step to one per event it reads. */
+static size_t job_rows(const struct store_job *j)
+{
+	if (j->kind == STORE_EVENT)
+		return 1 + (j->event.audit ? j->event.n_conns : 0);
+	if (j->kind == STORE_REPLAY)
+		return 1 + j->replay.limit;
+	return 1;
+}
+
 /* Appends the list head..tail (count jobs, urgent of them events or
- * replays) to the queue (lock held). Returns 1 when that makes a batch
- * due. */
+ * replays, writing about rows rows) to the queue (lock held). Returns 1
+ * when that makes a batch due. */
 static int jobs_append(struct store *s, struct store_job *head,
-                       struct store_job *tail, size_t count, size_t urgent)
+                       struct store_job *tail, size_t count, size_t urgent,
+                       size_t rows)
 {
 	if (s->jobs_tail) {
 		s->jobs_tail->next = head;
@@ -258,6 +277,7 @@ static int jobs_append(struct store *s, struct store_job *head,
 	size_t before = s->jobs_count;
 	s->jobs_count += count;
 	s->jobs_urgent += urgent;
+	s->jobs_rows += rows;
 	return urgent || (before < LAZY_MAX && s->jobs_count >= LAZY_MAX);
 }
 
@@ -277,9 +297,10 @@ static struct store_job *jobs_take(struct store *s, size_t *n)
 			s->jobs_tail = NULL;
 		last->next = NULL;
 		s->jobs_count -= *n;
-		for (struct store_job *j = batch; j; j = j->next)
-			s->jobs_urgent -=
-			    j->kind == STORE_EVENT || j->kind == STORE_REPLAY;
+		for (struct store_job *j = batch; j; j = j->next) {
+			s->jobs_urgent -= job_is_urgent(j);
+			s->jobs_rows -= job_rows(j);
+		}
 		s->lazy_since = clock_now_us();
 	}
 	return batch;
@@ -296,9 +317,10 @@ static void jobs_requeue(struct store *s, struct store_job *batch, size_t n)
 		s->jobs_tail = last;
 	s->jobs_head = batch;
 	s->jobs_count += n;
-	for (struct store_job *j = batch; j; j = j->next)
-		s->jobs_urgent +=
-		    j->kind == STORE_EVENT || j->kind == STORE_REPLAY;
+	for (struct store_job *j = batch; j; j = j->next) {
+		s->jobs_urgent += job_is_urgent(j);
+		s->jobs_rows += job_rows(j);
+	}
 }
 
 /* Gives the connection back after a batch (see `writing`). */
@@ -318,11 +340,11 @@ static void finish_batch(struct store *s, struct store_job *batch, size_t n,
 void store_submit(struct store *s, struct store_job *job)
 {
 	job->next = NULL;
-	size_t urgent = job->kind == STORE_EVENT || job->kind == STORE_REPLAY;
+	size_t urgent = job_is_urgent(job), rows = job_rows(job);
 	atomic_fetch_add(&s->backlog, 1);
 	if (!s->group_open) {
 		pthread_mutex_lock(&s->lk);
-		if (jobs_append(s, job, job, 1, urgent))
+		if (jobs_append(s, job, job, 1, urgent, rows))
 			pthread_cond_signal(&s->cv);
 		pthread_mutex_unlock(&s->lk);
 		return;
@@ -334,6 +356,7 @@ void store_submit(struct store *s, struct store_job *job)
 	s->group_tail = job;
 	s->group_count++;
 	s->group_urgent += urgent;
+	s->group_rows += rows;
 }
 
 void store_group_begin(struct store *s)
@@ -350,18 +373,19 @@ void store_group_begin(struct store *s)
 void store_group_end(struct store *s)
 {
 	struct store_job *head = s->group_head, *tail = s->group_tail;
-	size_t count = s->group_count, urgent = s->group_urgent;
+	size_t count = s->group_count, urgent = s->group_urgent,
+	       rows = s->group_rows;
 	s->group_open = 0;
 	s->group_head = s->group_tail = NULL;
-	s->group_count = s->group_urgent = 0;
+	s->group_count = s->group_urgent = s->group_rows = 0;
 	if (!head)
 		return;
 	pthread_mutex_lock(&s->lk);
-	int due = jobs_append(s, head, tail, count, urgent);
+	int due = jobs_append(s, head, tail, count, urgent, rows);
 	struct store_job *batch = NULL;
 	size_t n = 0;
 	if (urgent && !s->writing && !s->stopping &&
-	    s->jobs_count <= INLINE_MAX_JOBS) {
+	    s->jobs_rows <= INLINE_MAX_ROWS) {
 		batch = jobs_take(s, &n);
 		s->writing = 1;
 	} else if (due) {
