@@ -1,15 +1,18 @@
 /*
- * store: SQLite event log and audit trail with one writer thread and group
- * commit (see store.h).
+ * store: SQLite event log and audit trail with group commit by one
+ * committer at a time (see store.h).
  *
  * Invariants kept here:
  * - Write-ahead: a job's rows are committed before the job is handed back,
  *   and only handed-back jobs let frames leave (the service thread sends
  *   nothing else that carries an event).
  * - deliveries.id is dense and increasing (1, 2, 3, ... from the anchor);
- *   chain(id) = HMAC(key, chain(id-1) || fields(id)). The writer is the only
- *   one to append, so prev_chain/next_id in memory equal the table's tail;
- *   a rolled-back transaction restores them.
+ *   chain(id) = HMAC(key, chain(id-1) || fields(id)). Only the committer
+ *   (the holder of `writing`) appends, so prev_chain/next_id in memory
+ *   equal the table's tail; a rolled-back transaction restores them.
+ * - Jobs are committed in submission order: a committer always takes the
+ *   queue from its head, and gives back (jobs_requeue) what it could not
+ *   begin, at the head again.
  * - events is a rowid table: rows append in acceptance order and only
  *   the (user_id, seq) key index takes scattered inserts; as a WITHOUT
  *   ROWID table each whole row lands on its user's page, at half the speed.
@@ -402,9 +405,8 @@ void store_group_end(struct store *s)
 	if (begun != SQLITE_OK) {
 		pthread_mutex_lock(&s->lk);
 		jobs_requeue(s, batch, n);
-		s->writing = 0;
-		pthread_cond_signal(&s->cv);
 		pthread_mutex_unlock(&s->lk);
+		committer_release(s);
 		return;
 	}
 	commit_batch(s, batch, 1);
@@ -967,7 +969,6 @@ int store_open(struct store **out, const struct store_config *cfg, char *err,
 	pthread_mutex_init(&s->lk, NULL);
 	pthread_cond_init(&s->cv, NULL);
 	pthread_cond_init(&s->flushed, NULL);
-	/* The database holds every user's events: only its owner reads it. */
 	char vfs_name[32];
 	snprintf(vfs_name, sizeof(vfs_name), "wsgate-wal-%p", (void *)s);
 	s->wal_vfs = wal_vfs_register(vfs_name);
@@ -975,6 +976,7 @@ int store_open(struct store **out, const struct store_config *cfg, char *err,
 		snprintf(err, errlen, "store: cannot register its SQLite VFS");
 		goto fail;
 	}
+	/* The database holds every user's events: only its owner reads it. */
 	mode_t old = umask(077);
 	int rc = sqlite3_open_v2(cfg->path, &s->db,
 	                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |

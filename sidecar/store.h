@@ -1,10 +1,12 @@
 /*
- * store: the SQLite event log and audit trail (--db), written by one writer
- * thread with group commit.
+ * store: the SQLite event log and audit trail (--db), written with group
+ * commit by one committer at a time: its writer thread, or the service
+ * thread itself for a small group that finds the writer idle.
  *
- * The service thread submits jobs; the writer takes every job waiting,
+ * The service thread submits jobs; the committer takes every job waiting,
  * runs them in one transaction, commits, and hands the jobs that need an
- * answer (events, replays) back through a done queue and the wake function.
+ * answer (events, replays) back through a done queue (and, from the writer
+ * thread, the wake function).
  * So a backend's OK and an event's frames both follow the commit of the
  * event's row and of its `queued` delivery rows (write-ahead), and jobs are
  * committed in the order they were submitted.
