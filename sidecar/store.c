@@ -816,8 +816,8 @@ static void writer_wait(struct store *s)
 	int64_t idle_until = clock_now_us() + 1000000;
 	for (;;) {
 		if (!s->writing &&
-		    (s->stopping || s->flush_requested || s->jobs_urgent ||
-		     s->jobs_count >= LAZY_MAX))
+		    (s->stopping || (s->flush_requested && s->jobs_head) ||
+		     s->jobs_urgent || s->jobs_count >= LAZY_MAX))
 			return;
 		int64_t now = clock_now_us();
 		int64_t deadline =
@@ -844,7 +844,15 @@ static void *writer_main(void *arg)
 		size_t n;
 		struct store_job *batch = jobs_take(s, &n);
 		int stopping = s->stopping && !s->jobs_head;
-		s->writing = 1; /* for the batch and the periodic work */
+		/* Only the writer sets these two: no need to hold `writing`
+		 * to read them. */
+		int64_t now = clock_now_us();
+		int head_due = now - s->last_head_us >= CHAIN_HEAD_EVERY_US;
+		int prune_due = now - s->last_prune_us >= s->prune_every_us;
+		/* Held only with work to do: a `writing` set on every pass
+		 * would keep store_flush waiting for good. */
+		s->writing = batch || head_due || prune_due;
+		int holding = s->writing;
 		pthread_mutex_unlock(&s->lk);
 
 		if (batch) {
@@ -854,12 +862,12 @@ static void *writer_main(void *arg)
 			          (long long)(clock_now_us() - t0));
 			finish_batch(s, batch, n, 1);
 		}
-		int64_t now = clock_now_us();
-		if (now - s->last_head_us >= CHAIN_HEAD_EVERY_US)
+		if (head_due)
 			log_chain_head(s, "interval", now);
-		if (now - s->last_prune_us >= s->prune_every_us)
+		if (prune_due)
 			prune(s, now);
-		committer_release(s);
+		if (holding)
+			committer_release(s);
 		if (stopping && !batch)
 			break;
 	}
