@@ -42,7 +42,9 @@
 #define LAZY_US  20000
 #define LAZY_MAX 2048
 /* Largest queue (in rows written) the service thread commits itself
- * (store_group_end): at most about 1 ms of commit on this kind of machine. */
+ * (store_group_end): at most about 1 ms of commit on this kind of machine.
+ * 0: never (the writer thread commits everything, as DESIGN.md recommends;
+ * docs/DESIGN.md says why this departs from it). */
 #define INLINE_MAX_ROWS     128
 #define BUSY_TIMEOUT_MS     5000     /* SQLite's wait for another's lock */
 #define CHAIN_HEAD_EVERY_US 10000000 /* log the chain head every 10 s */
