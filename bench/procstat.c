@@ -3,6 +3,7 @@
  */
 #include "procstat.h"
 #include "bench_common.h"
+#include "proc_status.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,19 +20,14 @@ int proc_sample(pid_t pid, struct proc_sample *s)
 	s->at_ns = bench_now_ns();
 	if (pid <= 0)
 		return -1;
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	if ((f = fopen(path, "r")) == NULL)
+	long rss = proc_status_field(pid, "VmRSS");
+	if (rss < 0)
 		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long long v;
-		if (sscanf(line, "VmRSS: %llu", &v) == 1)
-			s->rss_kb = v;
-		else if (sscanf(line, "VmHWM: %llu", &v) == 1)
-			s->hwm_kb = v;
-		else if (sscanf(line, "Threads: %llu", &v) == 1)
-			s->threads = v;
-	}
-	fclose(f);
+	long hwm = proc_status_field(pid, "VmHWM");
+	long threads = proc_status_field(pid, "Threads");
+	s->rss_kb = (uint64_t)rss;
+	s->hwm_kb = hwm > 0 ? (uint64_t)hwm : 0;
+	s->threads = threads > 0 ? (uint64_t)threads : 0;
 
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	if ((f = fopen(path, "r")) == NULL)

@@ -38,6 +38,7 @@
 #include <jansson.h>
 
 #include "test_clock.h"
+#include "proc_status.h"
 #include "sidecar_proc.h"
 #include "ws_client.h"
 #include "wsgate.h"
@@ -209,24 +210,6 @@ static void ws_drop(struct dtest *t, struct ws_client *c, bool graceful)
 		ws_client_close(c, RECV_MS);
 	else
 		ws_client_abort(c);
-}
-
-/* VmRSS of a process in KiB, 0 if unknown. */
-static long rss_kb(pid_t pid)
-{
-	char path[64], line[256];
-	long kb = 0;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "r");
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-			break;
-	fclose(f);
-	return kb;
 }
 
 /* --- events and frames --- */
@@ -1451,7 +1434,7 @@ static void test_slow_consumer_closed_and_catches_up(void **state)
 	start_sidecar(t, args);
 	slow = connect_user(t, "slow", -1, NULL); /* and never read again */
 	fast = connect_user(t, "fast", -1, NULL);
-	rss0 = rss_kb(t->sc->pid);
+	rss0 = proc_status_field(t->sc->pid, "VmRSS");
 	assert_true(rss0 > 0);
 
 	for (int i = 0; i < FAST_EVENTS; i++)
@@ -1465,7 +1448,7 @@ static void test_slow_consumer_closed_and_catches_up(void **state)
 	start_thread(t, flood_main, f);
 	deadline = test_now_ms() + RUN_MS;
 	while (!atomic_load(&f->done)) {
-		long rss = rss_kb(t->sc->pid);
+		long rss = proc_status_field(t->sc->pid, "VmRSS");
 
 		if (test_now_ms() > deadline)
 			fail_msg("flood not done within %d ms", RUN_MS);
@@ -1485,7 +1468,7 @@ static void test_slow_consumer_closed_and_catches_up(void **state)
 	assert_int_equal(f->acked, SLOW_EVENTS);
 	for (int i = 0; i < SLOW_EVENTS; i++)
 		assert_int_equal(f->seq[i], i + 1);
-	rss_end = rss_kb(t->sc->pid);
+	rss_end = proc_status_field(t->sc->pid, "VmRSS");
 	if (rss_end > rss_peak)
 		rss_peak = rss_end;
 	/* The fast user is unharmed: everything arrived, in order, and
@@ -1534,7 +1517,7 @@ static void test_slow_consumer_closed_and_catches_up(void **state)
 	start_thread(t, catchup_main, &cu);
 	deadline = test_now_ms() + RUN_MS;
 	while (!atomic_load(&cu.done)) {
-		long rss = rss_kb(t->sc->pid);
+		long rss = proc_status_field(t->sc->pid, "VmRSS");
 
 		if (test_now_ms() > deadline)
 			fail_msg("slow: catch-up not done within %d ms",

@@ -45,6 +45,7 @@
 #include <nng/protocol/reqrep0/req.h>
 
 #include "test_clock.h"
+#include "proc_status.h"
 #include "sidecar_proc.h"
 #include "ws_client.h"
 #include "wsgate.h"
@@ -104,25 +105,6 @@ static int64_t now_us(void)
 
 /* --- the sidecar's health: running, peak memory --- */
 
-/* A "Key:   123 kB" line of /proc/PID/status, in KiB; -1 if absent. */
-static long proc_status_kib(pid_t pid, const char *key)
-{
-	char path[64], line[256];
-	size_t klen = strlen(key);
-	long v = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (strncmp(line, key, klen) == 0 && line[klen] == ':')
-			v = strtol(line + klen + 1, NULL, 10);
-	fclose(f);
-	return v;
-}
-
 /* The sidecar is still running and its peak RSS is under the bound. */
 static void expect_healthy(struct hostile *h, const char *after)
 {
@@ -131,8 +113,8 @@ static void expect_healthy(struct hostile *h, const char *after)
 
 	if (!sidecar_running(h->sc, &status))
 		fail_msg("sidecar died after %s (status %d)", after, status);
-	rss = proc_status_kib(h->sc->pid, "VmRSS");
-	hwm = proc_status_kib(h->sc->pid, "VmHWM");
+	rss = proc_status_field(h->sc->pid, "VmRSS");
+	hwm = proc_status_field(h->sc->pid, "VmHWM");
 	assert_true(rss > 0 && hwm > 0);
 	print_message("  sidecar memory after %s: RSS %ld MiB, peak %ld MiB "
 	              "(bound %d MiB)\n",

@@ -44,6 +44,7 @@
 
 #include "test_clock.h"
 #include "jwt_mint.h"
+#include "proc_status.h"
 #include "sidecar_proc.h"
 #include "ws_client.h"
 #include "wsgate.h"
@@ -322,23 +323,6 @@ static void expect_event(struct ws_client *c, const char *user, int seq)
 		    (long long)json_integer_value(json_object_get(obj, "seq")),
 		    jstr(obj, "user_id"));
 	json_decref(obj);
-}
-
-static long rss_kb(pid_t pid)
-{
-	char path[64], line[256];
-	long kb = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-			break;
-	fclose(f);
-	return kb;
 }
 
 /* --- the audit store, read-only --- */
@@ -1412,12 +1396,12 @@ static void test_unfinished_fragmented_message_is_bounded(void **state)
 
 	/* Many such connections held at once cost at most --max-client-frame
 	 * each; the good user is served meanwhile. */
-	rss0 = rss_kb(h->sc->pid);
+	rss0 = proc_status_field(h->sc->pid, "VmRSS");
 	ha.path = token_path(h->sc, "hc-fragments-held", NULL);
 	run_abuse(h, "16 connections holding 60 KB of an unfinished message",
 	          hold_abuse_main, &ha);
 	free(ha.path);
-	rss1 = rss_kb(h->sc->pid);
+	rss1 = proc_status_field(h->sc->pid, "VmRSS");
 	if (ha.error[0])
 		fail_msg("held connections: %s", ha.error);
 	assert_int_equal(ha.pongs, HOLD_CONNS * HOLD_ROUNDS);
@@ -1895,7 +1879,7 @@ static void test_10000_connections_opened_and_dropped(void **state)
 		ch.tokens[i] = sidecar_token(h->sc, user, 600);
 		assert_non_null(ch.tokens[i]);
 	}
-	rss0 = rss_kb(h->sc->pid);
+	rss0 = proc_status_field(h->sc->pid, "VmRSS");
 	run_abuse(h, "10,000 connections opened and dropped", churn_main, &ch);
 	if (ch.error[0])
 		fail_msg("churn: %s", ch.error);
@@ -1913,7 +1897,7 @@ static void test_10000_connections_opened_and_dropped(void **state)
 	h->good.c = NULL;
 	assert_int_equal(wait_connections(h->backend, 0), 0);
 	assert_int_equal(metrics_connections(h->sc), 0);
-	rss1 = rss_kb(h->sc->pid);
+	rss1 = proc_status_field(h->sc->pid, "VmRSS");
 	/* Each had its session, and each session is closed. */
 	assert_true(db_wait_at_least(h->sc,
 	                             "SELECT count(*) FROM sessions WHERE "

@@ -46,8 +46,6 @@
 struct fixture {
 	struct sidecar *sc;
 	int passed; /* tests that reached their last line */
-	char
-	    lsan_supp[64]; /* suppression file of the sidecar's LeakSanitizer */
 };
 
 /* connect()+close() n times on the socket file of an ipc:// URL, never
@@ -209,34 +207,21 @@ static void test_inbound_reaches_backends_after_reset_storm(void **state)
 }
 
 /*
- * NNG 1.5.2 never frees a closed listener's transport endpoint while it
- * holds connections that finished the SP handshake but were never
- * delivered to the socket -- exactly what a dead accept loop leaves behind
- * (ipc_ep_fini returns early on ep->ref_cnt, and those pipes are closed but
- * never reaped). The watchdog closes such a listener, so this test's
- * sidecar, in an ASan build, would report those NNG objects at exit. Only
- * allocations made inside libnng are suppressed, and only for the sidecar
- * of this test (LSAN_OPTIONS is read at start, so this process is not
- * affected); the sidecar's own allocations are still checked.
+ * NNG 1.5.2 leaves a closed listener's endpoint unfreed after its accept
+ * loop died (tests/lsan-nng-listener.supp says how), and the watchdog
+ * closes such listeners: this test's sidecar, in an ASan build, gets that
+ * file as its LeakSanitizer suppressions. Only allocations inside libnng
+ * are suppressed, only for the sidecar of this test (LSAN_OPTIONS is read
+ * at start, so this process is not affected).
  */
-static int suppress_nng_leaks(struct fixture *fx)
+static int suppress_nng_leaks(void)
 {
-	static const char rule[] = "leak:libnng.so\n";
 	const char *old = getenv("LSAN_OPTIONS");
-	char opts[512];
-	int fd;
+	char opts[1024];
 
-	snprintf(fx->lsan_supp, sizeof(fx->lsan_supp),
-	         "/tmp/wsgate-lsan-XXXXXX");
-	if ((fd = mkstemp(fx->lsan_supp)) < 0)
-		return -1;
-	if (write(fd, rule, sizeof(rule) - 1) != (ssize_t)sizeof(rule) - 1) {
-		close(fd);
-		return -1;
-	}
-	close(fd);
 	snprintf(opts, sizeof(opts), "%s%ssuppressions=%s:print_suppressions=0",
-	         old ? old : "", old && *old ? ":" : "", fx->lsan_supp);
+	         old ? old : "", old && *old ? ":" : "",
+	         WSGATE_TESTS_DIR "/lsan-nng-listener.supp");
 	return setenv("LSAN_OPTIONS", opts, 1);
 }
 
@@ -246,9 +231,7 @@ static int group_setup(void **state)
 
 	if (!fx)
 		return -1;
-	if (suppress_nng_leaks(fx) != 0 || sidecar_start(&fx->sc, NULL) != 0) {
-		if (fx->lsan_supp[0])
-			unlink(fx->lsan_supp);
+	if (suppress_nng_leaks() != 0 || sidecar_start(&fx->sc, NULL) != 0) {
 		free(fx);
 		return -1;
 	}
@@ -265,7 +248,6 @@ static int group_teardown(void **state)
 	if (status != 0)
 		fprintf(stderr, "sidecar exited with status %d\n", status);
 	sidecar_free(fx->sc, status != 0 || fx->passed != N_TESTS);
-	unlink(fx->lsan_supp);
 	free(fx);
 	return status == 0 ? 0 : -1;
 }
