@@ -58,7 +58,6 @@
 #define RECV_MS     (10000 * TIME_SCALE) /* one frame, one handshake */
 #define CALL_MS     (10000 * TIME_SCALE) /* one libwsgate call */
 #define RUN_MS      (60000 * TIME_SCALE) /* a whole stream, or a flood */
-#define MAX_WS      64                   /* WebSockets one test may hold */
 #define MAX_THREADS 8                    /* background threads of a test */
 
 /* Test 1: crash in the middle of a stream. */
@@ -122,7 +121,7 @@ struct dtest {
 	wsgate_client *backend;
 	wsgate_client *patient; /* a backend that waits up to RUN_MS */
 	bool passed;            /* the test reached its last line */
-	struct ws_client *ws[MAX_WS];
+	struct ws_client_set ws;
 	pthread_t threads[MAX_THREADS]; /* backends in the background */
 	int n_threads;
 	atomic_bool stop; /* asks those threads to give up */
@@ -148,8 +147,7 @@ static int test_teardown(void **state)
 	atomic_store(&t->stop, true);
 	for (int i = 0; i < t->n_threads; i++)
 		pthread_join(t->threads[i], NULL);
-	for (size_t i = 0; i < MAX_WS; i++)
-		ws_client_abort(t->ws[i]);
+	ws_client_set_abort_all(&t->ws);
 	wsgate_client_close(t->backend);
 	wsgate_client_close(t->patient);
 	if (t->sc && !t->passed)
@@ -187,25 +185,14 @@ static void join_threads(struct dtest *t)
 
 static void track(struct dtest *t, struct ws_client *c)
 {
-	for (size_t i = 0; i < MAX_WS; i++) {
-		if (!t->ws[i]) {
-			t->ws[i] = c;
-			return;
-		}
-	}
-	fail_msg("a test opened more than %d WebSockets", MAX_WS);
-}
-
-static void untrack(struct dtest *t, struct ws_client *c)
-{
-	for (size_t i = 0; i < MAX_WS; i++)
-		if (t->ws[i] == c)
-			t->ws[i] = NULL;
+	if (ws_client_set_add(&t->ws, c))
+		fail_msg("a test opened more than %d WebSockets",
+		         WS_CLIENT_SET_MAX);
 }
 
 static void ws_drop(struct dtest *t, struct ws_client *c, bool graceful)
 {
-	untrack(t, c);
+	ws_client_set_forget(&t->ws, c);
 	if (graceful)
 		ws_client_close(c, RECV_MS);
 	else

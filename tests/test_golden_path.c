@@ -41,7 +41,6 @@
 #define N_TESTS          13   /* the tests of main(); see group_teardown */
 #define N_FLOW           200  /* events sent while malformed requests fly */
 #define MAX_CLIENT_FRAME 65536
-#define MAX_CLIENTS      16 /* WebSockets one test may hold */
 
 /* One of these for the whole file: the sidecar and a backend connection. */
 struct golden {
@@ -50,7 +49,7 @@ struct golden {
 	int passed; /* tests that reached their last line */
 	/* The current test's WebSockets; those a failed test leaves open are
 	 * dropped by test_teardown, so that they do not upset later tests. */
-	struct ws_client *clients[MAX_CLIENTS];
+	struct ws_client_set clients;
 };
 
 static const char *const critical_types[5] = {
@@ -71,21 +70,15 @@ static const char *const critical_types[5] = {
 
 static void track_client(struct golden *g, struct ws_client *c)
 {
-	for (size_t i = 0; i < MAX_CLIENTS; i++) {
-		if (!g->clients[i]) {
-			g->clients[i] = c;
-			return;
-		}
-	}
-	fail_msg("a test opened more than %d WebSockets", MAX_CLIENTS);
+	if (ws_client_set_add(&g->clients, c))
+		fail_msg("a test opened more than %d WebSockets",
+		         WS_CLIENT_SET_MAX);
 }
 
 /* Closing handshake, then forgets c. */
 static void close_client(struct golden *g, struct ws_client *c)
 {
-	for (size_t i = 0; i < MAX_CLIENTS; i++)
-		if (g->clients[i] == c)
-			g->clients[i] = NULL;
+	ws_client_set_forget(&g->clients, c);
 	ws_client_close(c, RECV_MS);
 }
 
@@ -93,10 +86,7 @@ static int test_teardown(void **state)
 {
 	struct golden *g = *state;
 
-	for (size_t i = 0; i < MAX_CLIENTS; i++) {
-		ws_client_abort(g->clients[i]);
-		g->clients[i] = NULL;
-	}
+	ws_client_set_abort_all(&g->clients);
 	return 0;
 }
 

@@ -57,7 +57,6 @@
 #define HS_TIMEOUT_S     2   /* --handshake-timeout of the shared sidecar */
 #define LAT_BEFORE       20  /* round trips before the abuse */
 #define LAT_DURING_MAX   400 /* at most this many during it */
-#define MAX_TRACKED      32  /* WebSockets a test may hold */
 #define N_TESTS          12  /* the tests of main(); see group_teardown */
 
 #define STORM_HANDSHAKES 1000 /* refused handshakes of the token storm */
@@ -89,7 +88,7 @@ struct hc {
 	struct good good;
 	/* A test's WebSockets; those a failed test leaves open are dropped
 	 * by test_teardown. */
-	struct ws_client *clients[MAX_TRACKED];
+	struct ws_client_set clients;
 	/* The limit tests' own sidecar and backend. */
 	struct sidecar *own_sc;
 	wsgate_client *own_backend;
@@ -116,25 +115,14 @@ static int64_t wall_us(void)
 
 static void track(struct hc *h, struct ws_client *c)
 {
-	for (size_t i = 0; i < MAX_TRACKED; i++) {
-		if (!h->clients[i]) {
-			h->clients[i] = c;
-			return;
-		}
-	}
-	fail_msg("a test opened more than %d WebSockets", MAX_TRACKED);
-}
-
-static void untrack(struct hc *h, struct ws_client *c)
-{
-	for (size_t i = 0; i < MAX_TRACKED; i++)
-		if (h->clients[i] == c)
-			h->clients[i] = NULL;
+	if (ws_client_set_add(&h->clients, c))
+		fail_msg("a test opened more than %d WebSockets",
+		         WS_CLIENT_SET_MAX);
 }
 
 static void drop(struct hc *h, struct ws_client *c)
 {
-	untrack(h, c);
+	ws_client_set_forget(&h->clients, c);
 	ws_client_abort(c);
 }
 
@@ -142,10 +130,7 @@ static int test_teardown(void **state)
 {
 	struct hc *h = *state;
 
-	for (size_t i = 0; i < MAX_TRACKED; i++) {
-		ws_client_abort(h->clients[i]);
-		h->clients[i] = NULL;
-	}
+	ws_client_set_abort_all(&h->clients);
 	ws_client_abort(h->good.c);
 	memset(&h->good, 0, sizeof(h->good));
 	if (h->own_backend)
@@ -429,7 +414,8 @@ static void good_start(struct hc *h, struct sidecar *sc, wsgate_client *backend,
 	g->backend = backend;
 	snprintf(g->user, sizeof(g->user), "%s", user);
 	g->c = open_ws(h, sc, path, NULL, got, &seq);
-	untrack(h, g->c); /* test_teardown drops it as h->good.c */
+	ws_client_set_forget(&h->clients,
+	                     g->c); /* test_teardown drops it as h->good.c */
 	free(path);
 	assert_string_equal(got, user);
 	assert_int_equal(seq, 0);
@@ -944,7 +930,7 @@ static void test_since_of_another_user_replays_only_own_events(void **state)
 		expect_event(anchor, a, a_seq);
 	}
 	a_seq = 3;
-	untrack(h, anchor);
+	ws_client_set_forget(&h->clients, anchor);
 	ws_client_close(anchor, RECV_MS);
 
 	/* since=20 (B's last seq) with A's token: A's view, nothing. */
@@ -1289,7 +1275,7 @@ static void test_invalid_utf8_closes_1007(void **state)
 		json_decref(obj);
 	}
 	expect_pong(c, "hc-utf8-ok");
-	untrack(h, c);
+	ws_client_set_forget(&h->clients, c);
 	ws_client_close(c, RECV_MS);
 	h->passed++;
 }
@@ -1990,7 +1976,7 @@ static void test_global_max_conns_gives_429(void **state)
 	expect_pong(held[0], "hc-max-0");
 
 	/* One leaves: there is room for one more, and then none again. */
-	untrack(h, held[0]);
+	ws_client_set_forget(&h->clients, held[0]);
 	ws_client_close(held[0], RECV_MS);
 	deadline = test_now_ms() + POLL_MS;
 	for (int i = 0; i < 1000 && test_now_ms() < deadline; i++) {

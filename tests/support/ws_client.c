@@ -812,3 +812,29 @@ void ws_client_abort(struct ws_client *c)
 	free(c->frag);
 	free(c);
 }
+
+int ws_client_set_add(struct ws_client_set *s, struct ws_client *c)
+{
+	for (size_t i = 0; i < WS_CLIENT_SET_MAX; i++) {
+		if (!s->c[i]) {
+			s->c[i] = c;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+void ws_client_set_forget(struct ws_client_set *s, struct ws_client *c)
+{
+	for (size_t i = 0; i < WS_CLIENT_SET_MAX; i++)
+		if (s->c[i] == c)
+			s->c[i] = NULL;
+}
+
+void ws_client_set_abort_all(struct ws_client_set *s)
+{
+	for (size_t i = 0; i < WS_CLIENT_SET_MAX; i++) {
+		ws_client_abort(s->c[i]);
+		s->c[i] = NULL;
+	}
+}

@@ -107,4 +107,18 @@ void ws_client_close(struct ws_client *c, int timeout_ms);
 /* Drops the TCP connection without a closing handshake and frees c. */
 void ws_client_abort(struct ws_client *c);
 
+/* The WebSockets a test holds, so that its teardown aborts them even when
+ * an assertion ended the test early. */
+#define WS_CLIENT_SET_MAX 64
+struct ws_client_set {
+	struct ws_client *c[WS_CLIENT_SET_MAX];
+};
+
+/* Returns 0, or -1 when the set is full. */
+int ws_client_set_add(struct ws_client_set *s, struct ws_client *c);
+/* Forgets c (the caller closes or aborts it). */
+void ws_client_set_forget(struct ws_client_set *s, struct ws_client *c);
+/* Aborts every client of s and empties it. */
+void ws_client_set_abort_all(struct ws_client_set *s);
+
 #endif
