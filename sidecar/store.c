@@ -817,17 +817,19 @@ static void writer_wait(struct store *s)
 {
 	int64_t idle_until = clock_now_us() + 1000000;
 	for (;;) {
-		if (!s->writing &&
-		    (s->stopping || (s->flush_requested && s->jobs_head) ||
-		     s->jobs_urgent || s->jobs_count >= LAZY_MAX))
+		if (s->writing) { /* the service thread commits: it signals cv
+			           */
+			pthread_cond_wait(&s->cv, &s->lk);
+			continue;
+		}
+		if (s->stopping || (s->flush_requested && s->jobs_head) ||
+		    s->jobs_urgent || s->jobs_count >= LAZY_MAX)
 			return;
 		int64_t now = clock_now_us();
 		int64_t deadline =
 		    s->jobs_head ? s->lazy_since + LAZY_US : idle_until;
-		if (now >= deadline && !s->writing)
+		if (now >= deadline)
 			return;
-		if (now >= deadline) /* the service thread commits: soon back */
-			deadline = now + 1000;
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		int64_t ns = ts.tv_nsec + (deadline - now) * 1000;
