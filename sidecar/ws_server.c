@@ -39,6 +39,10 @@ struct session {
 	unsigned char *rx; /* a message arriving in fragments */
 	size_t rx_len;
 	int peer_close_code; /* from the client's close frame */
+	int peer_closing;    /* the client sent a close frame */
+	/* On the server's ready list (see ws_server_conn_ready). */
+	struct session *ready_next;
+	int ready_listed;
 };
 
 /* The verdict of the handshake in progress (see top of file). */
@@ -82,6 +86,10 @@ struct ws_server {
 	struct frame *pong;  /* shared, prebuilt */
 	unsigned char *wbuf; /* LWS_PRE + WRITE_COALESCE: frames being sent */
 	lws_sorted_usec_list_t sul_sweep; /* token expiry and liveness */
+	/* Connections given frames during on_wake, written when it returns;
+	 * only while in_wake. */
+	struct session *ready_head, *ready_tail;
+	int in_wake;
 };
 
 static void lws_log_emit(int level, const char *line)
@@ -573,8 +581,40 @@ static uint32_t coalesce_frames(struct ws_server *srv, struct conn *c,
  * write -- one send() and one choke check per callback instead of one per
  * frame. They are framed here and written raw, which is correct because
  * no extension (permessage-deflate) is ever negotiated. A frame larger
- * than the buffer goes alone, framed by lws.
+ * than the buffer goes alone, framed by lws. At most WRITE_BUDGET frames
+ * go at once; the caller arranges a writable callback for the rest.
+ * Returns -1 when the connection failed.
  */
+static int write_queue(struct ws_server *srv, struct lws *wsi, struct conn *c)
+{
+	struct frame *f;
+	int budget = WRITE_BUDGET;
+	while (budget > 0 && (f = frame_queue_peek(&c->queue))) {
+		uint32_t n = 1;
+		if (f->len + 10 > WRITE_COALESCE) {
+			if (lws_write(wsi, f->payload, f->len, LWS_WRITE_TEXT) <
+			    (int)f->len)
+				return -1;
+		} else {
+			size_t total;
+			n = coalesce_frames(srv, c, budget, &total);
+			if (lws_write(wsi, srv->wbuf + LWS_PRE, total,
+			              LWS_WRITE_RAW) < (int)total)
+				return -1;
+		}
+		budget -= (int)n;
+		while (n--)
+			router_conn_written(srv->router, c);
+		/* lws keeps what the kernel did not take and sends it when
+		 * the socket drains; nothing more may go before that. The
+		 * choke check is a poll(): only worth it with more to send. */
+		if (c->queue.len &&
+		    (lws_partial_buffered(wsi) || lws_send_pipe_choked(wsi)))
+			break;
+	}
+	return 0;
+}
+
 static int session_write(struct ws_server *srv, struct lws *wsi,
                          struct session *s)
 {
@@ -596,35 +636,51 @@ static int session_write(struct ws_server *srv, struct lws *wsi,
 		              LWS_WRITE_PING) < 0)
 			goto failed;
 	}
-	struct frame *f;
-	int budget = WRITE_BUDGET;
-	while (budget > 0 && (f = frame_queue_peek(&c->queue))) {
-		uint32_t n = 1;
-		if (f->len + 10 > WRITE_COALESCE) {
-			if (lws_write(wsi, f->payload, f->len, LWS_WRITE_TEXT) <
-			    (int)f->len)
-				goto failed;
-		} else {
-			size_t total;
-			n = coalesce_frames(srv, c, budget, &total);
-			if (lws_write(wsi, srv->wbuf + LWS_PRE, total,
-			              LWS_WRITE_RAW) < (int)total)
-				goto failed;
-		}
-		budget -= (int)n;
-		while (n--)
-			router_conn_written(srv->router, c);
-		/* The choke check is a poll(): only worth it with more to
-		 * send. */
-		if (c->queue.len && lws_send_pipe_choked(wsi))
-			break;
-	}
+	if (write_queue(srv, wsi, c))
+		goto failed;
 	if (c->queue.len)
 		lws_callback_on_writable(wsi);
 	return 0;
 failed:
 	log_info("write to %s failed; closing", c->id);
 	return -1;
+}
+
+/*
+ * Frames queued while the service thread handled a wake-up (commits done,
+ * requests answered) are written right after it, without waiting for the
+ * socket's writable callback: that round trip cost two epoll_ctl per frame
+ * (POLLOUT on, then off) and a loop iteration, about a fifth of the
+ * service thread under load (bench/RESULTS.md). lws 4.1 allows a write
+ * outside the callback (lws_write keeps what the kernel refuses and
+ * sends it itself); what needs the callback -- a close, a ping, a socket
+ * with bytes still buffered, a peer that is closing -- still goes there.
+ */
+static void write_ready(struct ws_server *srv)
+{
+	struct session *s;
+	while ((s = srv->ready_head)) {
+		srv->ready_head = s->ready_next;
+		if (!srv->ready_head)
+			srv->ready_tail = NULL;
+		s->ready_next = NULL;
+		s->ready_listed = 0;
+		struct conn *c = s->conn;
+		struct lws *wsi = c->transport;
+		if (c->close_code || s->ping_due || s->peer_closing ||
+		    lws_partial_buffered(wsi)) {
+			lws_callback_on_writable(wsi);
+			continue;
+		}
+		if (write_queue(srv, wsi, c)) {
+			log_info("write to %s failed; closing", c->id);
+			lws_set_timeout(wsi, PENDING_TIMEOUT_KILLED_BY_PARENT,
+			                LWS_TO_KILL_ASYNC);
+			continue;
+		}
+		if (c->queue.len && !lws_partial_buffered(wsi))
+			lws_callback_on_writable(wsi);
+	}
 }
 
 static void session_closed(struct ws_server *srv, struct session *s)
@@ -677,6 +733,7 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		s->pinged_at = 0;
 		return 0;
 	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+		s->peer_closing = 1;
 		if (len >= 2) {
 			const unsigned char *p = in;
 			s->peer_close_code = (p[0] << 8) | p[1];
@@ -686,7 +743,10 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		session_closed(srv, s);
 		return 0;
 	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+		srv->in_wake = 1;
 		srv->deps.on_wake(srv->deps.wake_arg);
+		srv->in_wake = 0;
+		write_ready(srv);
 		return 0;
 	default:
 		return lws_callback_http_dummy(wsi, reason, user, in, len);
@@ -696,7 +756,21 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
 void ws_server_conn_ready(struct conn *c, void *arg)
 {
 	(void)arg;
-	lws_callback_on_writable(c->transport);
+	struct lws *wsi = c->transport;
+	struct ws_server *srv = lws_context_user(lws_get_context(wsi));
+	struct session *s = lws_wsi_user(wsi);
+	if (!srv->in_wake || !s || s->conn != c) {
+		lws_callback_on_writable(wsi);
+		return;
+	}
+	if (!s->ready_listed) {
+		s->ready_listed = 1;
+		if (srv->ready_tail)
+			srv->ready_tail->ready_next = s;
+		else
+			srv->ready_head = s;
+		srv->ready_tail = s;
+	}
 }
 
 /* "HOST:PORT", "[V6]:PORT" or ":PORT". */

@@ -47,7 +47,9 @@ struct ws_server *ws_server_new(const struct config *cfg,
 int ws_server_service(struct ws_server *srv);
 /* Thread-safe: makes the service thread call on_wake soon. */
 void ws_server_wake(struct ws_server *srv);
-/* Used by the registry: arrange a writable callback for c. */
+/* Used by the registry: c has frames to send or must close. Frames
+ * queued while on_wake runs are written when it returns; otherwise, and
+ * for closes, this arranges a writable callback. */
 void ws_server_conn_ready(struct conn *c, void *srv);
 /* Shutdown: closes every connection with code and reason, then serves
  * until they are gone or timeout_ms has passed. */
