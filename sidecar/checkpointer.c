@@ -60,6 +60,7 @@ static int checkpointer_wal_hook(void *arg, sqlite3 *db, const char *name,
 static void *checkpointer_main(void *arg)
 {
 	struct checkpointer *cp = arg;
+	pthread_setname_np(pthread_self(), "wsgate:ckpt"); /* top, perf */
 	pthread_mutex_lock(&cp->lk);
 	for (;;) {
 		while (!cp->due && !cp->stopping)
