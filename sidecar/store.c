@@ -162,6 +162,8 @@ struct store {
 	 * committing a small group itself (store_group_end). Only the
 	 * holder touches db, stmt and the committer's fields above. */
 	int writing;
+	int writer_parked; /* the writer waits for `writing` to clear */
+	int writer_idle;   /* the writer sleeps with an empty queue */
 	struct store_job *jobs_head, *jobs_tail;
 	size_t jobs_count;
 	size_t jobs_urgent; /* events and replays among them */
@@ -267,7 +269,8 @@ static size_t job_rows(const struct store_job *j)
 
 /* Appends the list head..tail (count jobs, urgent of them events or
  * replays, writing about rows rows) to the queue (lock held). Returns 1
- * when that makes a batch due. */
+ * when the writer must be woken: a batch is due, or it sleeps without
+ * knowing of the lazy jobs that now wait. */
 static int jobs_append(struct store *s, struct store_job *head,
                        struct store_job *tail, size_t count, size_t urgent,
                        size_t rows)
@@ -283,7 +286,9 @@ static int jobs_append(struct store *s, struct store_job *head,
 	s->jobs_count += count;
 	s->jobs_urgent += urgent;
 	s->jobs_rows += rows;
-	return urgent || (before < LAZY_MAX && s->jobs_count >= LAZY_MAX);
+	/* A lazy job in an empty queue starts the writer's LAZY_US wait. */
+	return urgent || (before < LAZY_MAX && s->jobs_count >= LAZY_MAX) ||
+	       (before == 0 && s->writer_idle);
 }
 
 /* Takes up to BATCH_MAX queued jobs, one transaction's worth (lock
@@ -328,13 +333,26 @@ static void jobs_requeue(struct store *s, struct store_job *batch, size_t n)
 	}
 }
 
-/* Gives the connection back after a batch (see `writing`). */
+/* Whether the writer has a batch to commit now (lock held). */
+static int writer_has_work(const struct store *s)
+{
+	return s->stopping || (s->flush_requested && s->jobs_head) ||
+	       s->jobs_urgent || s->jobs_count >= LAZY_MAX;
+}
+
+/*
+ * Gives the connection back after a batch (see `writing`). The writer is
+ * woken only if it waits for the connection or has work: it sleeps in a
+ * timed wait most of the time, and a wake-up it does not need costs the
+ * service thread a futex call per inline commit (6% of that thread).
+ */
 static void committer_release(struct store *s)
 {
 	pthread_mutex_lock(&s->lk);
 	s->writing = 0;
 	pthread_cond_broadcast(&s->flushed);
-	pthread_cond_signal(&s->cv);
+	if (s->writer_parked || writer_has_work(s))
+		pthread_cond_signal(&s->cv);
 	pthread_mutex_unlock(&s->lk);
 }
 
@@ -819,11 +837,12 @@ static void writer_wait(struct store *s)
 	for (;;) {
 		if (s->writing) { /* the service thread commits: it signals cv
 			           */
+			s->writer_parked = 1;
 			pthread_cond_wait(&s->cv, &s->lk);
+			s->writer_parked = 0;
 			continue;
 		}
-		if (s->stopping || (s->flush_requested && s->jobs_head) ||
-		    s->jobs_urgent || s->jobs_count >= LAZY_MAX)
+		if (writer_has_work(s))
 			return;
 		int64_t now = clock_now_us();
 		int64_t deadline =
@@ -835,13 +854,16 @@ static void writer_wait(struct store *s)
 		int64_t ns = ts.tv_nsec + (deadline - now) * 1000;
 		ts.tv_sec += ns / 1000000000;
 		ts.tv_nsec = ns % 1000000000;
+		s->writer_idle = !s->jobs_head;
 		pthread_cond_timedwait(&s->cv, &s->lk, &ts);
+		s->writer_idle = 0;
 	}
 }
 
 static void *writer_main(void *arg)
 {
 	struct store *s = arg;
+	pthread_setname_np(pthread_self(), "wsgate:writer"); /* top, perf */
 	for (;;) {
 		pthread_mutex_lock(&s->lk);
 		writer_wait(s);
