@@ -21,6 +21,7 @@
  */
 #include "store.h"
 
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -143,6 +144,8 @@ struct store {
 	void *wake_arg;
 
 	/* The committer's (whoever holds `writing`). */
+	EVP_MD_CTX *sha256; /* payload digests; fetched once: OpenSSL 3's
+	                     * SHA256() looks the algorithm up per call */
 	int64_t next_id;
 	unsigned char prev_chain[AUDIT_CHAIN_LEN];
 	int64_t head_logged_id;
@@ -507,7 +510,12 @@ static int run_event(struct store *s, struct store_job *job)
 	    job->event.payload_len ? job->event.payload : empty;
 	size_t plen = job->event.payload_len ? job->event.payload_len : 2;
 	unsigned char digest[SHA256_DIGEST_LENGTH];
-	SHA256(payload, plen, digest);
+	if (!EVP_DigestInit_ex2(s->sha256, NULL, NULL) ||
+	    !EVP_DigestUpdate(s->sha256, payload, plen) ||
+	    !EVP_DigestFinal_ex(s->sha256, digest, NULL)) {
+		log_error("store: SHA-256 of a payload failed");
+		return -1;
+	}
 
 	sqlite3_stmt *st = s->stmt[ST_INSERT_EVENT];
 	bind_text(st, 1, job->event.user_id);
@@ -1003,6 +1011,15 @@ int store_open(struct store **out, const struct store_config *cfg, char *err,
 	pthread_mutex_init(&s->lk, NULL);
 	pthread_cond_init(&s->cv, NULL);
 	pthread_cond_init(&s->flushed, NULL);
+	EVP_MD *sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+	s->sha256 = EVP_MD_CTX_new();
+	int digest_ready =
+	    sha256 && s->sha256 && EVP_DigestInit_ex2(s->sha256, sha256, NULL);
+	EVP_MD_free(sha256); /* the context keeps its own reference */
+	if (!digest_ready) {
+		snprintf(err, errlen, "store: cannot set up SHA-256");
+		goto fail;
+	}
 	char vfs_name[32];
 	snprintf(vfs_name, sizeof(vfs_name), "wsgate-wal-%p", (void *)s);
 	s->wal_vfs = wal_vfs_register(vfs_name);
@@ -1056,6 +1073,7 @@ fail:
 		sqlite3_finalize(s->stmt[i]);
 	sqlite3_close(s->db);
 	wal_vfs_unregister(s->wal_vfs);
+	EVP_MD_CTX_free(s->sha256);
 	pthread_mutex_destroy(&s->lk);
 	pthread_cond_destroy(&s->cv);
 	pthread_cond_destroy(&s->flushed);
@@ -1094,6 +1112,7 @@ void store_close(struct store *s)
 		sqlite3_finalize(s->stmt[i]);
 	sqlite3_close(s->db);
 	wal_vfs_unregister(s->wal_vfs);
+	EVP_MD_CTX_free(s->sha256);
 	pthread_mutex_destroy(&s->lk);
 	pthread_cond_destroy(&s->cv);
 	pthread_cond_destroy(&s->flushed);

@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include <jansson.h>
+#include <openssl/sha.h>
 #include <sqlite3.h>
 
 #include "jwt_mint.h"
@@ -76,6 +77,31 @@ static sqlite3 *db_open(const struct sidecar *s)
 }
 
 /* The single integer a query returns (bound with up to 3 text args). */
+/* Checks payload_sha256 against the payload of each of user's events;
+ * returns how many were checked. */
+static int payload_digests_checked(sqlite3 *db, const char *user)
+{
+	sqlite3_stmt *st;
+	assert_int_equal(sqlite3_prepare_v2(db,
+	                                    "SELECT payload, payload_sha256"
+	                                    " FROM events WHERE user_id=?",
+	                                    -1, &st, NULL),
+	                 SQLITE_OK);
+	sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
+	int n = 0;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		unsigned char want[SHA256_DIGEST_LENGTH];
+		SHA256(sqlite3_column_blob(st, 0),
+		       (size_t)sqlite3_column_bytes(st, 0), want);
+		assert_int_equal(sqlite3_column_bytes(st, 1), sizeof(want));
+		assert_memory_equal(sqlite3_column_blob(st, 1), want,
+		                    sizeof(want));
+		n++;
+	}
+	sqlite3_finalize(st);
+	return n;
+}
+
 static int64_t db_int(sqlite3 *db, const char *sql, const char *a,
                       const char *b, const char *c)
 {
@@ -269,6 +295,7 @@ static void test_golden_run_verifies_and_is_attributed(void **state)
 	                        " AND length(payload_sha256)=32",
 	                        "audit-b", NULL, NULL),
 	                 5);
+	assert_int_equal(payload_digests_checked(db, "audit-b"), 5);
 	sqlite3_close(db);
 	sidecar_free(s, false);
 }
