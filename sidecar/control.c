@@ -203,13 +203,17 @@ static void slot_handoff(struct control_request *s)
 	s->state = SLOT_WAIT;
 	s->next_ready = NULL;
 	pthread_mutex_lock(&ctl->lk);
+	/* The service thread empties the queue on every wake-up, so only
+	 * the request that finds it empty needs to wake it. */
+	int was_empty = !ctl->ready_head;
 	if (ctl->ready_tail)
 		ctl->ready_tail->next_ready = s;
 	else
 		ctl->ready_head = s;
 	ctl->ready_tail = s;
 	pthread_mutex_unlock(&ctl->lk);
-	ctl->wake(ctl->wake_arg);
+	if (was_empty)
+		ctl->wake(ctl->wake_arg);
 }
 
 static void slot_recv_cb(struct control_request *s)

@@ -5,7 +5,9 @@
  * request is decoded and validated (validate.c); one that is malformed,
  * invalid or a Ping is answered right there. The others are handed to the
  * service thread through a mutex-protected queue, and the wake function
- * (lws_cancel_service) is called; the service thread takes them with
+ * (lws_cancel_service) is called when the queue was empty; after each
+ * wake-up the service thread must take requests until control_next gives
+ * NULL. It takes them with
  * control_next and answers with control_reply, from any thread, whenever
  * it is ready (later: after the event's row is committed).
  *
@@ -40,7 +42,8 @@ int control_open(struct control **out, const struct control_config *cfg,
  * service thread after its loop has ended. */
 void control_close(struct control *ctl);
 
-/* Service thread: the next validated request, or NULL. */
+/* Service thread: the next validated request, or NULL (then the next
+ * request will call the wake function again). */
 struct control_request *control_next(struct control *ctl);
 const Wsgate__V1__Request *
 control_request_body(const struct control_request *req);
