@@ -14,6 +14,8 @@
  * with its own reply shape.
  */
 struct reply_wait {
+	struct dispatch *d;
+	struct reply_wait *next; /* in d's answered list */
 	struct control_request *req;
 	int is_batch;
 	size_t n;
@@ -22,6 +24,7 @@ struct reply_wait {
 	Wsgate__V1__EventResult **ptrs;
 };
 
+/* Sends w's reply and frees w. */
 static void reply_wait_send(struct reply_wait *w)
 {
 	Wsgate__V1__Reply reply = WSGATE__V1__REPLY__INIT;
@@ -69,13 +72,35 @@ static void event_result_fill(Wsgate__V1__EventResult *er,
 	}
 }
 
+/* w is complete: its reply waits for dispatch_send_replies. */
+static void reply_wait_answered(struct reply_wait *w)
+{
+	struct dispatch *d = w->d;
+	if (d->answered_tail)
+		d->answered_tail->next = w;
+	else
+		d->answered_head = w;
+	d->answered_tail = w;
+}
+
 void dispatch_event_done(void *owner, size_t index,
                          const struct router_result *res)
 {
 	struct reply_wait *w = owner;
 	event_result_fill(&w->results[index], res);
 	if (--w->remaining == 0)
+		reply_wait_answered(w);
+}
+
+void dispatch_send_replies(struct dispatch *d)
+{
+	struct reply_wait *w;
+	while ((w = d->answered_head)) {
+		d->answered_head = w->next;
+		if (!d->answered_head)
+			d->answered_tail = NULL;
 		reply_wait_send(w);
+	}
 }
 
 static void do_send_events(struct dispatch *d, struct control_request *req,
@@ -99,6 +124,7 @@ static void do_send_events(struct dispatch *d, struct control_request *req,
 		control_reply(req, &reply);
 		return;
 	}
+	w->d = d;
 	w->req = req;
 	w->is_batch = is_batch;
 	w->n = n;
@@ -124,7 +150,7 @@ static void do_send_events(struct dispatch *d, struct control_request *req,
 		}
 	}
 	if (--w->remaining == 0)
-		reply_wait_send(w);
+		reply_wait_answered(w);
 }
 
 static void do_disconnect(struct dispatch *d, struct control_request *req)

@@ -15,12 +15,16 @@
 #include "router.h"
 #include "store.h"
 
+struct reply_wait;
+
 struct dispatch {
 	struct registry *reg;
 	struct router *router;
 	struct store *store;
 	struct control *ctl;
 	int64_t started_us;
+	/* Event requests complete but not yet answered, oldest first. */
+	struct reply_wait *answered_head, *answered_tail;
 };
 
 /* Takes every request waiting in ctl: answers it, or starts it (events
@@ -29,5 +33,9 @@ void dispatch_drain(struct dispatch *d);
 /* The router's on_event_done: owner is the waiting request. */
 void dispatch_event_done(void *owner, size_t index,
                          const struct router_result *res);
+/* Answers the event requests whose events are all done. Held back until
+ * then so that the service thread writes the events' frames to the
+ * browsers before it spends time on the backends' replies. */
+void dispatch_send_replies(struct dispatch *d);
 
 #endif

@@ -67,13 +67,16 @@ static void *signal_thread(void *arg)
 	return NULL;
 }
 
-/* Service thread, after any wake-up: new requests, finished commits, and
+/* Service thread, after any wake-up: new requests, finished commits (their
+ * frames to the browsers first, then the replies to the backends), and
  * event ids past retention. */
 static void on_wake(void *arg)
 {
 	struct app *app = arg;
 	dispatch_drain(&app->dispatch);
 	router_handle_done(app->router);
+	ws_server_write_ready(app->srv);
+	dispatch_send_replies(&app->dispatch);
 	dedup_prune(app->dedup, clock_now_us() - app->cfg.retention_us);
 }
 
@@ -268,6 +271,7 @@ static void app_close(struct app *app)
 	if (app->store && app->router) {
 		store_flush(app->store);
 		router_handle_done(app->router);
+		dispatch_send_replies(&app->dispatch);
 	}
 	/* The store before the control socket: its close logs the final
 	 * chain head and checkpoints, and NNG 1.5.2's nng_close of the

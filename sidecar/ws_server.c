@@ -656,7 +656,7 @@ failed:
  * sends it itself); what needs the callback -- a close, a ping, a socket
  * with bytes still buffered, a peer that is closing -- still goes there.
  */
-static void write_ready(struct ws_server *srv)
+void ws_server_write_ready(struct ws_server *srv)
 {
 	struct session *s;
 	while ((s = srv->ready_head)) {
@@ -746,7 +746,7 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		srv->in_wake = 1;
 		srv->deps.on_wake(srv->deps.wake_arg);
 		srv->in_wake = 0;
-		write_ready(srv);
+		ws_server_write_ready(srv); /* what on_wake left */
 		return 0;
 	default:
 		return lws_callback_http_dummy(wsi, reason, user, in, len);

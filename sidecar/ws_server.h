@@ -48,9 +48,12 @@ int ws_server_service(struct ws_server *srv);
 /* Thread-safe: makes the service thread call on_wake soon. */
 void ws_server_wake(struct ws_server *srv);
 /* Used by the registry: c has frames to send or must close. Frames
- * queued while on_wake runs are written when it returns; otherwise, and
+ * queued while on_wake runs are written by ws_server_write_ready, which
+ * on_wake may call and which runs again when it returns; otherwise, and
  * for closes, this arranges a writable callback. */
 void ws_server_conn_ready(struct conn *c, void *srv);
+/* Service thread, within on_wake: writes the frames queued so far. */
+void ws_server_write_ready(struct ws_server *srv);
 /* Shutdown: closes every connection with code and reason, then serves
  * until they are gone or timeout_ms has passed. */
 void ws_server_drain(struct ws_server *srv, int code, const char *reason,
