@@ -605,11 +605,10 @@ static int write_queue(struct ws_server *srv, struct lws *wsi, struct conn *c)
 		budget -= (int)n;
 		while (n--)
 			router_conn_written(srv->router, c);
-		/* lws keeps what the kernel did not take and sends it when
-		 * the socket drains; nothing more may go before that. The
-		 * choke check is a poll(): only worth it with more to send. */
-		if (c->queue.len &&
-		    (lws_partial_buffered(wsi) || lws_send_pipe_choked(wsi)))
+		/* Choked also when lws still holds bytes the kernel did not
+		 * take. The check is a poll(): only worth it with more to
+		 * send. */
+		if (c->queue.len && lws_send_pipe_choked(wsi))
 			break;
 	}
 	return 0;
