@@ -14,6 +14,7 @@
 #include "audit_chain.h"
 #include "store.h"
 #include "time_arg.h"
+#include "test_dir.h"
 
 #include <jansson.h>
 #include <sqlite3.h>
@@ -243,8 +244,7 @@ static int setup(void **state)
 	FILE *kf;
 
 	assert_non_null(f);
-	snprintf(f->dir, sizeof(f->dir), "/tmp/wsgate-forensics-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
+	assert_int_equal(test_dir_make(f->dir, sizeof(f->dir), "forensics"), 0);
 	snprintf(f->db_path, sizeof(f->db_path), "%s/wsgate.db", f->dir);
 	snprintf(f->key_path, sizeof(f->key_path), "%s/wsgate.audit-key",
 	         f->dir);
@@ -265,18 +265,10 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fx *f = *state;
-	static const char *const files[] = {
-	    "wsgate.db",        "wsgate.db-wal",   "wsgate.db-shm",
-	    "wsgate.audit-key", "other.audit-key", NULL};
-	char path[192];
 
 	sqlite3_close(f->db);
 	audit_key_clear(&f->key);
-	for (int i = 0; files[i] != NULL; i++) {
-		snprintf(path, sizeof(path), "%s/%s", f->dir, files[i]);
-		unlink(path);
-	}
-	rmdir(f->dir);
+	test_dir_remove(f->dir);
 	free(f);
 	return 0;
 }

@@ -12,6 +12,7 @@
 
 #include "wsgate.h"
 #include "wsgate.pb-c.h"
+#include "test_dir.h"
 
 #include <nng/nng.h>
 #include <nng/protocol/pipeline0/push.h>
@@ -335,8 +336,7 @@ static int fixture_setup(void **state)
 
 	if (fx == NULL)
 		return -1;
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/wsgate-libtest-XXXXXX");
-	if (mkdtemp(fx->dir) == NULL)
+	if (test_dir_make(fx->dir, sizeof(fx->dir), "libtest"))
 		return -1;
 	snprintf(fx->control_url, sizeof(fx->control_url),
 	         "ipc://%s/control.ipc", fx->dir);
@@ -354,21 +354,10 @@ static int fixture_setup(void **state)
 static int fixture_teardown(void **state)
 {
 	struct fixture *fx = *state;
-	char path[160];
 
 	wsgate_client_close(fx->client);
 	fake_stop(&fx->fake);
-	snprintf(path, sizeof(path), "%s/control.ipc", fx->dir);
-	unlink(path);
-	snprintf(path, sizeof(path), "%s/inbound.ipc", fx->dir);
-	unlink(path);
-	snprintf(path, sizeof(path), "%s/nobody.ipc", fx->dir);
-	unlink(path);
-	snprintf(path, sizeof(path), "%s/late.ipc", fx->dir);
-	unlink(path);
-	snprintf(path, sizeof(path), "%s/dying.ipc", fx->dir);
-	unlink(path);
-	rmdir(fx->dir);
+	test_dir_remove(fx->dir);
 	free(fx);
 	nng_fini(); /* frees NNG's globals, so leak checkers see a clean exit */
 	return 0;

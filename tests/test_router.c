@@ -25,6 +25,7 @@
 #include "registry.h"
 #include "router.h"
 #include "store.h"
+#include "test_dir.h"
 
 #include <sqlite3.h>
 
@@ -81,8 +82,7 @@ static struct harness *harness_new(size_t queue_limit)
 {
 	struct harness *h = calloc(1, sizeof(*h));
 	char err[256], path[128];
-	snprintf(h->dir, sizeof(h->dir), "/tmp/wsgate-router-XXXXXX");
-	assert_non_null(mkdtemp(h->dir));
+	assert_int_equal(test_dir_make(h->dir, sizeof(h->dir), "router"), 0);
 	snprintf(path, sizeof(path), "%s/key", h->dir);
 	assert_int_equal(audit_key_load(&h->key, path, 1, err, sizeof(err)), 0);
 	snprintf(path, sizeof(path), "%s/db", h->dir);
@@ -113,7 +113,6 @@ static struct harness *harness_new(size_t queue_limit)
 
 static void harness_free(struct harness *h)
 {
-	char cmd[128];
 	store_flush(h->store);
 	router_handle_done(h->rt);
 	store_close(h->store);
@@ -121,8 +120,7 @@ static void harness_free(struct harness *h)
 	dedup_free(h->dedup);
 	registry_free(h->reg);
 	audit_key_clear(&h->key);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", h->dir);
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(test_dir_remove(h->dir), 0);
 	free(h);
 }
 

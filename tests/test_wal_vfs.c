@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "wal_vfs.h"
+#include "test_dir.h"
 
 /* --- a VFS that counts the writes to WAL files --- */
 
@@ -145,8 +146,8 @@ static void count_vfs_register(void)
 
 /* --- helpers --- */
 
-static char dir[] = "/tmp/wsgate-walvfs-XXXXXX";
-static char path[64];
+static char dir[64];
+static char path[96];
 
 static void exec_ok(sqlite3 *db, const char *sql)
 {
@@ -204,8 +205,7 @@ static int setup(void **state)
 {
 	(void)state;
 	count_vfs_register();
-	strcpy(dir, "/tmp/wsgate-walvfs-XXXXXX");
-	assert_non_null(mkdtemp(dir));
+	assert_int_equal(test_dir_make(dir, sizeof(dir), "walvfs"), 0);
 	snprintf(path, sizeof(path), "%s/t.db", dir);
 	return 0;
 }
@@ -213,9 +213,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	return system(cmd) == 0 ? 0 : -1;
+	return test_dir_remove(dir);
 }
 
 /* --- tests --- */

@@ -14,7 +14,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -32,6 +31,7 @@
 #include <openssl/rand.h>
 
 #include "jwt_mint.h"
+#include "test_dir.h"
 
 #ifndef WSGATE_BIN
 #error "WSGATE_BIN (path of the built sidecar) must be defined by the build"
@@ -545,8 +545,7 @@ int sidecar_start(struct sidecar **out, const char *const *extra_args)
 	*out = NULL;
 	if (!s)
 		return -1;
-	snprintf(s->dir, sizeof(s->dir), "/tmp/wsgate-test-XXXXXX");
-	if (!mkdtemp(s->dir)) {
+	if (test_dir_make(s->dir, sizeof(s->dir), "test")) {
 		fprintf(stderr, "sidecar: mkdtemp: %s\n", strerror(errno));
 		free(s);
 		return -1;
@@ -648,15 +647,6 @@ int sidecar_http_get(const struct sidecar *s, const char *path, char **body)
 	return http_get(s->port, path, NULL, body, 5000);
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag,
-                        struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 void sidecar_free(struct sidecar *s, bool failed)
 {
 	if (!s)
@@ -667,7 +657,7 @@ void sidecar_free(struct sidecar *s, bool failed)
 		fprintf(stderr, "sidecar: kept %s (log: %s)\n", s->dir,
 		        s->log_path);
 	} else if (s->dir[0]) {
-		nftw(s->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+		test_dir_remove(s->dir);
 	}
 	for (size_t i = 0; s->extra_args[i]; i++)
 		free(s->extra_args[i]);
