@@ -1,71 +1,66 @@
 /*
- * control: NNG rep0 server of the backend control protocol (see control.h).
+ * control: rep0 server of the backend control protocol (see control.h).
  *
- * Each context is one slot that cycles RECV -> (service thread) -> SEND ->
- * RECV. A slot is touched by one party at a time: NNG's callback while it
- * receives or sends, the service thread between control_next and
- * control_reply. The lock only guards the hand-off queue.
+ * The wire: a request is the req0 backtrace -- 32-bit big-endian words up
+ * to and including the first with the high bit set (the request id), one
+ * per device hop, at most CONTROL_MAX_HOPS like NNG's rep0 -- then a
+ * wsgate.v1.Request; the reply echoes the backtrace before its
+ * wsgate.v1.Reply, on the connection the request came from.
  *
- * A backend that stops reading its replies must not hold the slots: NNG's
- * rep0 queues a context's reply behind the pipe's unfinished send forever,
- * so one such backend would take every slot in turn and starve all the
- * others. A reply therefore gets CONTROL_REPLY_TIMEOUT_MS to leave, then it
- * is dropped and the slot serves the next request. A healthy requester
- * (NNG's req0 always reads its pipe) never comes near that limit. (Closing
- * the pipe of such a backend as well was tried: with NNG 1.5.2 it made
- * nng_close at shutdown hang now and then.)
+ * Every struct here belongs to the service thread.
  */
 #include "control.h"
 
-#include <errno.h>
-#include <nng/nng.h>
-#include <nng/protocol/reqrep0/rep.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
-#include "ipc_listen.h"
 #include "log.h"
+#include "sp_server.h"
 #include "validate.h"
 
-/* How long a reply may wait for its pipe before it is dropped. */
-#define CONTROL_REPLY_TIMEOUT_MS 500
+#define CONTROL_MAX_HOPS 8 /* backtrace words; NNG's default NNG_OPT_MAXTTL */
+/* Replies kept for a backend that does not read them before its
+ * connection is no longer read. */
+#define CONTROL_MAX_UNSENT (1u << 20)
 /* Warnings about refused requests per second; the rest are counted. */
 #define CONTROL_LOG_BURST 10
 
-enum slot_state { SLOT_RECV, SLOT_WAIT, SLOT_SEND };
-
-/* One per rep0 context: one request in service. */
-struct control_request {
-	struct control *ctl;
-	nng_ctx ctx;
-	nng_aio *aio;
-	enum slot_state state;
-	Wsgate__V1__Request *req; /* decoded; freed after the reply */
-	char **event_errors;      /* SendBatch: per event, NULL when valid */
-	size_t n_event_errors;
-	struct control_request *next_ready;
+/* One per backend connection, from on_open until it is closed and its
+ * last request answered. */
+struct control_pipe {
+	unsigned in_service; /* requests read and not yet answered */
+	bool closed;
 };
 
-/* One per sidecar: the socket and its slots. */
+/* One request from its decoding to its reply. */
+struct control_request {
+	struct control *ctl;
+	struct sp_pipe *pipe; /* held until the reply */
+	uint8_t backtrace[4 * CONTROL_MAX_HOPS];
+	size_t backtrace_len;
+	Wsgate__V1__Request *req; /* freed after the reply */
+	char **event_errors;      /* SendBatch: per event, NULL when valid */
+	size_t n_event_errors;
+	struct control_request *next;
+};
+
 struct control {
-	nng_socket sock;
-	struct ipc_listener *listener; /* restarted if NNG's accept dies */
+	struct ev_loop *loop;
+	struct sp_server *srv;
 	size_t max_payload;
-	int n_slots;
-	struct control_request *slots;
-	control_wake_fn wake;
-	void *wake_arg;
-	/* lk guards the ready queue and the log_ fields. */
-	pthread_mutex_t lk;
-	struct control_request *ready_head;
-	struct control_request *ready_tail;
-	int64_t log_second;      /* the second the log_ counts are for */
-	unsigned log_count;      /* warnings written in it */
-	unsigned log_suppressed; /* warnings left out since the last written */
+	unsigned max_in_service;
+	control_ready_fn on_ready;
+	void *ready_arg;
+	/* Runs on_ready before the loop next waits, while requests are
+	 * queued. */
+	ev_prepare ready_watcher;
+	struct control_request *head, *tail; /* validated, not yet taken */
+	uint8_t *reply_buf; /* control_reply packs here; grows, never shrinks */
+	size_t reply_cap;
+	int64_t log_second; /* control_warn's rate limit */
+	unsigned log_count, log_suppressed;
 };
 
 /*
@@ -75,71 +70,71 @@ struct control {
  */
 static void control_warn(struct control *ctl, const char *what)
 {
-	int64_t second = clock_now_us() / 1000000;
-	unsigned suppressed = 0;
-	bool emit = false;
-
-	pthread_mutex_lock(&ctl->lk);
+	int64_t second = (int64_t)ev_now(ctl->loop);
 	if (second != ctl->log_second) {
-		suppressed = ctl->log_suppressed;
+		if (ctl->log_suppressed)
+			log_warn("control: %u more refused request(s) not "
+			         "logged",
+			         ctl->log_suppressed);
 		ctl->log_second = second;
 		ctl->log_count = 0;
 		ctl->log_suppressed = 0;
 	}
-	if (ctl->log_count < CONTROL_LOG_BURST) {
-		ctl->log_count++;
-		emit = true;
-	} else {
+	if (ctl->log_count >= CONTROL_LOG_BURST) {
 		ctl->log_suppressed++;
+		return;
 	}
-	pthread_mutex_unlock(&ctl->lk);
-	if (suppressed)
-		log_warn("control: %u more refused request(s) not logged",
-		         suppressed);
-	if (emit)
-		log_warn("control: %s", what);
+	ctl->log_count++;
+	log_warn("control: %s", what);
 }
 
-static void slot_release_request(struct control_request *s)
+static void pipe_request_done(struct control *ctl, struct sp_pipe *p)
+{
+	struct control_pipe *cp = sp_pipe_data(p);
+	if (cp->in_service-- == ctl->max_in_service && !cp->closed)
+		sp_pipe_set_reading(p, true);
+	if (cp->closed && cp->in_service == 0)
+		free(cp);
+	sp_pipe_release(p);
+}
+
+static void request_free(struct control_request *s)
 {
 	if (s->req)
 		wsgate__v1__request__free_unpacked(s->req, NULL);
-	s->req = NULL;
 	for (size_t i = 0; i < s->n_event_errors; i++)
 		free(s->event_errors[i]);
 	free(s->event_errors);
-	s->event_errors = NULL;
-	s->n_event_errors = 0;
-}
-
-static void slot_recv(struct control_request *s)
-{
-	s->state = SLOT_RECV;
-	/* The timeout stays on the aio: a receive waits for as long as it
-	 * takes, only a reply is timed. */
-	nng_aio_set_timeout(s->aio, NNG_DURATION_INFINITE);
-	nng_ctx_recv(s->ctx, s->aio);
+	pipe_request_done(s->ctl, s->pipe);
+	free(s);
 }
 
 void control_reply(struct control_request *s, Wsgate__V1__Reply *reply)
 {
-	nng_msg *msg;
+	struct control *ctl = s->ctl;
 	reply->request_id = s->req ? s->req->request_id : 0;
 	size_t len = wsgate__v1__reply__get_packed_size(reply);
-	int rv = nng_msg_alloc(&msg, len);
-	/* The reply may point into the request: pack before releasing. */
-	if (rv == 0)
-		wsgate__v1__reply__pack(reply, nng_msg_body(msg));
-	slot_release_request(s);
-	if (rv != 0) {
-		log_error("control: cannot allocate a %zu-byte reply", len);
-		slot_recv(s); /* the requester times out and retries */
-		return;
+	if (len > ctl->reply_cap) {
+		size_t cap = ctl->reply_cap ? ctl->reply_cap : 4096;
+		while (cap < len)
+			cap *= 2;
+		uint8_t *buf = realloc(ctl->reply_buf, cap);
+		if (!buf) {
+			log_error("control: cannot allocate a %zu-byte reply",
+			          len);
+			request_free(s); /* the requester times out, resends */
+			return;
+		}
+		ctl->reply_buf = buf;
+		ctl->reply_cap = cap;
 	}
-	s->state = SLOT_SEND;
-	nng_aio_set_msg(s->aio, msg);
-	nng_aio_set_timeout(s->aio, CONTROL_REPLY_TIMEOUT_MS);
-	nng_ctx_send(s->ctx, s->aio);
+	/* The reply may point into the request: pack before freeing it. */
+	wsgate__v1__reply__pack(reply, ctl->reply_buf);
+	struct iovec iov[2] = {{s->backtrace, s->backtrace_len},
+	                       {ctl->reply_buf, len}};
+	/* A backend that left gets nothing (sp_pipe_send fails). */
+	sp_pipe_send(s->pipe, iov, 2);
+	request_free(s);
 }
 
 static void reply_error(struct control_request *s, Wsgate__V1__Status status,
@@ -153,7 +148,7 @@ static void reply_error(struct control_request *s, Wsgate__V1__Status status,
 
 /* Checks what can be checked off the service thread. Returns 0 when the
  * request must go to the service thread, -1 when it was answered here. */
-static int slot_validate(struct control_request *s)
+static int request_validate(struct control_request *s)
 {
 	char err[256];
 	Wsgate__V1__Request *req = s->req;
@@ -197,54 +192,84 @@ static int slot_validate(struct control_request *s)
 	}
 }
 
-static void slot_handoff(struct control_request *s)
+static void queue_request(struct control_request *s)
 {
 	struct control *ctl = s->ctl;
-	s->state = SLOT_WAIT;
-	s->next_ready = NULL;
-	pthread_mutex_lock(&ctl->lk);
-	/* The service thread empties the queue on every wake-up, so only
-	 * the request that finds it empty needs to wake it. */
-	int was_empty = !ctl->ready_head;
-	if (ctl->ready_tail)
-		ctl->ready_tail->next_ready = s;
+	s->next = NULL;
+	if (ctl->tail)
+		ctl->tail->next = s;
 	else
-		ctl->ready_head = s;
-	ctl->ready_tail = s;
-	pthread_mutex_unlock(&ctl->lk);
-	if (was_empty)
-		ctl->wake(ctl->wake_arg);
+		ctl->head = s;
+	ctl->tail = s;
+	if (!ev_is_active(&ctl->ready_watcher))
+		ev_prepare_start(ctl->loop, &ctl->ready_watcher);
 }
 
-static void slot_recv_cb(struct control_request *s)
+static void ready_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
-	int rv = nng_aio_result(s->aio);
-	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
-		return;
-	if (rv == NNG_ETIMEDOUT) {
-		/* A receive has no timeout; NNG 1.5 can still deliver the
-		 * expiry of a reply's timeout to the receive that followed
-		 * it on the same aio. Nothing was lost: receive again. */
-		slot_recv(s);
+	struct control *ctl = w->data;
+	(void)revents;
+	ev_prepare_stop(loop, w);
+	ctl->on_ready(ctl->ready_arg);
+}
+
+/* Splits the backtrace off msg into s. The body's offset, or 0 when the
+ * message has too many hops (dropped, as NNG's rep0 does), or -1 when it
+ * ends inside the backtrace (the peer speaks garbage: closed). */
+static long take_backtrace(struct control_request *s, const uint8_t *msg,
+                           size_t len)
+{
+	size_t off = 0;
+	for (;;) {
+		if (off + 4 > len)
+			return -1;
+		if (off == sizeof(s->backtrace))
+			return 0;
+		memcpy(s->backtrace + off, msg + off, 4);
+		off += 4;
+		if (msg[off - 4] & 0x80)
+			break;
+	}
+	s->backtrace_len = off;
+	return (long)off;
+}
+
+static void on_message(void *arg, struct sp_pipe *p, const uint8_t *msg,
+                       size_t len)
+{
+	struct control *ctl = arg;
+	struct control_pipe *cp = sp_pipe_data(p);
+	struct control_request *s = calloc(1, sizeof(*s));
+	long body;
+	if (!s) {
+		control_warn(ctl, "out of memory: request dropped");
 		return;
 	}
-	if (rv != 0) {
-		log_warn("control: receive failed: %s", nng_strerror(rv));
-		slot_recv(s);
+	body = take_backtrace(s, msg, len);
+	if (body <= 0) {
+		free(s);
+		control_warn(ctl, body < 0 ? "a message shorter than its "
+		                             "request id: connection closed"
+		                           : "a request past the hop limit "
+		                             "dropped");
+		if (body < 0)
+			sp_pipe_close(p);
 		return;
 	}
-	nng_msg *msg = nng_aio_get_msg(s->aio);
-	nng_aio_set_msg(s->aio, NULL);
-	s->req = wsgate__v1__request__unpack(NULL, nng_msg_len(msg),
-	                                     nng_msg_body(msg));
+	s->ctl = ctl;
+	s->pipe = p;
+	sp_pipe_hold(p);
+	if (++cp->in_service == ctl->max_in_service)
+		sp_pipe_set_reading(p, false);
+
+	msg += body;
+	len -= (size_t)body;
+	s->req = wsgate__v1__request__unpack(NULL, len, msg);
 	char path[256] = "";
 	int nul =
-	    s->req ? validate_request_wire(nng_msg_body(msg), nng_msg_len(msg),
-	                                   path, sizeof(path))
-	           : 0;
-	nng_msg_free(msg);
+	    s->req ? validate_request_wire(msg, len, path, sizeof(path)) : 0;
 	if (!s->req || nul < 0) {
-		control_warn(s->ctl, "undecodable request refused");
+		control_warn(ctl, "undecodable request refused");
 		reply_error(s, WSGATE__V1__STATUS__INVALID_ARGUMENT,
 		            "request: not a wsgate.v1.Request");
 		return;
@@ -252,54 +277,52 @@ static void slot_recv_cb(struct control_request *s)
 	if (nul) {
 		char err[300];
 		snprintf(err, sizeof(err), "%s: contains a NUL byte", path);
-		control_warn(s->ctl, "request with a NUL byte in a string "
-		                     "refused");
+		control_warn(ctl, "request with a NUL byte in a string "
+		                  "refused");
 		reply_error(s, WSGATE__V1__STATUS__INVALID_ARGUMENT, err);
 		return;
 	}
-	if (slot_validate(s) == 0)
-		slot_handoff(s);
+	if (request_validate(s) == 0)
+		queue_request(s);
 }
 
-static void slot_cb(void *arg)
+static void on_open(void *arg, struct sp_pipe *p)
 {
-	struct control_request *s = arg;
-	switch (s->state) {
-	case SLOT_RECV:
-		slot_recv_cb(s);
-		break;
-	case SLOT_SEND: {
-		int rv = nng_aio_result(s->aio);
-		if (rv != 0) {
-			/* Nowhere to go: drop the reply. (A requester that
-			 * left is not an error: NNG reports a good send.) */
-			nng_msg_free(nng_aio_get_msg(s->aio));
-			nng_aio_set_msg(s->aio, NULL);
-			if (rv == NNG_ECLOSED)
-				return;
-		}
-		if (rv == NNG_ETIMEDOUT)
-			control_warn(s->ctl, "a reply waited too long for a "
-			                     "backend that does not read its "
-			                     "replies; dropped");
-		slot_recv(s);
-		break;
+	struct control_pipe *cp = calloc(1, sizeof(*cp));
+	(void)arg;
+	if (!cp) {
+		log_error("control: out of memory: connection closed");
+		sp_pipe_close(p);
+		return;
 	}
-	case SLOT_WAIT:
-		break;
-	}
+	sp_pipe_set_data(p, cp);
+}
+
+static void on_close(void *arg, struct sp_pipe *p)
+{
+	struct control_pipe *cp = sp_pipe_data(p);
+	(void)arg;
+	if (!cp)
+		return;
+	cp->closed = true;
+	if (cp->in_service == 0)
+		free(cp);
+}
+
+static void on_log(void *arg, const char *line)
+{
+	(void)arg;
+	log_warn("%s", line);
 }
 
 struct control_request *control_next(struct control *ctl)
 {
-	pthread_mutex_lock(&ctl->lk);
-	struct control_request *s = ctl->ready_head;
+	struct control_request *s = ctl->head;
 	if (s) {
-		ctl->ready_head = s->next_ready;
-		if (!ctl->ready_head)
-			ctl->ready_tail = NULL;
+		ctl->head = s->next;
+		if (!ctl->head)
+			ctl->tail = NULL;
 	}
-	pthread_mutex_unlock(&ctl->lk);
 	return s;
 }
 
@@ -315,90 +338,54 @@ const char *control_request_event_error(const struct control_request *req,
 	return i < req->n_event_errors ? req->event_errors[i] : NULL;
 }
 
-/* The listener watchdog's line when it restarts a dead listener. */
-static void control_listener_log(void *arg, const char *line)
+int control_open(struct control **out, struct ev_loop *loop,
+                 const struct control_config *cfg, control_ready_fn on_ready,
+                 void *ready_arg, char *err, size_t errlen)
 {
-	(void)arg;
-	log_warn("%s", line);
-}
-
-int control_open(struct control **out, const struct control_config *cfg,
-                 control_wake_fn wake, void *wake_arg, char *err, size_t errlen)
-{
+	static const struct sp_server_ops ops = {
+	    .on_message = on_message,
+	    .on_open = on_open,
+	    .on_close = on_close,
+	    .on_log = on_log,
+	};
+	struct sp_server_config scfg = {
+	    .what = "control",
+	    .url = cfg->url,
+	    .ipc_mode = cfg->ipc_mode,
+	    .proto = SP_PROTO_REP0,
+	    .peer = SP_PROTO_REQ0,
+	    .max_message = cfg->max_message,
+	    .max_unsent = CONTROL_MAX_UNSENT,
+	};
 	struct control *ctl = calloc(1, sizeof(*ctl));
-	int rv;
 	if (!ctl) {
 		snprintf(err, errlen, "control: out of memory");
 		return -1;
 	}
+	ctl->loop = loop;
 	ctl->max_payload = cfg->max_payload;
-	ctl->wake = wake;
-	ctl->wake_arg = wake_arg;
-	pthread_mutex_init(&ctl->lk, NULL);
-	if ((rv = nng_rep0_open(&ctl->sock)) != 0) {
-		snprintf(err, errlen, "control: %s", nng_strerror(rv));
-		goto fail_mutex;
+	ctl->max_in_service = cfg->max_in_service ? cfg->max_in_service : 1;
+	ctl->on_ready = on_ready;
+	ctl->ready_arg = ready_arg;
+	ev_prepare_init(&ctl->ready_watcher, ready_cb);
+	ctl->ready_watcher.data = ctl;
+	if (sp_server_listen(&ctl->srv, loop, &scfg, &ops, ctl, err, errlen)) {
+		free(ctl);
+		return -1;
 	}
-	nng_socket_set_size(ctl->sock, NNG_OPT_RECVMAXSZ, cfg->max_message);
-	if (ipc_listen(&ctl->listener, ctl->sock, "control", cfg->url,
-	               cfg->ipc_mode, control_listener_log, NULL, err, errlen))
-		goto fail_sock;
-	ctl->slots = calloc((size_t)cfg->contexts, sizeof(*ctl->slots));
-	if (!ctl->slots) {
-		snprintf(err, errlen, "control: out of memory");
-		goto fail_sock;
-	}
-	for (int i = 0; i < cfg->contexts; i++) {
-		struct control_request *s = &ctl->slots[i];
-		s->ctl = ctl;
-		if ((rv = nng_aio_alloc(&s->aio, slot_cb, s)) != 0 ||
-		    (rv = nng_ctx_open(&s->ctx, ctl->sock)) != 0) {
-			snprintf(err, errlen, "control: %s", nng_strerror(rv));
-			goto fail_slots;
-		}
-		ctl->n_slots++;
-	}
-	for (int i = 0; i < ctl->n_slots; i++)
-		slot_recv(&ctl->slots[i]);
 	*out = ctl;
 	return 0;
-
-fail_slots:
-	ipc_listener_stop(ctl->listener);
-	nng_close(ctl->sock);
-	ipc_listener_free(ctl->listener);
-	for (int i = 0; i <= ctl->n_slots && i < cfg->contexts; i++)
-		nng_aio_free(ctl->slots[i].aio);
-	free(ctl->slots);
-	pthread_mutex_destroy(&ctl->lk);
-	free(ctl);
-	return -1;
-fail_sock:
-	ipc_listener_stop(ctl->listener); /* NULL when ipc_listen failed */
-	nng_close(ctl->sock);
-	ipc_listener_free(ctl->listener);
-fail_mutex:
-	pthread_mutex_destroy(&ctl->lk);
-	free(ctl);
-	return -1;
 }
 
 void control_close(struct control *ctl)
 {
+	struct control_request *s;
 	if (!ctl)
 		return;
-	ipc_listener_stop(ctl->listener);
-	nng_close(ctl->sock);
-	ipc_listener_free(ctl->listener);
-	for (int i = 0; i < ctl->n_slots; i++) {
-		struct control_request *s = &ctl->slots[i];
-		nng_aio_stop(s->aio);
-		if (s->state == SLOT_SEND && nng_aio_get_msg(s->aio))
-			nng_msg_free(nng_aio_get_msg(s->aio));
-		nng_aio_free(s->aio);
-		slot_release_request(s);
-	}
-	free(ctl->slots);
-	pthread_mutex_destroy(&ctl->lk);
+	ev_prepare_stop(ctl->loop, &ctl->ready_watcher);
+	sp_server_close(ctl->srv);
+	while ((s = control_next(ctl)))
+		request_free(s);
+	free(ctl->reply_buf);
 	free(ctl);
 }

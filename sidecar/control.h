@@ -1,15 +1,21 @@
 /*
- * control: the NNG rep0 socket backends and wsgatectl send requests to.
+ * control: the rep0 side of the backend control protocol, served on the
+ * service thread's loop through sp_server (backends and wsgatectl dial it
+ * with NNG req0).
  *
- * Many rep0 contexts serve concurrent requesters. On NNG's threads each
- * request is decoded and validated (validate.c); one that is malformed,
- * invalid or a Ping is answered right there. The others are handed to the
- * service thread through a mutex-protected queue, and the wake function
- * (lws_cancel_service) is called when the queue was empty; after each
- * wake-up the service thread must take requests until control_next gives
- * NULL. It takes them with
- * control_next and answers with control_reply, from any thread, whenever
- * it is ready (later: after the event's row is committed).
+ * Each request is decoded and validated as it is read (validate.c); one
+ * that is malformed, invalid or a Ping is answered right there. The others
+ * are queued, and on_ready runs once before the loop next waits; it must
+ * take requests with control_next until that gives NULL, and answer each
+ * with control_reply whenever it is ready (later: after the event's row is
+ * committed). Requests read in one loop iteration, from every backend,
+ * reach on_ready together, so that their events share a commit.
+ *
+ * A backend connection with max_in_service requests unanswered, or with
+ * replies it does not read piling up, is not read until that clears: a
+ * backend that never reads its replies holds only its own connection.
+ *
+ * Threads: the service thread only.
  *
  * Ownership: control owns each control_request; the holder of one returned
  * by control_next must pass it to control_reply exactly once.
@@ -18,6 +24,7 @@
 #define WSGATE_CONTROL_H
 
 #include <stddef.h>
+#include <ev.h>
 #include <stdint.h>
 
 #include "wsgate.pb-c.h"
@@ -25,25 +32,26 @@
 struct control;
 struct control_request;
 
-typedef void (*control_wake_fn)(void *arg);
+typedef void (*control_ready_fn)(void *arg);
 
 struct control_config {
 	const char *url;
-	int ipc_mode;       /* permissions of an ipc:// socket file */
+	int ipc_mode;       /* permissions of the socket file */
 	size_t max_payload; /* per event */
-	size_t max_message; /* largest request accepted (NNG_OPT_RECVMAXSZ) */
-	int contexts;       /* concurrent requests in service */
+	size_t max_message; /* largest request; a longer one closes its pipe */
+	unsigned max_in_service; /* unanswered requests per connection */
 };
 
-int control_open(struct control **out, const struct control_config *cfg,
-                 control_wake_fn wake, void *wake_arg, char *err,
-                 size_t errlen);
-/* Stops serving and frees every request not yet replied. Call from the
- * service thread after its loop has ended. */
+int control_open(struct control **out, struct ev_loop *loop,
+                 const struct control_config *cfg, control_ready_fn on_ready,
+                 void *ready_arg, char *err, size_t errlen);
+/* Sends what the kernel takes of the replies still kept, closes every
+ * connection and frees every request not taken by control_next. Requests
+ * taken and not yet answered must be answered first. */
 void control_close(struct control *ctl);
 
-/* Service thread: the next validated request, or NULL (then the next
- * request will call the wake function again). */
+/* The next validated request, or NULL (then the next request will run
+ * on_ready again). */
 struct control_request *control_next(struct control *ctl);
 const Wsgate__V1__Request *
 control_request_body(const struct control_request *req);

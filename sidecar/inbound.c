@@ -1,83 +1,221 @@
 /*
- * inbound: non-blocking push0 sender of wsgate.v1.Inbound (see inbound.h),
- * listening through a watched listener (ipc_listen.h).
+ * inbound: push0 sender of wsgate.v1.Inbound (see inbound.h) over
+ * sp_server.
+ *
+ * Like NNG's push0, a message goes to one backend: the next, round robin,
+ * whose connection has taken everything sent to it so far (a pull peer
+ * reads as fast as it handles messages). When none has, it waits in a
+ * queue of at most --inbound-buffer messages, which the first connection
+ * to drain or to open takes from, oldest first. A message already handed
+ * to a connection's kernel buffer is lost if that backend goes away, as
+ * with NNG.
+ *
+ * Every struct here belongs to the service thread.
  */
 #include "inbound.h"
 
-#include <nng/nng.h>
-#include <nng/protocol/pipeline0/push.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "ipc_listen.h"
 #include "log.h"
+#include "sp_server.h"
 #include "wsgate.pb-c.h"
 
-/* NNG caps socket buffers at 8192 messages. */
-#define INBOUND_MAX_BUFFER 8192
+/* What a pull peer may send (it should send nothing; it is discarded). */
+#define INBOUND_MAX_PEER_MESSAGE (64u << 10)
 
-struct inbound {
-	nng_socket sock;
-	struct ipc_listener *listener;
+/* One message waiting for a backend. */
+struct inbound_msg {
+	struct inbound_msg *next;
+	size_t len;
+	uint8_t data[];
 };
 
-/* The listener watchdog's line when it restarts a dead listener. */
-static void inbound_listener_log(void *arg, const char *line)
+/* One backend connection, from on_open to on_close. */
+struct inbound_peer {
+	struct sp_pipe *pipe;
+	struct inbound_peer *next;
+};
+
+struct inbound {
+	struct sp_server *srv;
+	/* Open connections; the next message tries `next_peer` first. */
+	struct inbound_peer *peers, *next_peer;
+	struct inbound_msg *queue_head, *queue_tail;
+	size_t queue_len, queue_max;
+	uint8_t *buf; /* inbound_send packs here; grows, never shrinks */
+	size_t buf_cap;
+};
+
+static int peer_send(struct inbound_peer *peer, const void *data, size_t len)
+{
+	struct iovec iov = {(void *)data, len};
+	return sp_pipe_send(peer->pipe, &iov, 1);
+}
+
+/* Sends queued messages to peer while it takes them at once. */
+static void peer_take_queue(struct inbound *in, struct inbound_peer *peer)
+{
+	struct inbound_msg *m;
+	while ((m = in->queue_head) && sp_pipe_is_open(peer->pipe) &&
+	       sp_pipe_unsent(peer->pipe) == 0) {
+		in->queue_head = m->next;
+		if (!in->queue_head)
+			in->queue_tail = NULL;
+		in->queue_len--;
+		peer_send(peer, m->data, m->len);
+		free(m);
+	}
+}
+
+static void on_open(void *arg, struct sp_pipe *p)
+{
+	struct inbound *in = arg;
+	struct inbound_peer *peer = calloc(1, sizeof(*peer));
+	if (!peer) {
+		log_error("inbound: out of memory: connection closed");
+		sp_pipe_close(p);
+		return;
+	}
+	peer->pipe = p;
+	peer->next = in->peers;
+	in->peers = peer;
+	sp_pipe_set_data(p, peer);
+	peer_take_queue(in, peer);
+}
+
+static void on_drained(void *arg, struct sp_pipe *p)
+{
+	peer_take_queue(arg, sp_pipe_data(p));
+}
+
+static void on_close(void *arg, struct sp_pipe *p)
+{
+	struct inbound *in = arg;
+	struct inbound_peer *peer = sp_pipe_data(p), **pp;
+	if (!peer)
+		return;
+	for (pp = &in->peers; *pp != peer; pp = &(*pp)->next)
+		;
+	*pp = peer->next;
+	if (in->next_peer == peer)
+		in->next_peer = peer->next;
+	free(peer);
+}
+
+/* A pull peer has nothing to say; NNG's push0 discards it too. */
+static void on_message(void *arg, struct sp_pipe *p, const uint8_t *msg,
+                       size_t len)
+{
+	(void)arg;
+	(void)p;
+	(void)msg;
+	(void)len;
+}
+
+static void on_log(void *arg, const char *line)
 {
 	(void)arg;
 	log_warn("%s", line);
 }
 
-int inbound_open(struct inbound **out, const char *url, int ipc_mode,
-                 int buffer, char *err, size_t errlen)
+int inbound_open(struct inbound **out, struct ev_loop *loop, const char *url,
+                 int ipc_mode, int buffer, char *err, size_t errlen)
 {
+	static const struct sp_server_ops ops = {
+	    .on_message = on_message,
+	    .on_open = on_open,
+	    .on_drained = on_drained,
+	    .on_close = on_close,
+	    .on_log = on_log,
+	};
+	struct sp_server_config scfg = {
+	    .what = "inbound",
+	    .url = url,
+	    .ipc_mode = ipc_mode,
+	    .proto = SP_PROTO_PUSH0,
+	    .peer = SP_PROTO_PULL0,
+	    .max_message = INBOUND_MAX_PEER_MESSAGE,
+	    .max_unsent = (size_t)-1,
+	};
 	struct inbound *in = calloc(1, sizeof(*in));
-	int rv;
 	if (!in) {
 		snprintf(err, errlen, "inbound: out of memory");
 		return -1;
 	}
-	if ((rv = nng_push0_open(&in->sock)) != 0) {
-		snprintf(err, errlen, "inbound: %s", nng_strerror(rv));
+	in->queue_max = buffer > 0 ? (size_t)buffer : 0;
+	if (sp_server_listen(&in->srv, loop, &scfg, &ops, in, err, errlen)) {
 		free(in);
 		return -1;
 	}
-	if (buffer > INBOUND_MAX_BUFFER)
-		buffer = INBOUND_MAX_BUFFER;
-	nng_socket_set_int(in->sock, NNG_OPT_SENDBUF, buffer);
-	if (ipc_listen(&in->listener, in->sock, "inbound", url, ipc_mode,
-	               inbound_listener_log, NULL, err, errlen))
-		goto fail;
 	*out = in;
 	return 0;
-fail:
-	nng_close(in->sock);
-	free(in);
-	return -1;
 }
 
 void inbound_close(struct inbound *in)
 {
 	if (!in)
 		return;
-	ipc_listener_stop(in->listener);
-	nng_close(in->sock);
-	ipc_listener_free(in->listener);
+	sp_server_close(in->srv); /* on_close frees every peer */
+	while (in->queue_head) {
+		struct inbound_msg *m = in->queue_head;
+		in->queue_head = m->next;
+		free(m);
+	}
+	free(in->buf);
 	free(in);
+}
+
+/* The next peer, round robin, that has taken everything sent to it. */
+static struct inbound_peer *pick_peer(struct inbound *in)
+{
+	struct inbound_peer *start = in->next_peer ? in->next_peer : in->peers;
+	struct inbound_peer *peer = start;
+	if (!peer)
+		return NULL;
+	do {
+		struct inbound_peer *next = peer->next ? peer->next : in->peers;
+		if (sp_pipe_unsent(peer->pipe) == 0) {
+			in->next_peer = next;
+			return peer;
+		}
+		peer = next;
+	} while (peer != start);
+	return NULL;
 }
 
 static int inbound_send(struct inbound *in, const Wsgate__V1__Inbound *msg)
 {
 	size_t len = wsgate__v1__inbound__get_packed_size(msg);
-	nng_msg *m;
-	if (nng_msg_alloc(&m, len) != 0)
-		return -1;
-	wsgate__v1__inbound__pack(msg, nng_msg_body(m));
-	if (nng_sendmsg(in->sock, m, NNG_FLAG_NONBLOCK) != 0) {
-		nng_msg_free(m);
-		return -1;
+	struct inbound_peer *peer;
+	/* Waiting messages go first: order is kept while the queue drains. */
+	if (!in->queue_head && (peer = pick_peer(in))) {
+		if (len > in->buf_cap) {
+			uint8_t *buf = realloc(in->buf, len);
+			if (!buf)
+				return -1;
+			in->buf = buf;
+			in->buf_cap = len;
+		}
+		wsgate__v1__inbound__pack(msg, in->buf);
+		return peer_send(peer, in->buf, len);
 	}
+	if (in->queue_len >= in->queue_max)
+		return -1;
+	struct inbound_msg *m = malloc(sizeof(*m) + len);
+	if (!m)
+		return -1;
+	m->next = NULL;
+	m->len = len;
+	wsgate__v1__inbound__pack(msg, m->data);
+	if (in->queue_tail)
+		in->queue_tail->next = m;
+	else
+		in->queue_head = m;
+	in->queue_tail = m;
+	in->queue_len++;
 	return 0;
 }
 

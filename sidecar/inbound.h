@@ -1,24 +1,28 @@
 /*
- * inbound: the NNG push0 socket that carries client messages and
+ * inbound: the push0 socket (served by sp_server; backends dial it with
+ * NNG pull0) that carries client messages and
  * connection notices to backends (wsgate.v1.Inbound).
  *
- * Sends never block: NNG's send buffer (--inbound-buffer messages) absorbs
- * bursts, and when it is full -- no backend pulling, or backends too slow --
- * the send fails at once and the caller decides (the client gets
+ * Sends never block: a queue of --inbound-buffer messages absorbs bursts,
+ * and when it is full -- no backend pulling, or backends too slow -- the
+ * send fails at once and the caller decides (the client gets
  * backend_unavailable; a notice is dropped and counted).
  *
- * Threads: called from the service thread; NNG sockets are thread-safe.
+ * Threads: the service thread only.
  */
 #ifndef WSGATE_INBOUND_H
 #define WSGATE_INBOUND_H
 
+#include <ev.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct inbound;
 
-int inbound_open(struct inbound **out, const char *url, int ipc_mode,
-                 int buffer, char *err, size_t errlen);
+int inbound_open(struct inbound **out, struct ev_loop *loop, const char *url,
+                 int ipc_mode, int buffer, char *err, size_t errlen);
+/* Sends what the kernel takes without waiting, then closes; messages
+ * still queued are dropped. */
 void inbound_close(struct inbound *in);
 
 /* Each returns 0 when queued, -1 when the buffer is full (or on error). */

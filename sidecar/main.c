@@ -6,11 +6,13 @@
  * connections closed with 1001, every accepted event committed and
  * answered, sockets closed, everything freed.
  *
- * Threads: this thread is the service thread (it owns the registry, router
- * and dedup); NNG runs its own; the store runs its writer; one thread waits
- * for signals (they are blocked everywhere else).
+ * Threads: this thread is the service thread: it runs the event loop that
+ * serves the browsers, the control socket and the inbound socket, and owns
+ * the registry, router and dedup; the store runs its writer and
+ * checkpointer; one thread waits for signals (they are blocked everywhere
+ * else).
  */
-#include <nng/nng.h>
+#include <ev.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -34,14 +36,16 @@
 #include "store.h"
 #include "ws_server.h"
 
-#define CONTROL_CONTEXTS  64
-#define SHUTDOWN_DRAIN_MS 2000
-#define CONTROL_CLOSE_MS  3000   /* then exit anyway: see close_control */
-#define STORE_MAX_BACKLOG 200000 /* jobs; past it, RESOURCE_EXHAUSTED */
-#define REPLAY_CHUNK      256
+/* Unanswered requests of one backend connection; past it that connection
+ * waits (docs/SECURITY.md "Limits"). */
+#define CONTROL_IN_SERVICE 256
+#define SHUTDOWN_DRAIN_MS  2000
+#define STORE_MAX_BACKLOG  200000 /* jobs; past it, RESOURCE_EXHAUSTED */
+#define REPLAY_CHUNK       256
 
 struct app {
 	struct config cfg;
+	struct ev_loop *loop;
 	struct auth_jwt *auth;
 	struct audit_key audit_key;
 	struct registry *reg;
@@ -78,6 +82,13 @@ static void on_wake(void *arg)
 	ws_server_write_ready(app->srv);
 	dispatch_send_replies(&app->dispatch);
 	dedup_prune(app->dedup, clock_now_us() - app->cfg.retention_us);
+}
+
+/* Service thread: control has requests (before the loop next waits). */
+static void on_control_ready(void *arg)
+{
+	struct app *app = arg;
+	ws_server_handle_wake(app->srv);
 }
 
 /* Any thread: something for the service thread. */
@@ -169,10 +180,17 @@ static int app_open(struct app *app, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	if (inbound_open(&app->inbound, cfg->inbound, (int)cfg->ipc_mode,
-	                 (int)cfg->inbound_buffer, err, errlen))
+	app->loop = ev_loop_new(EVFLAG_AUTO);
+	if (!app->loop) {
+		snprintf(err, errlen, "cannot create the event loop");
+		return -1;
+	}
+	if (inbound_open(&app->inbound, app->loop, cfg->inbound,
+	                 (int)cfg->ipc_mode, (int)cfg->inbound_buffer, err,
+	                 errlen))
 		return -1;
 	struct ws_server_deps deps = {
+	    .loop = app->loop,
 	    .registry = app->reg,
 	    .router = app->router,
 	    .store = app->store,
@@ -193,72 +211,17 @@ static int app_open(struct app *app, char *err, size_t errlen)
 	    .ipc_mode = (int)cfg->ipc_mode,
 	    .max_payload = cfg->max_payload,
 	    .max_message = max_message,
-	    .contexts = CONTROL_CONTEXTS,
+	    .max_in_service = CONTROL_IN_SERVICE,
 	};
 	app->dispatch.reg = app->reg;
 	app->dispatch.router = app->router;
 	app->dispatch.store = app->store;
 	app->dispatch.started_us = clock_now_us();
-	if (control_open(&app->ctl, &ccfg, wake, app, err, errlen))
+	if (control_open(&app->ctl, app->loop, &ccfg, on_control_ready, app,
+	                 err, errlen))
 		return -1;
 	app->dispatch.ctl = app->ctl;
 	return 0;
-}
-
-/* The control socket's close, run on its own thread (close_control). */
-struct control_closer {
-	struct control *ctl;
-	pthread_mutex_t lk;
-	pthread_cond_t cv;
-	int done;
-};
-
-static void *control_closer_main(void *arg)
-{
-	struct control_closer *cc = arg;
-	control_close(cc->ctl);
-	pthread_mutex_lock(&cc->lk);
-	cc->done = 1;
-	pthread_cond_signal(&cc->cv);
-	pthread_mutex_unlock(&cc->lk);
-	return NULL;
-}
-
-/*
- * Closes the control socket, waiting at most CONTROL_CLOSE_MS. NNG 1.5.2's
- * nng_close was seen to hang for good after a backend that never read its
- * replies (docs/SECURITY.md). Everything that matters is done by then (the
- * store is closed: events, delivery rows and the final chain head are on
- * disk), so the process then says so and exits instead of waiting for a
- * supervisor's SIGKILL.
- */
-static void close_control(struct control *ctl)
-{
-	struct control_closer cc = {.ctl = ctl};
-	pthread_t t;
-	pthread_mutex_init(&cc.lk, NULL);
-	pthread_cond_init(&cc.cv, NULL);
-	if (pthread_create(&t, NULL, control_closer_main, &cc) != 0) {
-		control_close(ctl);
-	} else {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += CONTROL_CLOSE_MS / 1000;
-		pthread_mutex_lock(&cc.lk);
-		while (!cc.done &&
-		       pthread_cond_timedwait(&cc.cv, &cc.lk, &ts) == 0)
-			;
-		int done = cc.done;
-		pthread_mutex_unlock(&cc.lk);
-		if (!done) {
-			log_warn("control socket close hung (NNG 1.5.2); the "
-			         "store is closed, exiting now");
-			_exit(0);
-		}
-		pthread_join(t, NULL);
-	}
-	pthread_mutex_destroy(&cc.lk);
-	pthread_cond_destroy(&cc.cv);
 }
 
 static void app_close(struct app *app)
@@ -273,15 +236,12 @@ static void app_close(struct app *app)
 		router_handle_done(app->router);
 		dispatch_send_replies(&app->dispatch);
 	}
-	/* The store before the control socket: its close logs the final
-	 * chain head and checkpoints, and NNG 1.5.2's nng_close of the
-	 * control socket was seen to hang now and then after a backend that
-	 * never read its replies (docs/SECURITY.md): a supervisor's SIGKILL
-	 * then finds the audit trail complete. */
+	control_close(app->ctl);
 	store_close(app->store);
-	close_control(app->ctl);
 	ws_server_destroy(app->srv);
 	inbound_close(app->inbound);
+	if (app->loop)
+		ev_loop_destroy(app->loop);
 	router_free(app->router);
 	dedup_free(app->dedup);
 	registry_free(app->reg);
@@ -317,7 +277,6 @@ int main(int argc, char **argv)
 
 	if (app_open(&app, err, sizeof(err))) {
 		app_close(&app);
-		nng_fini();
 		return fail("", err);
 	}
 	pthread_t sig_tid;
@@ -333,9 +292,6 @@ int main(int argc, char **argv)
 		pthread_kill(sig_tid, SIGTERM);
 	pthread_join(sig_tid, NULL);
 	app_close(&app);
-	/* NNG keeps messages still in flight on closed sockets until it is
-	 * finalised: without this a notice queued at shutdown leaks. */
-	nng_fini();
 	log_info("wsgate stopped");
 	return 0;
 }

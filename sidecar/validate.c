@@ -3,8 +3,8 @@
  * reserved type names, payload) and the byte-level checks behind them:
  * strict printable UTF-8 and "exactly one JSON value".
  *
- * No state: every function reads only its arguments, so the control module
- * may call them from any NNG thread. Error messages name the field and never
+ * No state: every function reads only its arguments, so any thread may
+ * call them. Error messages name the field and never
  * echo the offending bytes, so they are always valid UTF-8 for Reply.error.
  */
 #include "validate.h"

@@ -2,10 +2,10 @@
  * validate: the limits of DESIGN.md applied to decoded control requests, and
  * the checks of outside bytes they rely on (printable UTF-8, JSON).
  *
- * Every function is pure and thread-safe: the control module calls them on
- * NNG threads before a request reaches the service thread. On failure they
- * return -1 and write a message naming the field (e.g. "event.user_id: must
- * be 1-256 bytes of printable UTF-8").
+ * Every function is pure and thread-safe: the control module calls them as
+ * it reads a request, before the request is queued for dispatch. On failure
+ * they return -1 and write a message naming the field (e.g. "event.user_id:
+ * must be 1-256 bytes of printable UTF-8").
  */
 #ifndef WSGATE_VALIDATE_H
 #define WSGATE_VALIDATE_H

@@ -59,9 +59,9 @@ struct handshake_stash {
 /* One per sidecar. */
 struct ws_server {
 	struct lws_context *context;
-	/* libev's loop (epoll), given to lws as a foreign loop: lws 4.1's
-	 * own loop poll()s every socket on every wake-up, which with
-	 * thousands of connections costs more than the work itself
+	/* libev's loop (epoll; main's), given to lws as a foreign loop:
+	 * lws 4.1's own loop poll()s every socket on every wake-up, which
+	 * with thousands of connections costs more than the work itself
 	 * (bench/RESULTS.md). */
 	struct ev_loop *loop;
 	void *foreign_loops[1];
@@ -742,10 +742,7 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		session_closed(srv, s);
 		return 0;
 	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-		srv->in_wake = 1;
-		srv->deps.on_wake(srv->deps.wake_arg);
-		srv->in_wake = 0;
-		ws_server_write_ready(srv); /* what on_wake left */
+		ws_server_handle_wake(srv);
 		return 0;
 	default:
 		return lws_callback_http_dummy(wsi, reason, user, in, len);
@@ -858,11 +855,7 @@ struct ws_server *ws_server_new(const struct config *cfg,
 	info.user = srv;
 	info.options =
 	    LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_LIBEV;
-	srv->loop = ev_loop_new(EVFLAG_AUTO);
-	if (!srv->loop) {
-		snprintf(err, errlen, "cannot create the event loop");
-		goto fail;
-	}
+	srv->loop = deps->loop;
 	srv->foreign_loops[0] = srv->loop;
 	info.foreign_loops = srv->foreign_loops;
 	info.retry_and_idle_policy = &srv->retry;
@@ -898,8 +891,6 @@ struct ws_server *ws_server_new(const struct config *cfg,
 	                 CONN_SWEEP_US);
 	return srv;
 fail:
-	if (srv->loop)
-		ev_loop_destroy(srv->loop);
 	peer_limit_free(srv->peers);
 	frame_unref(srv->pong);
 	free(srv->wbuf);
@@ -916,6 +907,14 @@ int ws_server_service(struct ws_server *srv)
 void ws_server_wake(struct ws_server *srv)
 {
 	lws_cancel_service(srv->context);
+}
+
+void ws_server_handle_wake(struct ws_server *srv)
+{
+	srv->in_wake = 1;
+	srv->deps.on_wake(srv->deps.wake_arg);
+	srv->in_wake = 0;
+	ws_server_write_ready(srv); /* what on_wake left */
 }
 
 struct close_all {
@@ -946,7 +945,6 @@ void ws_server_destroy(struct ws_server *srv)
 		return;
 	lws_sul_cancel(&srv->sul_sweep);
 	lws_context_destroy(srv->context);
-	ev_loop_destroy(srv->loop);
 	peer_limit_free(srv->peers);
 	frame_unref(srv->pong);
 	free(srv->wbuf);

@@ -15,6 +15,7 @@
 #ifndef WSGATE_WS_SERVER_H
 #define WSGATE_WS_SERVER_H
 
+#include <ev.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,6 +32,7 @@ struct ws_server;
 typedef void (*ws_server_wake_fn)(void *arg);
 
 struct ws_server_deps {
+	struct ev_loop *loop; /* the service thread's; outlives the server */
 	struct registry *registry;
 	struct router *router;
 	struct store *store; /* sessions and auth_failures rows */
@@ -47,6 +49,9 @@ struct ws_server *ws_server_new(const struct config *cfg,
 int ws_server_service(struct ws_server *srv);
 /* Thread-safe: makes the service thread call on_wake soon. */
 void ws_server_wake(struct ws_server *srv);
+/* Service thread, from a callback of the loop: calls on_wake now, as
+ * after ws_server_wake, and writes the frames it queued. */
+void ws_server_handle_wake(struct ws_server *srv);
 /* Used by the registry: c has frames to send or must close. Frames
  * queued while on_wake runs are written by ws_server_write_ready, which
  * on_wake may call and which runs again when it returns; otherwise, and

@@ -366,7 +366,7 @@ static int spawn(struct sidecar *s)
 	snprintf(listen, sizeof(listen), "127.0.0.1:%u", s->port);
 	/* WSGATE_TEST_VALGRIND: run the sidecar under memcheck; a definite
 	 * leak or a memory error makes it exit 99, which the tests that
-	 * check the exit status see (but for tests/valgrind-nng.supp). */
+	 * check the exit status see. */
 	const char *exe = WSGATE_BIN;
 	if (getenv("WSGATE_TEST_VALGRIND")) {
 		exe = "/usr/bin/valgrind";
@@ -375,8 +375,6 @@ static int spawn(struct sidecar *s)
 		argv[argc++] = "--leak-check=full";
 		argv[argc++] = "--errors-for-leak-kinds=definite";
 		argv[argc++] = "--error-exitcode=99";
-		argv[argc++] =
-		    "--suppressions=" WSGATE_TESTS_DIR "/valgrind-nng.supp";
 	}
 	argv[argc++] = WSGATE_BIN;
 	argv[argc++] = "--listen";
