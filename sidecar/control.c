@@ -11,6 +11,7 @@
  */
 #include "control.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,9 @@
 #define CONTROL_MAX_UNSENT (1u << 20)
 /* Warnings about refused requests per second; the rest are counted. */
 #define CONTROL_LOG_BURST 10
+/* Larger requests are decoded and validated on the checker thread (about
+ * half a millisecond of the loop's time at this size). */
+#define CONTROL_CHECK_INLINE_MAX (64u << 10)
 
 /* One per backend connection, from on_open until it is closed and its
  * last request answered. */
@@ -40,9 +44,16 @@ struct control_request {
 	struct sp_pipe *pipe; /* held until the reply */
 	uint8_t backtrace[4 * CONTROL_MAX_HOPS];
 	size_t backtrace_len;
+	uint8_t *raw; /* a large request's body, for the checker thread */
+	size_t raw_len;
 	Wsgate__V1__Request *req; /* freed after the reply */
 	char **event_errors;      /* SendBatch: per event, NULL when valid */
 	size_t n_event_errors;
+	/* Set by request_check: 0 when the request goes to dispatch, else
+	 * the status to answer with (OK for a Ping), error its message. */
+	Wsgate__V1__Status answer;
+	char error[300];
+	const char *warning; /* for control_warn, on the service thread */
 	struct control_request *next;
 };
 
@@ -61,6 +72,18 @@ struct control {
 	size_t reply_cap;
 	int64_t log_second; /* control_warn's rate limit */
 	unsigned log_count, log_suppressed;
+	/* The checker thread decodes and validates requests over
+	 * CONTROL_CHECK_INLINE_MAX bytes, so that a 15 MB batch does not
+	 * stall the loop. lk guards the two lists and stopping; cv wakes the
+	 * checker; checked_async wakes the loop. */
+	pthread_t checker;
+	bool checker_running;
+	pthread_mutex_t lk;
+	pthread_cond_t cv;
+	bool stopping;
+	struct control_request *to_check_head, *to_check_tail;
+	struct control_request *checked_head, *checked_tail;
+	ev_async checked_async;
 };
 
 /*
@@ -100,6 +123,7 @@ static void pipe_request_done(struct control *ctl, struct sp_pipe *p)
 
 static void request_free(struct control_request *s)
 {
+	free(s->raw);
 	if (s->req)
 		wsgate__v1__request__free_unpacked(s->req, NULL);
 	for (size_t i = 0; i < s->n_event_errors; i++)
@@ -137,72 +161,157 @@ void control_reply(struct control_request *s, Wsgate__V1__Reply *reply)
 	request_free(s);
 }
 
-static void reply_error(struct control_request *s, Wsgate__V1__Status status,
-                        const char *error)
+/* Sets s's answer (see struct control_request); returns -1. */
+static int request_refuse(struct control_request *s, Wsgate__V1__Status st,
+                          const char *error, const char *warning)
 {
-	Wsgate__V1__Reply reply = WSGATE__V1__REPLY__INIT;
-	reply.status = status;
-	reply.error = (char *)error;
-	control_reply(s, &reply);
+	s->answer = st;
+	snprintf(s->error, sizeof(s->error), "%s", error);
+	s->warning = warning;
+	return -1;
 }
 
-/* Checks what can be checked off the service thread. Returns 0 when the
- * request must go to the service thread, -1 when it was answered here. */
-static int request_validate(struct control_request *s)
+/*
+ * Any thread: decodes and validates body into s -- s->req and, for a
+ * batch, s->event_errors -- or sets its answer. Reads nothing of ctl but
+ * its constants.
+ */
+static void request_check(const struct control *ctl, struct control_request *s,
+                          const uint8_t *body, size_t len)
 {
-	char err[256];
-	Wsgate__V1__Request *req = s->req;
+	char err[256], path[256] = "";
+	Wsgate__V1__Request *req;
+	int nul;
+	s->req = req = wsgate__v1__request__unpack(NULL, len, body);
+	nul = req ? validate_request_wire(body, len, path, sizeof(path)) : 0;
+	if (!req || nul < 0) {
+		request_refuse(s, WSGATE__V1__STATUS__INVALID_ARGUMENT,
+		               "request: not a wsgate.v1.Request",
+		               "undecodable request refused");
+		return;
+	}
+	if (nul) {
+		request_refuse(s, WSGATE__V1__STATUS__INVALID_ARGUMENT, "",
+		               "request with a NUL byte in a string refused");
+		snprintf(s->error, sizeof(s->error), "%s: contains a NUL byte",
+		         path);
+		return;
+	}
 	if (validate_request(req, err, sizeof(err))) {
-		reply_error(s, WSGATE__V1__STATUS__INVALID_ARGUMENT, err);
-		return -1;
+		request_refuse(s, WSGATE__V1__STATUS__INVALID_ARGUMENT, err,
+		               NULL);
+		return;
 	}
 	switch (req->body_case) {
-	case WSGATE__V1__REQUEST__BODY_PING: {
-		Wsgate__V1__Reply reply = WSGATE__V1__REPLY__INIT;
-		reply.status = WSGATE__V1__STATUS__OK;
-		control_reply(s, &reply);
-		return -1;
-	}
+	case WSGATE__V1__REQUEST__BODY_PING:
+		request_refuse(s, WSGATE__V1__STATUS__OK, "", NULL);
+		return;
 	case WSGATE__V1__REQUEST__BODY_SEND_EVENT:
-		if (validate_event(req->send_event->event, s->ctl->max_payload,
-		                   err, sizeof(err))) {
-			reply_error(s, WSGATE__V1__STATUS__INVALID_ARGUMENT,
-			            err);
-			return -1;
-		}
-		return 0;
+		if (validate_event(req->send_event->event, ctl->max_payload,
+		                   err, sizeof(err)))
+			request_refuse(s, WSGATE__V1__STATUS__INVALID_ARGUMENT,
+			               err, NULL);
+		return;
 	case WSGATE__V1__REQUEST__BODY_SEND_BATCH: {
 		size_t n = req->send_batch->n_events;
 		s->event_errors = calloc(n, sizeof(*s->event_errors));
 		if (!s->event_errors) {
-			reply_error(s, WSGATE__V1__STATUS__RESOURCE_EXHAUSTED,
-			            "out of memory");
-			return -1;
+			request_refuse(s,
+			               WSGATE__V1__STATUS__RESOURCE_EXHAUSTED,
+			               "out of memory", NULL);
+			return;
 		}
 		s->n_event_errors = n;
 		for (size_t i = 0; i < n; i++)
 			if (validate_event(req->send_batch->events[i],
-			                   s->ctl->max_payload, err,
-			                   sizeof(err)))
+			                   ctl->max_payload, err, sizeof(err)))
 				s->event_errors[i] = strdup(err);
-		return 0;
+		return;
 	}
 	default:
-		return 0;
+		return;
 	}
+}
+
+static void list_append(struct control_request **head,
+                        struct control_request **tail,
+                        struct control_request *s)
+{
+	s->next = NULL;
+	if (*tail)
+		(*tail)->next = s;
+	else
+		*head = s;
+	*tail = s;
 }
 
 static void queue_request(struct control_request *s)
 {
 	struct control *ctl = s->ctl;
-	s->next = NULL;
-	if (ctl->tail)
-		ctl->tail->next = s;
-	else
-		ctl->head = s;
-	ctl->tail = s;
+	list_append(&ctl->head, &ctl->tail, s);
 	if (!ev_is_active(&ctl->ready_watcher))
 		ev_prepare_start(ctl->loop, &ctl->ready_watcher);
+}
+
+/* Service thread: answers a checked request that has its answer, queues
+ * the others for dispatch. */
+static void request_checked(struct control_request *s)
+{
+	if (s->warning)
+		control_warn(s->ctl, s->warning);
+	if (s->answer) {
+		Wsgate__V1__Reply reply = WSGATE__V1__REPLY__INIT;
+		reply.status = s->answer;
+		reply.error = s->error;
+		control_reply(s, &reply);
+		return;
+	}
+	queue_request(s);
+}
+
+static void *checker_main(void *arg)
+{
+	struct control *ctl = arg;
+	pthread_mutex_lock(&ctl->lk);
+	for (;;) {
+		struct control_request *s = ctl->to_check_head;
+		if (!s) {
+			if (ctl->stopping)
+				break;
+			pthread_cond_wait(&ctl->cv, &ctl->lk);
+			continue;
+		}
+		ctl->to_check_head = s->next;
+		if (!ctl->to_check_head)
+			ctl->to_check_tail = NULL;
+		pthread_mutex_unlock(&ctl->lk);
+		request_check(ctl, s, s->raw, s->raw_len);
+		free(s->raw);
+		s->raw = NULL;
+		pthread_mutex_lock(&ctl->lk);
+		list_append(&ctl->checked_head, &ctl->checked_tail, s);
+		ev_async_send(ctl->loop, &ctl->checked_async);
+	}
+	pthread_mutex_unlock(&ctl->lk);
+	return NULL;
+}
+
+/* Service thread: what the checker finished. */
+static void checked_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	struct control *ctl = w->data;
+	struct control_request *s;
+	(void)loop;
+	(void)revents;
+	pthread_mutex_lock(&ctl->lk);
+	s = ctl->checked_head;
+	ctl->checked_head = ctl->checked_tail = NULL;
+	pthread_mutex_unlock(&ctl->lk);
+	while (s) {
+		struct control_request *next = s->next;
+		request_checked(s);
+		s = next;
+	}
 }
 
 static void ready_cb(struct ev_loop *loop, ev_prepare *w, int revents)
@@ -264,26 +373,21 @@ static void on_message(void *arg, struct sp_pipe *p, const uint8_t *msg,
 
 	msg += body;
 	len -= (size_t)body;
-	s->req = wsgate__v1__request__unpack(NULL, len, msg);
-	char path[256] = "";
-	int nul =
-	    s->req ? validate_request_wire(msg, len, path, sizeof(path)) : 0;
-	if (!s->req || nul < 0) {
-		control_warn(ctl, "undecodable request refused");
-		reply_error(s, WSGATE__V1__STATUS__INVALID_ARGUMENT,
-		            "request: not a wsgate.v1.Request");
-		return;
+	if (len > CONTROL_CHECK_INLINE_MAX && ctl->checker_running) {
+		s->raw = malloc(len);
+		if (s->raw) {
+			memcpy(s->raw, msg, len);
+			s->raw_len = len;
+			pthread_mutex_lock(&ctl->lk);
+			list_append(&ctl->to_check_head, &ctl->to_check_tail,
+			            s);
+			pthread_cond_signal(&ctl->cv);
+			pthread_mutex_unlock(&ctl->lk);
+			return;
+		}
 	}
-	if (nul) {
-		char err[300];
-		snprintf(err, sizeof(err), "%s: contains a NUL byte", path);
-		control_warn(ctl, "request with a NUL byte in a string "
-		                  "refused");
-		reply_error(s, WSGATE__V1__STATUS__INVALID_ARGUMENT, err);
-		return;
-	}
-	if (request_validate(s) == 0)
-		queue_request(s);
+	request_check(ctl, s, msg, len);
+	request_checked(s);
 }
 
 static void on_open(void *arg, struct sp_pipe *p)
@@ -369,10 +473,23 @@ int control_open(struct control **out, struct ev_loop *loop,
 	ctl->ready_arg = ready_arg;
 	ev_prepare_init(&ctl->ready_watcher, ready_cb);
 	ctl->ready_watcher.data = ctl;
+	ev_async_init(&ctl->checked_async, checked_cb);
+	ctl->checked_async.data = ctl;
+	pthread_mutex_init(&ctl->lk, NULL);
+	pthread_cond_init(&ctl->cv, NULL);
 	if (sp_server_listen(&ctl->srv, loop, &scfg, &ops, ctl, err, errlen)) {
+		pthread_cond_destroy(&ctl->cv);
+		pthread_mutex_destroy(&ctl->lk);
 		free(ctl);
 		return -1;
 	}
+	ev_async_start(loop, &ctl->checked_async);
+	/* Without the thread every request is checked inline. */
+	if (pthread_create(&ctl->checker, NULL, checker_main, ctl) == 0)
+		ctl->checker_running = true;
+	else
+		log_warn("control: no checker thread: large requests are "
+		         "checked on the service thread");
 	*out = ctl;
 	return 0;
 }
@@ -383,9 +500,28 @@ void control_close(struct control *ctl)
 	if (!ctl)
 		return;
 	ev_prepare_stop(ctl->loop, &ctl->ready_watcher);
+	if (ctl->checker_running) {
+		pthread_mutex_lock(&ctl->lk);
+		ctl->stopping = true;
+		pthread_cond_signal(&ctl->cv);
+		pthread_mutex_unlock(&ctl->lk);
+		pthread_join(ctl->checker, NULL);
+	}
+	ev_async_stop(ctl->loop, &ctl->checked_async);
 	sp_server_close(ctl->srv);
+	/* The checker is gone: nothing else touches these lists. */
+	while ((s = ctl->to_check_head)) {
+		ctl->to_check_head = s->next;
+		request_free(s);
+	}
+	while ((s = ctl->checked_head)) {
+		ctl->checked_head = s->next;
+		request_free(s);
+	}
 	while ((s = control_next(ctl)))
 		request_free(s);
+	pthread_cond_destroy(&ctl->cv);
+	pthread_mutex_destroy(&ctl->lk);
 	free(ctl->reply_buf);
 	free(ctl);
 }
