@@ -274,6 +274,7 @@ static void request_checked(struct control_request *s)
 static void *checker_main(void *arg)
 {
 	struct control *ctl = arg;
+	pthread_setname_np(pthread_self(), "wsgate:check"); /* top, perf */
 	pthread_mutex_lock(&ctl->lk);
 	for (;;) {
 		struct control_request *s = ctl->to_check_head;
