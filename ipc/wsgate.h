@@ -1,6 +1,7 @@
 /*
  * libwsgate: the C client library a backend links to talk to the wsgate
- * sidecar. It hides NNG and protobuf: a backend opens a control connection,
+ * sidecar. It hides the transport (NNG's req/rep and push/pull wire
+ * format over ipc://) and protobuf: a backend opens a control connection,
  * sends events (one, or a batch), disconnects users, lists connections, asks
  * for stats and pings; it can also pull client messages and connection
  * notices from the inbound channel.
@@ -10,8 +11,9 @@
  * reply statuses (numbered as wsgate.v1.Status). The text of the last error
  * of a handle is kept in the handle (wsgate_client_error).
  *
- * Threads: a wsgate_client may be shared by many threads; each call uses its
- * own NNG request context, so concurrent calls are concurrent requests.
+ * Threads: a wsgate_client may be shared by many threads; concurrent calls
+ * use separate connections (kept for reuse), so they are concurrent
+ * requests.
  * wsgate_send_event calls made at the same moment by several threads leave
  * together as one SendBatch request (each still gets its own result; a
  * lone caller sends a plain SendEvent at once): share one client between
@@ -101,7 +103,9 @@ struct wsgate_stats {
 
 typedef struct wsgate_client wsgate_client;
 
-/* Dials url (NULL: WSGATE_DEFAULT_CONTROL). timeout_ms bounds each call. */
+/* A client of the control socket at url, an ipc:// address (NULL:
+ * WSGATE_DEFAULT_CONTROL; anything else is WSGATE_ERR_ARGUMENT). Nothing is
+ * dialed until the first call. timeout_ms bounds each call. */
 enum wsgate_status wsgate_client_open(wsgate_client **out, const char *url,
                                       int timeout_ms);
 void wsgate_client_close(wsgate_client *c);

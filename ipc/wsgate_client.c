@@ -1,77 +1,69 @@
 /*
- * libwsgate, control side: owns struct wsgate_client (one req0 socket dialed
- * to the sidecar's control URL) and the request/reply round trip behind every
- * control call, plus the status and event type names. The inbound channel is
- * in wsgate_inbound.c. The public surface is ipc/wsgate.h.
+ * libwsgate, control side: owns struct wsgate_client and the request/reply
+ * round trip behind every control call, plus the status and event type
+ * names. The inbound channel is in wsgate_inbound.c. The public surface is
+ * ipc/wsgate.h.
  *
- * Every call opens its own NNG context, so calls from many threads are
- * concurrent requests on one socket; the shared mutable state is the
- * request id counter (atomic), and under lk the last error text and the
- * links (below).
+ * The transport is req0 over ipc:// in NNG's wire format (sp_wire.h),
+ * spoken here directly: a call takes an idle connection of the client (or
+ * dials a new one), writes its request, and itself waits in poll() for the
+ * reply on that connection -- one thread wake-up per call, where NNG 1.5.2
+ * hands a request and its reply between three or four of its threads.
+ * Concurrent calls use separate connections, kept for reuse (at most
+ * CLIENT_IDLE_MAX idle). As NNG's req0 does, a request whose connection
+ * breaks before the reply is sent again on a new one until the call's
+ * timeout; event_id makes that safe for events (a repeat is a duplicate).
+ * A connection whose call timed out is closed: its late reply must not
+ * reach the next call.
  *
- * Self-healing (see client_heal): NNG 1.5.2's dialer gives up for good when
- * a connection it just made dies before the SP handshake is sent (the
- * sidecar was killed right then): the handshake's send fails with EPIPE,
- * which NNG reports as NNG_ECLOSED, and dialer_connect_cb takes that for
- * "the dialer was closed" and never redials. Such a dialer cannot be
- * restarted, and closing a dialer or socket while its handshake is in
- * flight leaks the half-made pipe in 1.5.2. So a client keeps one current
- * link (socket + dialer) for its calls and, when a call timed out while the
- * current link had no pipe, dials a spare link next to it; the spare
- * replaces the current link only once it has a pipe and the current one
- * still has none after CLIENT_HEAL_GRACE_MS. A link is closed only when
- * it has a pipe (its dialer is idle then) or is judged dead (idle too),
- * and only after the last call using it has returned.
+ * Shared mutable state: the request id counter (atomic), and under lk the
+ * last error text and the idle connections.
  */
+#include "sp_wire.h"
 #include "wsgate.h"
 #include "wsgate.pb-c.h"
 #include "wsgate_coalesce.h"
 
-#include <nng/nng.h>
-#include <nng/protocol/reqrep0/req.h>
-
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
-/* Largest reply accepted. NNG's default is unlimited; a ConnectionList of
- * tens of thousands of connections is a few MiB, so 64 MiB only stops a
- * broken or hostile peer from making us allocate without bound. */
+/* Largest reply accepted: a ConnectionList of tens of thousands of
+ * connections is a few MiB, so 64 MiB only stops a broken or hostile peer
+ * from making us allocate without bound. */
 #define CLIENT_RECV_MAX ((size_t)64 * 1024 * 1024)
 
-/* How often a dialer without a connection retries (NNG's default, made
- * explicit: at most this long between attempts, no back-off growth). */
+/* Pause between two dials while nothing listens (NNG's reconnect time). */
 #define CLIENT_RECONNECT_MS 100
 
-/* How long a spare link must have had a pipe while the current link still
- * has none before the spare replaces it: a current dialer that is merely
- * retrying reconnects well within this once the sidecar is back. */
-#define CLIENT_HEAL_GRACE_MS (5 * CLIENT_RECONNECT_MS)
+/* Idle connections kept per client; more are closed when calls end. */
+#define CLIENT_IDLE_MAX 64
 
-/* One of these per req0 socket (with its one dialer) of a client: the
- * current link, a spare, or a retired link waiting for its last call. */
-struct client_link {
-	nng_socket sock;
-	int pipes;        /* pipes added and not yet removed */
-	int64_t piped_at; /* now_ms() when pipes last went from 0 to 1 */
-	unsigned users;   /* calls in progress on this link */
-	bool retired;     /* neither current nor spare: close at users 0 */
+/* One connection to the control socket, used by one call at a time. */
+struct client_conn {
+	int fd;
+	struct client_conn *next; /* in the idle list */
 };
 
 /* One of these per wsgate_client_open(), shared by every calling thread. */
 struct wsgate_client {
 	char *url;
+	struct sockaddr_un addr;
 	int timeout_ms;
 	atomic_uint_fast64_t next_id; /* request_id of the next call */
-	pthread_mutex_t lk;           /* protects err, cur, spare, links */
-	struct client_link *cur;      /* the link new calls use */
-	struct client_link *spare;    /* NULL, or dialing next to cur */
-	bool spare_opening;           /* a thread is making the spare */
-	struct coalescer *coalescer;  /* merges concurrent send_event calls */
+	pthread_mutex_t lk;           /* protects err, idle, n_idle */
+	struct client_conn *idle;     /* connections between calls */
+	unsigned n_idle;
+	struct coalescer *coalescer; /* merges concurrent send_event calls */
 	char err[512];
 };
 
@@ -127,186 +119,212 @@ static bool status_is_valid(int s)
 	return s >= WSGATE__V1__STATUS__OK && s <= WSGATE__V1__STATUS__INTERNAL;
 }
 
-static enum wsgate_status client_nng_error(struct wsgate_client *c,
-                                           const char *what, int rv)
+/* --- the transport --- */
+
+/* BROKEN: the connection failed, a new one may do; FAILED: the peer is
+ * not speaking the protocol (or we are out of memory), give up. */
+enum io_result { IO_OK, IO_TIMEOUT, IO_BROKEN, IO_FAILED };
+
+/* Waits until fd is ready for events or the deadline passes. */
+static enum io_result io_wait(int fd, short events, int64_t deadline)
 {
-	if (rv == NNG_ETIMEDOUT) {
-		client_set_error(c, "no reply from %s within %d ms", c->url,
-		                 c->timeout_ms);
-		return WSGATE_ERR_TIMEOUT;
+	for (;;) {
+		struct pollfd pfd = {.fd = fd, .events = events};
+		int64_t left = deadline - now_ms();
+		int rv;
+		if (left <= 0)
+			return IO_TIMEOUT;
+		rv = poll(&pfd, 1, left > 1000000 ? 1000000 : (int)left);
+		if (rv > 0)
+			return IO_OK;
+		if (rv < 0 && errno != EINTR)
+			return IO_BROKEN;
 	}
-	client_set_error(c, "%s %s: %s", what, c->url, nng_strerror(rv));
-	return WSGATE_ERR_TRANSPORT;
 }
 
-/*
- * NNG pipe events of every link of c: counts each link's pipes. ADD_PRE and
- * REM_POST pair up (NNG runs REM_POST only for pipes that saw ADD_PRE). A
- * retired link is neither cur nor spare, so its late events are ignored;
- * nng_close() returns only after its socket's last callback, so c outlives
- * them all.
- */
-static void client_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+static enum io_result io_write(int fd, const uint8_t *buf, size_t len,
+                               int64_t deadline)
 {
-	struct wsgate_client *c = arg;
-	nng_socket s = nng_pipe_socket(p);
-	struct client_link *l = NULL;
-
-	pthread_mutex_lock(&c->lk);
-	if (c->cur != NULL && nng_socket_id(c->cur->sock) == nng_socket_id(s))
-		l = c->cur;
-	else if (c->spare != NULL &&
-	         nng_socket_id(c->spare->sock) == nng_socket_id(s))
-		l = c->spare;
-	if (l != NULL) {
-		if (ev == NNG_PIPE_EV_ADD_PRE && l->pipes++ == 0)
-			l->piped_at = now_ms();
-		else if (ev == NNG_PIPE_EV_REM_POST && l->pipes > 0)
-			l->pipes--;
+	while (len > 0) {
+		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			buf += n;
+			len -= (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			enum io_result r = io_wait(fd, POLLOUT, deadline);
+			if (r != IO_OK)
+				return r;
+			continue;
+		}
+		return IO_BROKEN;
 	}
-	pthread_mutex_unlock(&c->lk);
+	return IO_OK;
 }
 
-/* A new link with its socket configured but not dialed yet (see
- * link_dial): the caller makes it cur or spare first, so that no pipe
- * event is missed. Returns an NNG error. */
-static int link_open(struct wsgate_client *c, struct client_link **out)
+static enum io_result io_read(int fd, uint8_t *buf, size_t len,
+                              int64_t deadline)
 {
-	struct client_link *l = calloc(1, sizeof(*l));
-	int rv;
-
-	*out = NULL;
-	if (l == NULL)
-		return NNG_ENOMEM;
-	if ((rv = nng_req0_open(&l->sock)) != 0) {
-		free(l);
-		return rv;
+	while (len > 0) {
+		ssize_t n = recv(fd, buf, len, MSG_DONTWAIT);
+		if (n > 0) {
+			buf += n;
+			len -= (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			enum io_result r = io_wait(fd, POLLIN, deadline);
+			if (r != IO_OK)
+				return r;
+			continue;
+		}
+		return IO_BROKEN; /* EOF or error */
 	}
-	if ((rv = nng_socket_set_size(l->sock, NNG_OPT_RECVMAXSZ,
-	                              CLIENT_RECV_MAX)) != 0 ||
-	    (rv = nng_socket_set_ms(l->sock, NNG_OPT_RECONNMINT,
-	                            CLIENT_RECONNECT_MS)) != 0 ||
-	    (rv = nng_socket_set_ms(l->sock, NNG_OPT_RECONNMAXT, 0)) != 0 ||
-	    (rv = nng_pipe_notify(l->sock, NNG_PIPE_EV_ADD_PRE, client_pipe_cb,
-	                          c)) != 0 ||
-	    (rv = nng_pipe_notify(l->sock, NNG_PIPE_EV_REM_POST, client_pipe_cb,
-	                          c)) != 0) {
-		nng_close(l->sock);
-		free(l);
-		return rv;
-	}
-	*out = l;
-	return 0;
+	return IO_OK;
 }
 
-/* Non-blocking: the first attempt may fail (sidecar not up yet) and NNG
- * keeps redialing; requests wait for the pipe within their timeout. Only
- * a malformed URL fails here. */
-static int link_dial(struct wsgate_client *c, struct client_link *l)
+static void conn_close(struct client_conn *conn)
 {
-	return nng_dial(l->sock, c->url, NULL, NNG_FLAG_NONBLOCK);
-}
-
-/* Never called with lk held: nng_close waits for the pipe callbacks,
- * which take lk. */
-static void link_close(struct client_link *l)
-{
-	if (l == NULL)
+	if (conn == NULL)
 		return;
-	nng_close(l->sock);
-	free(l);
+	close(conn->fd);
+	free(conn);
 }
 
 /*
- * Decides between cur and spare (lk held); returns a link to close, or
- * NULL. The spare is only judged once it has a pipe, so whichever link is
- * closed here has an idle dialer: a spare with a pipe makes no connection
- * attempt, and a current link that has had no pipe for the whole grace
- * while the spare, dialing the same URL, kept one is the dead dialer.
+ * A new connection with the SP headers exchanged, or NULL: *res says
+ * whether the deadline passed (IO_TIMEOUT) or this attempt failed
+ * (IO_BROKEN: nothing listens, or not a rep0 peer), with the reason in
+ * c's error.
  */
-static struct client_link *client_heal(struct wsgate_client *c)
+static struct client_conn *conn_dial(struct wsgate_client *c, int64_t deadline,
+                                     enum io_result *res)
 {
-	struct client_link *old;
-
-	if (c->spare == NULL || c->spare->pipes == 0)
+	uint8_t ours[SP_HEADER_LEN], theirs[SP_HEADER_LEN];
+	struct client_conn *conn = calloc(1, sizeof(*conn));
+	*res = IO_BROKEN;
+	if (conn == NULL) {
+		client_set_error(c, "cannot dial %s: out of memory", c->url);
 		return NULL;
-	if (c->cur->pipes > 0) {
-		/* The current link came back by itself: no calls ever
-		 * used the spare, so closing it disturbs nothing. */
-		old = c->spare;
-		c->spare = NULL;
-		return old;
 	}
-	if (now_ms() - c->spare->piped_at < CLIENT_HEAL_GRACE_MS)
+	conn->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (conn->fd < 0 || connect(conn->fd, (struct sockaddr *)&c->addr,
+	                            sizeof(c->addr)) != 0) {
+		client_set_error(c, "cannot dial %s: %s", c->url,
+		                 strerror(errno));
+		if (conn->fd >= 0)
+			close(conn->fd);
+		free(conn);
 		return NULL;
-	old = c->cur;
-	old->retired = true;
-	c->cur = c->spare;
-	c->spare = NULL;
-	/* Calls still waiting on the old link time out and close it. */
-	return old->users == 0 ? old : NULL;
+	}
+	sp_wire_header(ours, SP_PROTO_REQ0);
+	*res = io_write(conn->fd, ours, sizeof(ours), deadline);
+	if (*res == IO_OK)
+		*res = io_read(conn->fd, theirs, sizeof(theirs), deadline);
+	if (*res == IO_OK && !sp_wire_header_is(theirs, SP_PROTO_REP0)) {
+		client_set_error(c, "%s is not a req/rep (rep0) socket",
+		                 c->url);
+		*res = IO_BROKEN;
+	} else if (*res == IO_BROKEN) {
+		client_set_error(c, "%s closed the connection", c->url);
+	}
+	if (*res != IO_OK) {
+		conn_close(conn);
+		return NULL;
+	}
+	return conn;
 }
 
-/* The link a call uses, held until client_release. */
-static struct client_link *client_acquire(struct wsgate_client *c)
+/* An idle connection, or a new one; NULL when none could be made by the
+ * deadline (c's error says why). *reused: it served an earlier call. */
+static struct client_conn *conn_take(struct wsgate_client *c, int64_t deadline,
+                                     bool *reused)
 {
-	struct client_link *l, *old;
-
+	struct client_conn *conn;
 	pthread_mutex_lock(&c->lk);
-	old = client_heal(c);
-	l = c->cur;
-	l->users++;
+	if ((conn = c->idle) != NULL) {
+		c->idle = conn->next;
+		c->n_idle--;
+	}
 	pthread_mutex_unlock(&c->lk);
-	link_close(old);
-	return l;
+	*reused = conn != NULL;
+	while (conn == NULL) {
+		enum io_result res;
+		int64_t left;
+		if ((conn = conn_dial(c, deadline, &res)) != NULL ||
+		    res == IO_TIMEOUT || (left = deadline - now_ms()) <= 0)
+			break;
+		/* Nothing listens yet (the sidecar starting or restarting):
+		 * try again, as NNG's dialer does. */
+		if (left > CLIENT_RECONNECT_MS)
+			left = CLIENT_RECONNECT_MS;
+		nanosleep(&(struct timespec){0, left * 1000000L}, NULL);
+	}
+	return conn;
+}
+
+static void conn_give_back(struct wsgate_client *c, struct client_conn *conn)
+{
+	pthread_mutex_lock(&c->lk);
+	if (c->n_idle < CLIENT_IDLE_MAX) {
+		conn->next = c->idle;
+		c->idle = conn;
+		c->n_idle++;
+		conn = NULL;
+	}
+	pthread_mutex_unlock(&c->lk);
+	conn_close(conn);
 }
 
 /*
- * Ends a call on l. timed_out: the call got no reply in time. If l is
- * still current and has no pipe, the sidecar is down or l's dialer has
- * given up; a spare link is dialed next to it to tell which (client_heal).
- * While the sidecar is down both keep redialing, and the spare is dropped
- * once the current link reconnects.
+ * Sends the framed request in msg[0..len) on conn and reads the reply
+ * with the same request id (msg[9..13)) into *reply (caller frees).
  */
-static void client_release(struct wsgate_client *c, struct client_link *l,
-                           bool timed_out)
+static enum io_result conn_round_trip(struct wsgate_client *c,
+                                      struct client_conn *conn,
+                                      const uint8_t *msg, size_t len,
+                                      int64_t deadline, uint8_t **reply,
+                                      size_t *reply_len)
 {
-	struct client_link *old = NULL, *spare;
-	bool want_spare = false;
-
-	pthread_mutex_lock(&c->lk);
-	l->users--;
-	if (l->retired) {
-		if (l->users == 0)
-			old = l;
-	} else if (timed_out && l == c->cur && l->pipes == 0 &&
-	           c->spare == NULL && !c->spare_opening) {
-		c->spare_opening = true;
-		want_spare = true;
+	uint8_t head[SP_FRAME_HEAD + 4];
+	enum io_result r = io_write(conn->fd, msg, len, deadline);
+	uint64_t n;
+	if (r == IO_OK)
+		r = io_read(conn->fd, head, sizeof(head), deadline);
+	if (r != IO_OK)
+		return r;
+	n = sp_wire_frame_len(head);
+	if (head[0] != SP_MSG_TYPE || n < 4 || n - 4 > CLIENT_RECV_MAX ||
+	    memcmp(head + SP_FRAME_HEAD, msg + SP_FRAME_HEAD, 4) != 0) {
+		client_set_error(c,
+		                 "%s sent a reply that is not for this "
+		                 "request",
+		                 c->url);
+		return IO_FAILED;
 	}
-	pthread_mutex_unlock(&c->lk);
-	link_close(old);
-	if (!want_spare)
-		return;
-
-	/* Failures leave things as they were; a later timeout retries. */
-	if (link_open(c, &spare) != 0)
-		spare = NULL;
-	pthread_mutex_lock(&c->lk);
-	c->spare = spare;
-	c->spare_opening = false;
-	pthread_mutex_unlock(&c->lk);
-	if (spare != NULL && link_dial(c, spare) != 0) {
-		pthread_mutex_lock(&c->lk);
-		c->spare = NULL;
-		pthread_mutex_unlock(&c->lk);
-		link_close(spare);
+	*reply_len = (size_t)n - 4;
+	if ((*reply = malloc(*reply_len ? *reply_len : 1)) == NULL) {
+		client_set_error(c, "cannot receive from %s: out of memory",
+		                 c->url);
+		return IO_FAILED;
 	}
+	r = io_read(conn->fd, *reply, *reply_len, deadline);
+	if (r != IO_OK) {
+		free(*reply);
+		*reply = NULL;
+	}
+	return r;
 }
 
 /*
- * One round trip: stamps req with a fresh request_id, sends it on a private
- * context and waits for the matching reply, all within the client's timeout.
+ * One round trip: stamps req with a fresh request_id, sends it and waits
+ * for the matching reply, all within the client's timeout (which bounds the
+ * whole call: time spent dialing leaves less for the reply).
  * Returns a negative status for local, transport and protocol failures
  * (*out NULL), else the reply's status with *out set (caller frees); a
  * non-OK status has already been recorded as the client's error.
@@ -315,100 +333,92 @@ static enum wsgate_status client_call(struct wsgate_client *c,
                                       Wsgate__V1__Request *req,
                                       Wsgate__V1__Reply **out)
 {
-	enum wsgate_status st;
-	struct client_link *link;
-	nng_ctx ctx;
-	nng_aio *aio = NULL;
-	nng_msg *msg = NULL;
+	int64_t deadline = now_ms() + c->timeout_ms;
+	enum io_result r = IO_BROKEN;
 	Wsgate__V1__Reply *rep;
-	int64_t deadline, left;
-	bool timed_out = false;
-	int rv;
+	uint8_t *msg, *reply = NULL;
+	size_t body_len, len, reply_len = 0;
+	uint32_t id;
 
 	*out = NULL;
 	req->request_id = atomic_fetch_add(&c->next_id, 1);
-
-	if ((rv = nng_msg_alloc(
-	         &msg, wsgate__v1__request__get_packed_size(req))) != 0)
-		return client_nng_error(c, "cannot send to", rv);
-	wsgate__v1__request__pack(req, nng_msg_body(msg));
-
-	link = client_acquire(c);
-	if ((rv = nng_ctx_open(&ctx, link->sock)) != 0) {
-		nng_msg_free(msg);
-		client_release(c, link, false);
-		return client_nng_error(c, "cannot send to", rv);
+	/* The backtrace word: the request id with the high bit set. */
+	id = (uint32_t)req->request_id | 0x80000000u;
+	body_len = wsgate__v1__request__get_packed_size(req);
+	len = SP_FRAME_HEAD + 4 + body_len;
+	if ((msg = malloc(len)) == NULL) {
+		client_set_error(c, "cannot send to %s: out of memory", c->url);
+		return WSGATE_ERR_TRANSPORT;
 	}
-	if ((rv = nng_aio_alloc(&aio, NULL, NULL)) != 0) {
-		nng_msg_free(msg);
-		st = client_nng_error(c, "cannot send to", rv);
-		goto done;
-	}
+	sp_wire_frame_head(msg, 4 + body_len);
+	for (int i = 0; i < 4; i++)
+		msg[SP_FRAME_HEAD + i] = (uint8_t)(id >> (24 - 8 * i));
+	wsgate__v1__request__pack(req, msg + SP_FRAME_HEAD + 4);
 
-	/* The timeout bounds the whole call, not each half: a send that waited
-	 * for the sidecar to come up leaves less time for the reply. Timeouts
-	 * are set on the aio, which is what the ctx's SENDTIMEO/RECVTIMEO
-	 * would feed anyway. */
-	deadline = now_ms() + c->timeout_ms;
-	nng_aio_set_msg(aio, msg);
-	nng_aio_set_timeout(aio, c->timeout_ms);
-	nng_ctx_send(ctx, aio);
-	nng_aio_wait(aio);
-	if ((rv = nng_aio_result(aio)) != 0) {
-		/* A failed send leaves the message with us. */
-		nng_msg_free(nng_aio_get_msg(aio));
-		st = client_nng_error(c, "cannot send to", rv);
-		timed_out = rv == NNG_ETIMEDOUT;
-		goto done;
+	for (;;) {
+		bool reused;
+		struct client_conn *conn = conn_take(c, deadline, &reused);
+		if (conn == NULL) {
+			r = IO_TIMEOUT;
+			break;
+		}
+		r = conn_round_trip(c, conn, msg, len, deadline, &reply,
+		                    &reply_len);
+		if (r == IO_OK) {
+			conn_give_back(c, conn);
+			break;
+		}
+		conn_close(conn);
+		if (r != IO_BROKEN)
+			break;
+		/* Broken before the reply: send it again on a new connection,
+		 * at once if this one had idled (a sidecar restart may have
+		 * cut it), else after a pause, as NNG's req0 does. */
+		if (!reused) {
+			struct timespec pause = {0, CLIENT_RECONNECT_MS *
+			                                1000000L};
+			if (now_ms() + CLIENT_RECONNECT_MS >= deadline)
+				break;
+			nanosleep(&pause, NULL);
+		}
 	}
+	free(msg);
+	if (r == IO_TIMEOUT) {
+		client_set_error(c, "no reply from %s within %d ms", c->url,
+		                 c->timeout_ms);
+		return WSGATE_ERR_TIMEOUT;
+	}
+	if (r == IO_FAILED)
+		return WSGATE_ERR_PROTOCOL;
+	if (r != IO_OK)
+		return WSGATE_ERR_TRANSPORT;
 
-	left = deadline - now_ms();
-	nng_aio_set_timeout(aio, left > 0 ? (nng_duration)left : 1);
-	nng_ctx_recv(ctx, aio);
-	nng_aio_wait(aio);
-	if ((rv = nng_aio_result(aio)) != 0) {
-		st = client_nng_error(c, "cannot receive from", rv);
-		timed_out = rv == NNG_ETIMEDOUT;
-		goto done;
-	}
-	msg = nng_aio_get_msg(aio);
-	rep = wsgate__v1__reply__unpack(NULL, nng_msg_len(msg),
-	                                nng_msg_body(msg));
-	nng_msg_free(msg);
+	rep = wsgate__v1__reply__unpack(NULL, reply_len, reply);
+	free(reply);
 	if (rep == NULL) {
 		client_set_error(c, "undecodable reply from %s", c->url);
-		st = WSGATE_ERR_PROTOCOL;
-		goto done;
+		return WSGATE_ERR_PROTOCOL;
 	}
-	/* NNG already matches replies to contexts; a different id means the
-	 * peer is not speaking our protocol correctly. */
 	if (rep->request_id != req->request_id) {
 		client_set_error(c, "reply is for request %llu, not %llu",
 		                 (unsigned long long)rep->request_id,
 		                 (unsigned long long)req->request_id);
 		wsgate__v1__reply__free_unpacked(rep, NULL);
-		st = WSGATE_ERR_PROTOCOL;
-		goto done;
+		return WSGATE_ERR_PROTOCOL;
 	}
 	if (!status_is_valid(rep->status)) {
 		client_set_error(c, "reply has invalid status %d",
 		                 (int)rep->status);
 		wsgate__v1__reply__free_unpacked(rep, NULL);
-		st = WSGATE_ERR_PROTOCOL;
-		goto done;
+		return WSGATE_ERR_PROTOCOL;
 	}
-	st = (enum wsgate_status)rep->status;
+	enum wsgate_status st = (enum wsgate_status)rep->status;
 	if (st != WSGATE_OK)
 		client_set_error(c, "%s",
 		                 rep->error[0] != '\0'
 		                     ? rep->error
 		                     : wsgate_status_name(st));
 	*out = rep;
-done:
-	if (aio != NULL)
-		nng_aio_free(aio);
-	nng_ctx_close(ctx);
-	client_release(c, link, timed_out);
 	return st;
 }
 
@@ -467,7 +477,7 @@ enum wsgate_status wsgate_client_open(wsgate_client **out, const char *url,
                                       int timeout_ms)
 {
 	struct wsgate_client *c;
-	int rv;
+	const char *path;
 
 	if (out == NULL)
 		return WSGATE_ERR_ARGUMENT;
@@ -476,65 +486,49 @@ enum wsgate_status wsgate_client_open(wsgate_client **out, const char *url,
 		return WSGATE_ERR_ARGUMENT;
 	if (url == NULL)
 		url = WSGATE_DEFAULT_CONTROL;
+	/* Only ipc://, as the sidecar serves: the path must fit sun_path. */
+	if (strncmp(url, "ipc://", 6) != 0)
+		return WSGATE_ERR_ARGUMENT;
+	path = url + 6;
+	if (*path == '\0' || strlen(path) >= sizeof(c->addr.sun_path))
+		return WSGATE_ERR_ARGUMENT;
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return WSGATE_ERR_TRANSPORT;
 	if ((c->url = strdup(url)) == NULL) {
 		free(c);
 		return WSGATE_ERR_TRANSPORT;
 	}
+	c->addr.sun_family = AF_UNIX;
+	memcpy(c->addr.sun_path, path, strlen(path) + 1);
 	c->timeout_ms = timeout_ms;
 	atomic_init(&c->next_id, 1);
 	pthread_mutex_init(&c->lk, NULL);
-
-	if ((rv = link_open(c, &c->cur)) != 0)
-		goto fail;
-	if ((rv = link_dial(c, c->cur)) != 0)
-		goto fail_link;
 	c->coalescer = coalescer_new(c, send_event_alone, wsgate_send_batch);
 	if (c->coalescer == NULL) {
-		rv = NNG_ENOMEM;
-		goto fail_link;
+		pthread_mutex_destroy(&c->lk);
+		free(c->url);
+		free(c);
+		return WSGATE_ERR_TRANSPORT;
 	}
 	*out = c;
 	return WSGATE_OK;
-
-fail_link:
-	link_close(c->cur);
-fail:
-	pthread_mutex_destroy(&c->lk);
-	free(c->url);
-	free(c);
-	if (rv == NNG_EADDRINVAL || rv == NNG_ENOTSUP || rv == NNG_EINVAL)
-		return WSGATE_ERR_ARGUMENT;
-	return WSGATE_ERR_TRANSPORT;
 }
 
-/* No call may be in progress: every link has users 0, and a retired link
- * was closed by its last call. */
 void wsgate_client_close(wsgate_client *c)
 {
-	struct client_link *cur, *spare;
-
 	if (c == NULL)
 		return;
-	/* Detached first: the pipe callbacks of the closing sockets must not
-	 * find a link that is already freed. */
-	pthread_mutex_lock(&c->lk);
-	cur = c->cur;
-	spare = c->spare;
-	c->cur = NULL;
-	c->spare = NULL;
-	pthread_mutex_unlock(&c->lk);
-	link_close(spare);
-	link_close(cur);
 	coalescer_free(c->coalescer);
+	while (c->idle != NULL) {
+		struct client_conn *conn = c->idle;
+		c->idle = conn->next;
+		conn_close(conn);
+	}
 	pthread_mutex_destroy(&c->lk);
 	free(c->url);
 	free(c);
 }
 
-/* Unlocked read: the pointer is stable for the client's life; a caller
- * sharing the client across threads may see another thread's newer text. */
 const char *wsgate_client_error(const wsgate_client *c)
 {
 	return c != NULL ? c->err : "no client";

@@ -27,9 +27,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define SP_HEADER_LEN  8
-#define SP_FRAME_HEAD  9 /* type 0x01 and a 64-bit length */
-#define SP_MSG_TYPE    0x01
 #define SP_IN_MIN      (64u << 10)
 #define SP_BACKLOG     128
 #define SP_ACCEPT_WAIT 0.1 /* s: out of descriptors, try again later */
@@ -264,9 +261,7 @@ int sp_pipe_send(struct sp_pipe *p, const struct iovec *iov, int n)
 		return -1;
 	for (int i = 0; i < n; i++)
 		total += iov[i].iov_len;
-	head[0] = SP_MSG_TYPE;
-	for (int i = 0; i < 8; i++)
-		head[1 + i] = (uint8_t)((uint64_t)total >> (56 - 8 * i));
+	sp_wire_frame_head(head, total);
 	v[0].iov_base = head;
 	v[0].iov_len = sizeof(head);
 	memcpy(v + 1, iov, (size_t)n * sizeof(*iov));
@@ -303,14 +298,6 @@ int sp_pipe_send(struct sp_pipe *p, const struct iovec *iov, int n)
 	return 0;
 }
 
-/* The peer's header: 00 'S' 'P' 00, the protocol we serve, 00 00. */
-static bool header_ok(const struct sp_server *srv, const uint8_t *h)
-{
-	return h[0] == 0 && h[1] == 'S' && h[2] == 'P' && h[3] == 0 &&
-	       h[6] == 0 && h[7] == 0 &&
-	       ((uint16_t)(h[4] << 8) | h[5]) == srv->cfg.peer;
-}
-
 /* Hands every whole frame in p->in to on_message; false when p closed. */
 static bool pipe_deliver(struct sp_pipe *p)
 {
@@ -319,7 +306,7 @@ static bool pipe_deliver(struct sp_pipe *p)
 	if (!p->in_frames) {
 		if (p->in_len < SP_HEADER_LEN)
 			return true;
-		if (!header_ok(srv, p->in)) {
+		if (!sp_wire_header_is(p->in, srv->cfg.peer)) {
 			server_log(srv,
 			           "refused a connection: not an SP "
 			           "header of protocol 0x%x",
@@ -339,9 +326,7 @@ static bool pipe_deliver(struct sp_pipe *p)
 	}
 	while (p->open && p->reading && p->in_len - at >= SP_FRAME_HEAD) {
 		const uint8_t *f = p->in + at;
-		uint64_t len = 0;
-		for (int i = 0; i < 8; i++)
-			len = len << 8 | f[1 + i];
+		uint64_t len = sp_wire_frame_len(f);
 		if (f[0] != SP_MSG_TYPE || len > srv->cfg.max_message) {
 			if (f[0] != SP_MSG_TYPE)
 				server_log(srv,
@@ -618,10 +603,7 @@ int sp_server_listen(struct sp_server **out, struct ev_loop *loop,
 	srv->cfg.url = NULL; /* not kept: path is */
 	srv->ops = *ops;
 	srv->arg = arg;
-	srv->header[1] = 'S';
-	srv->header[2] = 'P';
-	srv->header[4] = (uint8_t)(cfg->proto >> 8);
-	srv->header[5] = (uint8_t)cfg->proto;
+	sp_wire_header(srv->header, cfg->proto);
 	srv->lfd = -1;
 	make_parent_dirs(srv->path);
 	if (server_bind(srv, err, errlen) != 0) {

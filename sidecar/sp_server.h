@@ -7,12 +7,9 @@
  * threads cost about four hand-offs per request and whose listener, push0
  * and close paths have bugs we hit (docs/DESIGN.md "Control transport").
  *
- * The wire format (NNG's ipc transport, identical in nanomsg and mangos):
- * each side first sends 8 bytes, 00 'S' 'P' 00, its protocol number (big-
- * endian 16 bits), 00 00; then every message is a frame of type 0x01, a
- * 64-bit big-endian length and that many bytes. The protocol's own header
- * (req/rep's request-id backtrace) is the start of those bytes: reading it
- * is the caller's business.
+ * The wire format is sp_wire.h's; the protocol's own header (req/rep's
+ * request-id backtrace) is the start of each message: reading it is the
+ * caller's business.
  *
  * A pipe is one accepted connection whose peer sent a valid header naming
  * the expected peer protocol. It is closed, and the owner told through
@@ -37,10 +34,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#define SP_PROTO_PUSH0 0x50
-#define SP_PROTO_PULL0 0x51
-#define SP_PROTO_REQ0  0x30
-#define SP_PROTO_REP0  0x31
+#include "sp_wire.h"
 
 /* A connection that has not sent its SP header by then is closed. */
 #define SP_HANDSHAKE_MS 10000
