@@ -29,7 +29,6 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
-#include <nng/nng.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -828,11 +827,8 @@ int main(int argc, char **argv)
 		return rc;
 	for (size_t i = 0; i < N_COMMANDS; i++) {
 		if (strcmp(argv[optind], commands[i].name) == 0) {
-			rc = commands[i].run(&ctl, &commands[i], argc - optind,
-			                     argv + optind);
-			/* NNG frees pipes still closing only when finalised. */
-			nng_fini();
-			return rc;
+			return commands[i].run(&ctl, &commands[i],
+			                       argc - optind, argv + optind);
 		}
 	}
 	fprintf(stderr,

@@ -162,9 +162,16 @@ struct wsgate_inbound_msg {
 
 typedef struct wsgate_inbound wsgate_inbound;
 
+/* A puller of the inbound socket at url, an ipc:// address (NULL:
+ * WSGATE_DEFAULT_INBOUND; anything else is WSGATE_ERR_ARGUMENT). It
+ * connects now if the sidecar is there (waiting up to a second for its
+ * answer), else at the first receive that finds it, and again after a
+ * sidecar restart; meanwhile the sidecar keeps messages for backends. */
 enum wsgate_status wsgate_inbound_open(wsgate_inbound **out, const char *url);
 void wsgate_inbound_close(wsgate_inbound *in);
-/* Waits up to timeout_ms for one message. WSGATE_ERR_TIMEOUT when none. */
+/* Waits up to timeout_ms for one message (0: only what has arrived; -1:
+ * forever; a receive that must connect first may take up to 100 ms more).
+ * WSGATE_ERR_TIMEOUT when none. */
 enum wsgate_status wsgate_inbound_recv(wsgate_inbound *in,
                                        struct wsgate_inbound_msg *msg,
                                        int timeout_ms);

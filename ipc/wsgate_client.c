@@ -19,21 +19,18 @@
  * Shared mutable state: the request id counter (atomic), and under lk the
  * last error text and the idle connections.
  */
+#include "sp_conn.h"
 #include "sp_wire.h"
 #include "wsgate.h"
 #include "wsgate.pb-c.h"
 #include "wsgate_coalesce.h"
 
-#include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -106,14 +103,6 @@ static void client_copy_error(struct wsgate_client *c, char *dst, size_t cap)
 	pthread_mutex_unlock(&c->lk);
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static bool status_is_valid(int s)
 {
 	return s >= WSGATE__V1__STATUS__OK && s <= WSGATE__V1__STATUS__INTERNAL;
@@ -121,123 +110,12 @@ static bool status_is_valid(int s)
 
 /* --- the transport --- */
 
-/* BROKEN: the connection failed, a new one may do; FAILED: the peer is
- * not speaking the protocol (or we are out of memory), give up. */
-enum io_result { IO_OK, IO_TIMEOUT, IO_BROKEN, IO_FAILED };
-
-/* Waits until fd is ready for events or the deadline passes. */
-static enum io_result io_wait(int fd, short events, int64_t deadline)
-{
-	for (;;) {
-		struct pollfd pfd = {.fd = fd, .events = events};
-		int64_t left = deadline - now_ms();
-		int rv;
-		if (left <= 0)
-			return IO_TIMEOUT;
-		rv = poll(&pfd, 1, left > 1000000 ? 1000000 : (int)left);
-		if (rv > 0)
-			return IO_OK;
-		if (rv < 0 && errno != EINTR)
-			return IO_BROKEN;
-	}
-}
-
-static enum io_result io_write(int fd, const uint8_t *buf, size_t len,
-                               int64_t deadline)
-{
-	while (len > 0) {
-		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n > 0) {
-			buf += n;
-			len -= (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			enum io_result r = io_wait(fd, POLLOUT, deadline);
-			if (r != IO_OK)
-				return r;
-			continue;
-		}
-		return IO_BROKEN;
-	}
-	return IO_OK;
-}
-
-static enum io_result io_read(int fd, uint8_t *buf, size_t len,
-                              int64_t deadline)
-{
-	while (len > 0) {
-		ssize_t n = recv(fd, buf, len, MSG_DONTWAIT);
-		if (n > 0) {
-			buf += n;
-			len -= (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			enum io_result r = io_wait(fd, POLLIN, deadline);
-			if (r != IO_OK)
-				return r;
-			continue;
-		}
-		return IO_BROKEN; /* EOF or error */
-	}
-	return IO_OK;
-}
-
 static void conn_close(struct client_conn *conn)
 {
 	if (conn == NULL)
 		return;
 	close(conn->fd);
 	free(conn);
-}
-
-/*
- * A new connection with the SP headers exchanged, or NULL: *res says
- * whether the deadline passed (IO_TIMEOUT) or this attempt failed
- * (IO_BROKEN: nothing listens, or not a rep0 peer), with the reason in
- * c's error.
- */
-static struct client_conn *conn_dial(struct wsgate_client *c, int64_t deadline,
-                                     enum io_result *res)
-{
-	uint8_t ours[SP_HEADER_LEN], theirs[SP_HEADER_LEN];
-	struct client_conn *conn = calloc(1, sizeof(*conn));
-	*res = IO_BROKEN;
-	if (conn == NULL) {
-		client_set_error(c, "cannot dial %s: out of memory", c->url);
-		return NULL;
-	}
-	conn->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (conn->fd < 0 || connect(conn->fd, (struct sockaddr *)&c->addr,
-	                            sizeof(c->addr)) != 0) {
-		client_set_error(c, "cannot dial %s: %s", c->url,
-		                 strerror(errno));
-		if (conn->fd >= 0)
-			close(conn->fd);
-		free(conn);
-		return NULL;
-	}
-	sp_wire_header(ours, SP_PROTO_REQ0);
-	*res = io_write(conn->fd, ours, sizeof(ours), deadline);
-	if (*res == IO_OK)
-		*res = io_read(conn->fd, theirs, sizeof(theirs), deadline);
-	if (*res == IO_OK && !sp_wire_header_is(theirs, SP_PROTO_REP0)) {
-		client_set_error(c, "%s is not a req/rep (rep0) socket",
-		                 c->url);
-		*res = IO_BROKEN;
-	} else if (*res == IO_BROKEN) {
-		client_set_error(c, "%s closed the connection", c->url);
-	}
-	if (*res != IO_OK) {
-		conn_close(conn);
-		return NULL;
-	}
-	return conn;
 }
 
 /* An idle connection, or a new one; NULL when none could be made by the
@@ -253,11 +131,23 @@ static struct client_conn *conn_take(struct wsgate_client *c, int64_t deadline,
 	}
 	pthread_mutex_unlock(&c->lk);
 	*reused = conn != NULL;
-	while (conn == NULL) {
-		enum io_result res;
+	if (conn != NULL)
+		return conn;
+	if ((conn = calloc(1, sizeof(*conn))) == NULL) {
+		client_set_error(c, "cannot dial %s: out of memory", c->url);
+		return NULL;
+	}
+	for (;;) {
+		char err[256];
+		enum sp_io res;
 		int64_t left;
-		if ((conn = conn_dial(c, deadline, &res)) != NULL ||
-		    res == IO_TIMEOUT || (left = deadline - now_ms()) <= 0)
+		conn->fd = sp_conn_dial(&c->addr, SP_PROTO_REQ0, SP_PROTO_REP0,
+		                        deadline, &res, err, sizeof(err));
+		if (conn->fd >= 0)
+			return conn;
+		client_set_error(c, "%s", err);
+		if (res == SP_IO_TIMEOUT ||
+		    (left = deadline - sp_conn_now_ms()) <= 0)
 			break;
 		/* Nothing listens yet (the sidecar starting or restarting):
 		 * try again, as NNG's dialer does. */
@@ -265,7 +155,8 @@ static struct client_conn *conn_take(struct wsgate_client *c, int64_t deadline,
 			left = CLIENT_RECONNECT_MS;
 		nanosleep(&(struct timespec){0, left * 1000000L}, NULL);
 	}
-	return conn;
+	free(conn);
+	return NULL;
 }
 
 static void conn_give_back(struct wsgate_client *c, struct client_conn *conn)
@@ -281,23 +172,34 @@ static void conn_give_back(struct wsgate_client *c, struct client_conn *conn)
 	conn_close(conn);
 }
 
+/* What a round trip on one connection came to. BROKEN: the connection
+ * failed, a new one may do; FAILED: give up (c's error says why). */
+enum trip { TRIP_OK, TRIP_TIMEOUT, TRIP_BROKEN, TRIP_FAILED };
+
+static enum trip trip_of(enum sp_io r)
+{
+	return r == SP_IO_OK        ? TRIP_OK
+	       : r == SP_IO_TIMEOUT ? TRIP_TIMEOUT
+	                            : TRIP_BROKEN;
+}
+
 /*
  * Sends the framed request in msg[0..len) on conn and reads the reply
  * with the same request id (msg[9..13)) into *reply (caller frees).
  */
-static enum io_result conn_round_trip(struct wsgate_client *c,
-                                      struct client_conn *conn,
-                                      const uint8_t *msg, size_t len,
-                                      int64_t deadline, uint8_t **reply,
-                                      size_t *reply_len)
+static enum trip conn_round_trip(struct wsgate_client *c,
+                                 struct client_conn *conn, const uint8_t *msg,
+                                 size_t len, int64_t deadline, uint8_t **reply,
+                                 size_t *reply_len)
 {
 	uint8_t head[SP_FRAME_HEAD + 4];
-	enum io_result r = io_write(conn->fd, msg, len, deadline);
+	enum sp_io r = sp_conn_write(conn->fd, msg, len, deadline);
+	size_t got = 0;
 	uint64_t n;
-	if (r == IO_OK)
-		r = io_read(conn->fd, head, sizeof(head), deadline);
-	if (r != IO_OK)
-		return r;
+	if (r == SP_IO_OK)
+		r = sp_conn_read(conn->fd, head, sizeof(head), &got, deadline);
+	if (r != SP_IO_OK)
+		return trip_of(r);
 	n = sp_wire_frame_len(head);
 	if (head[0] != SP_MSG_TYPE || n < 4 || n - 4 > CLIENT_RECV_MAX ||
 	    memcmp(head + SP_FRAME_HEAD, msg + SP_FRAME_HEAD, 4) != 0) {
@@ -305,20 +207,21 @@ static enum io_result conn_round_trip(struct wsgate_client *c,
 		                 "%s sent a reply that is not for this "
 		                 "request",
 		                 c->url);
-		return IO_FAILED;
+		return TRIP_FAILED;
 	}
 	*reply_len = (size_t)n - 4;
 	if ((*reply = malloc(*reply_len ? *reply_len : 1)) == NULL) {
 		client_set_error(c, "cannot receive from %s: out of memory",
 		                 c->url);
-		return IO_FAILED;
+		return TRIP_FAILED;
 	}
-	r = io_read(conn->fd, *reply, *reply_len, deadline);
-	if (r != IO_OK) {
+	got = 0;
+	r = sp_conn_read(conn->fd, *reply, *reply_len, &got, deadline);
+	if (r != SP_IO_OK) {
 		free(*reply);
 		*reply = NULL;
 	}
-	return r;
+	return trip_of(r);
 }
 
 /*
@@ -333,8 +236,8 @@ static enum wsgate_status client_call(struct wsgate_client *c,
                                       Wsgate__V1__Request *req,
                                       Wsgate__V1__Reply **out)
 {
-	int64_t deadline = now_ms() + c->timeout_ms;
-	enum io_result r = IO_BROKEN;
+	int64_t deadline = sp_conn_now_ms() + c->timeout_ms;
+	enum trip r = TRIP_BROKEN;
 	Wsgate__V1__Reply *rep;
 	uint8_t *msg, *reply = NULL;
 	size_t body_len, len, reply_len = 0;
@@ -357,41 +260,43 @@ static enum wsgate_status client_call(struct wsgate_client *c,
 
 	for (;;) {
 		bool reused;
+		int64_t left;
 		struct client_conn *conn = conn_take(c, deadline, &reused);
 		if (conn == NULL) {
-			r = IO_TIMEOUT;
+			r = TRIP_TIMEOUT;
 			break;
 		}
 		r = conn_round_trip(c, conn, msg, len, deadline, &reply,
 		                    &reply_len);
-		if (r == IO_OK) {
+		if (r == TRIP_OK) {
 			conn_give_back(c, conn);
 			break;
 		}
 		conn_close(conn);
-		if (r != IO_BROKEN)
+		if (r != TRIP_BROKEN)
 			break;
 		/* Broken before the reply: send it again on a new connection,
 		 * at once if this one had idled (a sidecar restart may have
 		 * cut it), else after a pause, as NNG's req0 does. */
-		if (!reused) {
-			struct timespec pause = {0, CLIENT_RECONNECT_MS *
-			                                1000000L};
-			if (now_ms() + CLIENT_RECONNECT_MS >= deadline)
-				break;
-			nanosleep(&pause, NULL);
+		client_set_error(c, "%s closed the connection", c->url);
+		if (reused)
+			continue;
+		if ((left = deadline - sp_conn_now_ms()) <= 0) {
+			r = TRIP_TIMEOUT;
+			break;
 		}
+		if (left > CLIENT_RECONNECT_MS)
+			left = CLIENT_RECONNECT_MS;
+		nanosleep(&(struct timespec){0, left * 1000000L}, NULL);
 	}
 	free(msg);
-	if (r == IO_TIMEOUT) {
+	if (r == TRIP_TIMEOUT) {
 		client_set_error(c, "no reply from %s within %d ms", c->url,
 		                 c->timeout_ms);
 		return WSGATE_ERR_TIMEOUT;
 	}
-	if (r == IO_FAILED)
+	if (r == TRIP_FAILED)
 		return WSGATE_ERR_PROTOCOL;
-	if (r != IO_OK)
-		return WSGATE_ERR_TRANSPORT;
 
 	rep = wsgate__v1__reply__unpack(NULL, reply_len, reply);
 	free(reply);
@@ -477,7 +382,6 @@ enum wsgate_status wsgate_client_open(wsgate_client **out, const char *url,
                                       int timeout_ms)
 {
 	struct wsgate_client *c;
-	const char *path;
 
 	if (out == NULL)
 		return WSGATE_ERR_ARGUMENT;
@@ -486,20 +390,17 @@ enum wsgate_status wsgate_client_open(wsgate_client **out, const char *url,
 		return WSGATE_ERR_ARGUMENT;
 	if (url == NULL)
 		url = WSGATE_DEFAULT_CONTROL;
-	/* Only ipc://, as the sidecar serves: the path must fit sun_path. */
-	if (strncmp(url, "ipc://", 6) != 0)
-		return WSGATE_ERR_ARGUMENT;
-	path = url + 6;
-	if (*path == '\0' || strlen(path) >= sizeof(c->addr.sun_path))
-		return WSGATE_ERR_ARGUMENT;
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return WSGATE_ERR_TRANSPORT;
+	/* Only ipc://, as the sidecar serves. */
+	if (sp_conn_addr(&c->addr, url) != 0) {
+		free(c);
+		return WSGATE_ERR_ARGUMENT;
+	}
 	if ((c->url = strdup(url)) == NULL) {
 		free(c);
 		return WSGATE_ERR_TRANSPORT;
 	}
-	c->addr.sun_family = AF_UNIX;
-	memcpy(c->addr.sun_path, path, strlen(path) + 1);
 	c->timeout_ms = timeout_ms;
 	atomic_init(&c->next_id, 1);
 	pthread_mutex_init(&c->lk, NULL);

@@ -1,25 +1,47 @@
 /*
- * libwsgate, inbound side: owns struct wsgate_inbound (one pull0 socket
- * dialed to the sidecar's push0 at --inbound) and turns each
- * wsgate.v1.Inbound into a struct wsgate_inbound_msg. One thread at a time
- * per handle (the receive timeout is a socket option set per call).
+ * libwsgate, inbound side: owns struct wsgate_inbound (a pull0 connection
+ * to the sidecar's push0 at --inbound, in NNG's wire format through
+ * sp_conn) and turns each wsgate.v1.Inbound into a struct
+ * wsgate_inbound_msg. One thread at a time per handle.
+ *
+ * The connection is made at open if the sidecar is there, else by the
+ * first receive that finds it; one that breaks (a sidecar restart) is
+ * redialed by the next receive. Meanwhile the sidecar keeps messages for
+ * backends in its --inbound-buffer. A frame cut short by a receive's
+ * timeout is resumed by the next receive.
  */
+#include "sp_conn.h"
+#include "sp_wire.h"
 #include "wsgate.h"
 #include "wsgate.pb-c.h"
 
-#include <nng/nng.h>
-#include <nng/protocol/pipeline0/pull.h>
-
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 /* Client frames are 64 KiB by default and --max-client-frame is
  * configurable, so this only guards against a broken peer. */
 #define INBOUND_RECV_MAX ((size_t)64 * 1024 * 1024)
 
+/* Pause between two dials while nothing listens. */
+#define INBOUND_RECONNECT_MS 100
+
+/* How long open waits for the sidecar's SP header. */
+#define INBOUND_OPEN_WAIT_MS 1000
+
+/* The least time a dial gets for the header exchange. */
+#define INBOUND_DIAL_MS 100
+
 /* One of these per wsgate_inbound_open(). */
 struct wsgate_inbound {
-	nng_socket sock;
+	struct sockaddr_un addr;
+	int fd; /* -1: not connected */
+	/* The frame being read: head, then body. */
+	uint8_t head[SP_FRAME_HEAD];
+	size_t head_got;
+	uint8_t *body;
+	size_t body_len, body_got;
 };
 
 /* Copies src into dst[cap], truncating on a UTF-8 character boundary. */
@@ -37,10 +59,44 @@ static void copy_str(char *dst, size_t cap, const char *src)
 	dst[len] = '\0';
 }
 
+static void inbound_disconnect(struct wsgate_inbound *in)
+{
+	if (in->fd >= 0)
+		close(in->fd);
+	in->fd = -1;
+	free(in->body);
+	in->body = NULL;
+	in->head_got = in->body_len = in->body_got = 0;
+}
+
+/* Connects by the deadline if it can, retrying while nothing listens.
+ * The header exchange gets at least INBOUND_DIAL_MS even when the
+ * deadline is sooner, so that a receive with timeout 0 can connect. */
+static enum sp_io inbound_dial(struct wsgate_inbound *in, int64_t deadline)
+{
+	for (;;) {
+		char err[256];
+		enum sp_io res;
+		int64_t left, now = sp_conn_now_ms();
+		int64_t hs = deadline > now + INBOUND_DIAL_MS
+		                 ? deadline
+		                 : now + INBOUND_DIAL_MS;
+		in->fd = sp_conn_dial(&in->addr, SP_PROTO_PULL0, SP_PROTO_PUSH0,
+		                      hs, &res, err, sizeof(err));
+		if (in->fd >= 0)
+			return SP_IO_OK;
+		if (res == SP_IO_TIMEOUT ||
+		    (left = deadline - sp_conn_now_ms()) <= 0)
+			return SP_IO_TIMEOUT;
+		if (left > INBOUND_RECONNECT_MS)
+			left = INBOUND_RECONNECT_MS;
+		nanosleep(&(struct timespec){0, left * 1000000L}, NULL);
+	}
+}
+
 enum wsgate_status wsgate_inbound_open(wsgate_inbound **out, const char *url)
 {
 	struct wsgate_inbound *in;
-	int rv;
 
 	if (out == NULL)
 		return WSGATE_ERR_ARGUMENT;
@@ -49,22 +105,15 @@ enum wsgate_status wsgate_inbound_open(wsgate_inbound **out, const char *url)
 		url = WSGATE_DEFAULT_INBOUND;
 	if ((in = calloc(1, sizeof(*in))) == NULL)
 		return WSGATE_ERR_TRANSPORT;
-	if ((rv = nng_pull0_open(&in->sock)) != 0) {
+	if (sp_conn_addr(&in->addr, url) != 0) {
 		free(in);
-		return WSGATE_ERR_TRANSPORT;
+		return WSGATE_ERR_ARGUMENT;
 	}
-	/* Non-blocking dial: a backend may start before the sidecar; NNG
-	 * keeps redialing and messages flow once it is up. */
-	if ((rv = nng_socket_set_size(in->sock, NNG_OPT_RECVMAXSZ,
-	                              INBOUND_RECV_MAX)) != 0 ||
-	    (rv = nng_dial(in->sock, url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
-		nng_close(in->sock);
-		free(in);
-		if (rv == NNG_EADDRINVAL || rv == NNG_ENOTSUP ||
-		    rv == NNG_EINVAL)
-			return WSGATE_ERR_ARGUMENT;
-		return WSGATE_ERR_TRANSPORT;
-	}
+	in->fd = -1;
+	/* One attempt: a backend may start before the sidecar. */
+	if (inbound_dial(in, sp_conn_now_ms() + INBOUND_OPEN_WAIT_MS) !=
+	    SP_IO_OK)
+		in->fd = -1;
 	*out = in;
 	return WSGATE_OK;
 }
@@ -73,8 +122,45 @@ void wsgate_inbound_close(wsgate_inbound *in)
 {
 	if (in == NULL)
 		return;
-	nng_close(in->sock);
+	inbound_disconnect(in);
 	free(in);
+}
+
+/*
+ * Reads one whole message into in->body (in->body_len bytes) by the
+ * deadline, dialing and redialing as needed. SP_IO_BROKEN only for a
+ * frame over INBOUND_RECV_MAX or out of memory (the connection is
+ * dropped).
+ */
+static enum sp_io inbound_read_frame(struct wsgate_inbound *in,
+                                     int64_t deadline)
+{
+	for (;;) {
+		enum sp_io r;
+		if (in->fd < 0 && inbound_dial(in, deadline) != SP_IO_OK)
+			return SP_IO_TIMEOUT;
+		r = sp_conn_read(in->fd, in->head, sizeof(in->head),
+		                 &in->head_got, deadline);
+		if (r == SP_IO_OK && in->body == NULL) {
+			uint64_t n = sp_wire_frame_len(in->head);
+			if (in->head[0] != SP_MSG_TYPE ||
+			    n > INBOUND_RECV_MAX ||
+			    (in->body = malloc(n ? (size_t)n : 1)) == NULL) {
+				inbound_disconnect(in);
+				return SP_IO_BROKEN;
+			}
+			in->body_len = (size_t)n;
+		}
+		if (r == SP_IO_OK)
+			r = sp_conn_read(in->fd, in->body, in->body_len,
+			                 &in->body_got, deadline);
+		if (r != SP_IO_BROKEN)
+			return r;
+		/* The sidecar went away: the next connection starts anew. */
+		inbound_disconnect(in);
+		if (sp_conn_now_ms() >= deadline)
+			return SP_IO_TIMEOUT;
+	}
 }
 
 /* CLIENT_MESSAGE data gets a NUL after data_len bytes, so a backend may
@@ -135,22 +221,23 @@ enum wsgate_status wsgate_inbound_recv(wsgate_inbound *in,
 {
 	Wsgate__V1__Inbound *pb;
 	enum wsgate_status st;
-	nng_msg *m;
-	int rv;
+	enum sp_io r;
 
 	if (msg != NULL)
 		memset(msg, 0, sizeof(*msg));
 	if (in == NULL || msg == NULL || timeout_ms < -1)
 		return WSGATE_ERR_ARGUMENT;
-	if ((rv = nng_socket_set_ms(in->sock, NNG_OPT_RECVTIMEO, timeout_ms)) !=
-	    0)
-		return WSGATE_ERR_TRANSPORT;
-	if ((rv = nng_recvmsg(in->sock, &m, 0)) != 0)
-		return rv == NNG_ETIMEDOUT || rv == NNG_EAGAIN
-		           ? WSGATE_ERR_TIMEOUT
-		           : WSGATE_ERR_TRANSPORT;
-	pb = wsgate__v1__inbound__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
-	nng_msg_free(m);
+	r = inbound_read_frame(in, timeout_ms < 0
+	                               ? SP_CONN_FOREVER
+	                               : sp_conn_now_ms() + timeout_ms);
+	if (r == SP_IO_TIMEOUT)
+		return WSGATE_ERR_TIMEOUT;
+	if (r != SP_IO_OK)
+		return WSGATE_ERR_PROTOCOL;
+	pb = wsgate__v1__inbound__unpack(NULL, in->body_len, in->body);
+	free(in->body);
+	in->body = NULL;
+	in->head_got = in->body_len = in->body_got = 0;
 	if (pb == NULL)
 		return WSGATE_ERR_PROTOCOL;
 	st = inbound_fill(pb, msg);

@@ -844,7 +844,8 @@ static void push_inbound(nng_socket push, const Wsgate__V1__Inbound *in)
 	assert_int_equal(
 	    nng_msg_alloc(&m, wsgate__v1__inbound__get_packed_size(in)), 0);
 	wsgate__v1__inbound__pack(in, nng_msg_body(m));
-	/* Blocks until the pull side has connected: that is the sync. */
+	/* Buffered until the pull side connects (its next receive), as
+	 * the sidecar's --inbound-buffer keeps messages for backends. */
 	assert_int_equal(nng_sendmsg(push, m, 0), 0);
 }
 
@@ -867,6 +868,7 @@ static void test_inbound_delivers_messages_and_notices(void **state)
 	assert_int_equal(nng_push0_open(&push), 0);
 	assert_int_equal(nng_socket_set_ms(push, NNG_OPT_SENDTIMEO, TIMEOUT_MS),
 	                 0);
+	assert_int_equal(nng_socket_set_int(push, NNG_OPT_SENDBUF, 16), 0);
 	assert_int_equal(nng_listen(push, fx->inbound_url, NULL, 0), 0);
 
 	cm.conn_id = "c-1";
