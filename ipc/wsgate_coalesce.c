@@ -1,7 +1,7 @@
 /*
  * wsgate_coalesce: group commit on the backend's side. Every sidecar
- * request costs a round of NNG messages, thread hand-offs and a reply
- * whatever it carries, so when threads of one process call
+ * request costs a write, a wake-up of the sidecar and a reply whatever it
+ * carries, so when threads of one process call
  * wsgate_send_event at the same time their events leave together as one
  * SendBatch (the sidecar validates, sequences and answers each event of a
  * batch on its own, so nobody's outcome changes by travelling with others).
@@ -23,6 +23,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Measured with libwsgate's own transport (bench, single events): 8 in
+ * flight gave +29% at 8 calling threads but -25% at 32, where batches
+ * grow; 2 is kept. */
 #define COALESCE_IN_FLIGHT  2
 #define COALESCE_MAX_EVENTS 128
 #define COALESCE_MAX_BYTES  (1024 * 1024)
