@@ -324,7 +324,10 @@ static bool pipe_deliver(struct sp_pipe *p)
 				return false;
 		}
 	}
-	while (p->open && p->reading && p->in_len - at >= SP_FRAME_HEAD) {
+	/* Frames already read wait, too, while the peer does not read. */
+	while (p->open && p->reading &&
+	       p->out_len - p->out_off <= srv->cfg.max_unsent &&
+	       p->in_len - at >= SP_FRAME_HEAD) {
 		const uint8_t *f = p->in + at;
 		uint64_t len = sp_wire_frame_len(f);
 		if (f[0] != SP_MSG_TYPE || len > srv->cfg.max_message) {
