@@ -73,8 +73,7 @@ struct control {
 	struct control_request *head, *tail; /* validated, not yet taken */
 	uint8_t *reply_buf; /* control_reply packs here; grows, never shrinks */
 	size_t reply_cap;
-	int64_t log_second; /* control_warn's rate limit */
-	unsigned log_count, log_suppressed;
+	struct log_limit log_limit; /* control_warn's */
 	/* The checker thread decodes and validates requests over
 	 * CONTROL_CHECK_INLINE_MAX bytes. lk guards the two lists and stopping;
 	 * cv wakes the checker; checked_async wakes the loop. */
@@ -95,22 +94,14 @@ struct control {
  */
 static void control_warn(struct control *ctl, const char *what)
 {
-	int64_t second = (int64_t)ev_now(ctl->loop);
-	if (second != ctl->log_second) {
-		if (ctl->log_suppressed)
-			log_warn("control: %u more refused request(s) not "
-			         "logged",
-			         ctl->log_suppressed);
-		ctl->log_second = second;
-		ctl->log_count = 0;
-		ctl->log_suppressed = 0;
-	}
-	if (ctl->log_count >= CONTROL_LOG_BURST) {
-		ctl->log_suppressed++;
-		return;
-	}
-	ctl->log_count++;
-	log_warn("control: %s", what);
+	unsigned missed;
+	bool pass = log_limit_pass(&ctl->log_limit, (int64_t)ev_now(ctl->loop),
+	                           CONTROL_LOG_BURST, &missed);
+	if (missed)
+		log_warn("control: %u more refused request(s) not logged",
+		         missed);
+	if (pass)
+		log_warn("control: %s", what);
 }
 
 static void pipe_request_done(struct control *ctl, struct sp_pipe *p)
@@ -416,12 +407,6 @@ static void on_close(void *arg, struct sp_pipe *p)
 		free(cp);
 }
 
-static void on_log(void *arg, const char *line)
-{
-	(void)arg;
-	log_warn("%s", line);
-}
-
 struct control_request *control_next(struct control *ctl)
 {
 	struct control_request *s = ctl->head;
@@ -453,7 +438,6 @@ int control_open(struct control **out, struct ev_loop *loop,
 	    .on_message = on_message,
 	    .on_open = on_open,
 	    .on_close = on_close,
-	    .on_log = on_log,
 	};
 	struct sp_server_config scfg = {
 	    .what = "control",

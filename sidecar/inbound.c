@@ -115,12 +115,6 @@ static void on_message(void *arg, struct sp_pipe *p, const uint8_t *msg,
 	(void)len;
 }
 
-static void on_log(void *arg, const char *line)
-{
-	(void)arg;
-	log_warn("%s", line);
-}
-
 int inbound_open(struct inbound **out, struct ev_loop *loop, const char *url,
                  int ipc_mode, int buffer, char *err, size_t errlen)
 {
@@ -129,7 +123,6 @@ int inbound_open(struct inbound **out, struct ev_loop *loop, const char *url,
 	    .on_open = on_open,
 	    .on_drained = on_drained,
 	    .on_close = on_close,
-	    .on_log = on_log,
 	};
 	struct sp_server_config scfg = {
 	    .what = "inbound",

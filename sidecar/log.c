@@ -46,3 +46,21 @@ void log_write(enum log_level level, const char *fmt, ...)
 	        tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, level_names[level],
 	        msg);
 }
+
+bool log_limit_pass(struct log_limit *l, int64_t now_s, unsigned burst,
+                    unsigned *missed)
+{
+	*missed = 0;
+	if (now_s != l->second) {
+		*missed = l->suppressed;
+		l->second = now_s;
+		l->count = 0;
+		l->suppressed = 0;
+	}
+	if (l->count >= burst) {
+		l->suppressed++;
+		return false;
+	}
+	l->count++;
+	return true;
+}

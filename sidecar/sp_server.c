@@ -27,6 +27,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "log.h"
+
 #define SP_IN_MIN      (64u << 10)
 #define SP_BACKLOG     128
 #define SP_ACCEPT_WAIT 0.1 /* s: out of descriptors, try again later */
@@ -64,45 +66,44 @@ struct sp_server {
 	ev_timer accept_wait;
 	uint8_t header[SP_HEADER_LEN];
 	struct sp_pipe *pipes;
-	int64_t log_second; /* server_log's rate limit */
-	unsigned log_count, log_suppressed;
+	struct log_limit log_limit; /* server_log's */
 };
 
+static void server_emit(struct sp_server *srv, const char *line)
+{
+	if (srv->ops.on_log)
+		srv->ops.on_log(srv->arg, line);
+	else
+		log_warn("%s", line);
+}
+
 /*
- * One line through on_log, prefixed with what. A local process can make a
- * line per connection, so at most SP_LOG_BURST are written a second, then
- * one saying how many were left out.
+ * One line, prefixed with what, through on_log or else as a warning. A
+ * local process can make a line per connection, so at most SP_LOG_BURST
+ * are written a second, then one saying how many were left out.
  */
 __attribute__((format(printf, 2, 3))) static void
 server_log(struct sp_server *srv, const char *fmt, ...)
 {
 	char line[512];
-	int64_t second = (int64_t)ev_now(srv->loop);
+	unsigned missed;
+	bool pass = log_limit_pass(&srv->log_limit, (int64_t)ev_now(srv->loop),
+	                           SP_LOG_BURST, &missed);
 	size_t n;
 	va_list ap;
-	if (!srv->ops.on_log)
-		return;
-	if (second != srv->log_second) {
-		if (srv->log_suppressed) {
-			snprintf(line, sizeof(line),
-			         "%s: %u more line(s) about pipes not logged",
-			         srv->what, srv->log_suppressed);
-			srv->ops.on_log(srv->arg, line);
-		}
-		srv->log_second = second;
-		srv->log_count = 0;
-		srv->log_suppressed = 0;
+	if (missed) {
+		snprintf(line, sizeof(line),
+		         "%s: %u more line(s) about connections not logged",
+		         srv->what, missed);
+		server_emit(srv, line);
 	}
-	if (srv->log_count >= SP_LOG_BURST) {
-		srv->log_suppressed++;
+	if (!pass)
 		return;
-	}
-	srv->log_count++;
 	n = (size_t)snprintf(line, sizeof(line), "%s: ", srv->what);
 	va_start(ap, fmt);
 	vsnprintf(line + n, sizeof(line) - n, fmt, ap);
 	va_end(ap);
-	srv->ops.on_log(srv->arg, line);
+	server_emit(srv, line);
 }
 
 /* --- pipes --- */

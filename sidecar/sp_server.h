@@ -54,7 +54,7 @@ struct sp_server_ops {
 	void (*on_drained)(void *arg, struct sp_pipe *p);
 	/* p is closed (for an opened pipe only; may be NULL). */
 	void (*on_close)(void *arg, struct sp_pipe *p);
-	/* One line about the listener or a pipe (may be NULL). */
+	/* One line about the listener or a pipe (NULL: log_warn). */
 	void (*on_log)(void *arg, const char *line);
 };
 
