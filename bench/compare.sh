@@ -61,8 +61,26 @@ ensure_nchan() {
 # Sets NC_DIR, NC_PORT, NC_PID (master), NC_WORKER, NC_CMD.
 start_nchan() {
 	NC_DIR=$(mktemp -d /tmp/wsbench-nchan.XXXXXX) || return 1
-	NC_PORT=$(free_port) || return 1
 	mkdir -p "$NC_DIR/tmp"
+	local try
+	# A free port can be taken by someone else before nginx binds it:
+	# then try another, as start_sidecar does.
+	for try in 1 2 3 4 5; do
+		NC_PORT=$(free_port) || return 1
+		start_nchan_on_port && return 0
+		{ kill -KILL "$NC_PID" && wait "$NC_PID"; } 2>/dev/null
+		grep -q "in use" "$NC_DIR/error.log" "$NC_DIR/out.log" \
+			2>/dev/null || break
+		log "port $NC_PORT was taken; trying another"
+	done
+	log "nginx did not start: $NC_CMD"
+	cat "$NC_DIR/error.log" "$NC_DIR/out.log" >&2 2>/dev/null
+	return 1
+}
+
+# One attempt of start_nchan on NC_PORT.
+start_nchan_on_port() {
+	: >"$NC_DIR/error.log"
 	cat >"$NC_DIR/nginx.conf" <<EOF
 # One worker: on 2 cores, 2 workers measured no faster (nchan then routes
 # messages between workers), and one pid keeps the CPU/RSS numbers exact.
@@ -112,8 +130,6 @@ EOF
 		kill -0 "$NC_PID" 2>/dev/null || break
 		sleep 0.1
 	done
-	log "nginx did not start: $NC_CMD"
-	cat "$NC_DIR/error.log" "$NC_DIR/out.log" >&2 2>/dev/null
 	return 1
 }
 

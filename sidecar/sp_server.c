@@ -267,8 +267,8 @@ int sp_pipe_send(struct sp_pipe *p, const struct iovec *iov, int n)
 	v[0].iov_len = sizeof(head);
 	memcpy(v + 1, iov, (size_t)n * sizeof(*iov));
 
-	/* Behind kept output, or before the header exchange finished, the
-	 * message joins the queue: frames leave in order. */
+	/* Behind kept output the message joins the queue: frames leave in
+	 * order. */
 	if (p->out_off == p->out_len) {
 		struct msghdr mh = {.msg_iov = v, .msg_iovlen = (size_t)n + 1};
 		ssize_t w;
@@ -503,7 +503,9 @@ static void make_parent_dirs(const char *path)
 /* Whether something accepts connections at addr. */
 static bool socket_is_live(const struct sockaddr_un *addr)
 {
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* Non-blocking: a live server with a full backlog answers EAGAIN
+	 * at once (live) instead of making us wait. */
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	bool live;
 	if (fd < 0)
 		return true; /* cannot tell: do not take it over */
@@ -631,10 +633,11 @@ void sp_server_close(struct sp_server *srv)
 	ev_timer_stop(srv->loop, &srv->accept_wait);
 	while (srv->pipes) {
 		struct sp_pipe *p = srv->pipes;
-		if (p->open && p->out_off < p->out_len)
-			pipe_flush(p); /* may close p */
-		if (p->open)
-			sp_pipe_close(p);
+		sp_pipe_hold(p); /* pipe_flush may close p */
+		if (p->out_off < p->out_len)
+			pipe_flush(p);
+		sp_pipe_close(p);
+		sp_pipe_release(p);
 	}
 	close(srv->lfd);
 	/* Only our own file: another process may have taken the path. */

@@ -761,8 +761,14 @@ static void test_push0_messages_reach_pull0_byte_for_byte(void **state)
 
 /* --- the peer's protocol --- */
 
-/* An NNG push0 client dialing a rep0 server (which accepts req0 only)
- * never opens a pipe; a req0 client after it does, and is the only one. */
+/* The push0 socket of the test below, closed at the end of main. NNG
+ * 1.5.2 redials at once after a rejected pipe about half the time (its
+ * back-off is "(int)random % back_off", often negative), and closing a
+ * socket while such a redial is under way leaks the dialer (seen under
+ * LeakSanitizer in about 1 of 10 such closes). By the end of
+ * the run the redials have long stopped. */
+static nng_socket push_socket = NNG_SOCKET_INITIALIZER;
+
 static void on_nng_pipe_removed(nng_pipe pipe, nng_pipe_ev ev, void *arg)
 {
 	(void)pipe;
@@ -770,30 +776,30 @@ static void on_nng_pipe_removed(nng_pipe pipe, nng_pipe_ev ev, void *arg)
 	atomic_fetch_add((atomic_int *)arg, 1);
 }
 
+/* An NNG push0 client dialing a rep0 server (which accepts req0 only)
+ * never opens a pipe; a req0 client after it does, and is the only one. */
 static void test_push0_peer_of_a_rep0_server_never_opens_a_pipe(void **state)
 {
 	struct harness *h = *state;
 	static atomic_int removed;
-	nng_socket push;
 	atomic_store(&removed, 0);
 	start_server(h);
-	assert_int_equal(nng_push0_open(&push), 0);
-	/* One attempt: NNG 1.5.2 can leak a dialer closed while it
-	 * redials. */
-	assert_int_equal(nng_socket_set_ms(push, NNG_OPT_RECONNMINT, 600000),
-	                 0);
-	assert_int_equal(nng_pipe_notify(push, NNG_PIPE_EV_REM_POST,
+	assert_int_equal(nng_push0_open(&push_socket), 0);
+	assert_int_equal(
+	    nng_socket_set_ms(push_socket, NNG_OPT_RECONNMINT, 3600000), 0);
+	assert_int_equal(nng_pipe_notify(push_socket, NNG_PIPE_EV_REM_POST,
 	                                 on_nng_pipe_removed, &removed),
 	                 0);
-	assert_int_equal(nng_dial(push, h->url, NULL, NNG_FLAG_NONBLOCK), 0);
-	/* The server logs the refused connection; NNG drops its pipe. */
+	assert_int_equal(nng_dial(push_socket, h->url, NULL, NNG_FLAG_NONBLOCK),
+	                 0);
+	/* The server logs the refused connection; NNG drops its pipe too
+	 * (push0 takes pull0 peers only). */
 	WAIT_FOR(h, h->logs >= 1 && atomic_load(&removed) >= 1);
 	struct nng_client *c = start_client(h, 0, CLIENT_REQ, "good", 1);
 	join_client(h, c);
 	assert_int_equal(c->rv, 0);
 	assert_int_equal(h->opens, 1);
 	assert_int_equal(h->messages, 1);
-	assert_int_equal(nng_close(push), 0);
 }
 
 /* A raw peer sending the header of another protocol, or no SP header at
@@ -1119,9 +1125,11 @@ static void test_no_message_is_delivered_while_unsent_is_over_max(void **state)
 	WAIT_FOR(h, h->messages >= 1);
 	settle(h, SETTLE_MS);
 	assert_true(h->pipe && sp_pipe_unsent(h->pipe) > h->cfg.max_unsent);
-	print_message("on_message ran %d times for 8 requests; the most "
-	              "unsent output it saw: %zu (max_unsent %zu)\n",
-	              h->messages, h->max_unsent_seen, h->cfg.max_unsent);
+	if (h->max_unsent_seen > h->cfg.max_unsent)
+		print_message(
+		    "on_message ran %d times for 8 requests; the most "
+		    "unsent output it saw: %zu (max_unsent %zu)\n",
+		    h->messages, h->max_unsent_seen, h->cfg.max_unsent);
 	assert_true(h->max_unsent_seen <= h->cfg.max_unsent);
 	assert_true(h->messages < 8);
 
@@ -1274,6 +1282,8 @@ int main(void)
 	};
 #undef T
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
+	if (nng_socket_id(push_socket) > 0)
+		nng_close(push_socket);
 	nng_fini();
 	return failed;
 }
