@@ -35,7 +35,7 @@ static const struct flag flags[] = {
     {"control", "WSGATE_CONTROL", "ipc:///tmp/wsgate/control.ipc", FLAG_STRING,
      F(control), "backend and admin requests (NNG req/rep protocol)"},
     {"inbound", "WSGATE_INBOUND", "ipc:///tmp/wsgate/inbound.ipc", FLAG_STRING,
-     F(inbound), "client messages and connection notices (NNG push/pull protocol)"},
+     F(inbound), "client messages and notices (NNG push/pull protocol)"},
     {"db", "WSGATE_DB", "./wsgate.db", FLAG_STRING, F(db),
      "event log and audit store (SQLite)"},
     {"jwt-secret-file", "WSGATE_JWT_SECRET_FILE", NULL, FLAG_STRING,
