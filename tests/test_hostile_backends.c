@@ -549,6 +549,55 @@ static void flood_free(struct flood *fl)
 	free(fl);
 }
 
+/*
+ * NNG 1.5.2's own nng_close, on the client side, was seen to hang now and
+ * then (see test_huge_batches_are_bounded); the sidecar is not involved.
+ * flood_free_bounded runs flood_free on a thread of its own and waits at
+ * most CLOSE_WAIT_MS: a close still running then is reported as a known
+ * issue and left to itself, and main skips nng_fini (which would wait for
+ * it).
+ */
+#define CLOSE_WAIT_MS 10000
+
+static atomic_bool nng_close_hung;
+
+struct bounded_free {
+	struct flood *fl;
+	atomic_bool done;
+};
+
+static void *bounded_free_main(void *arg)
+{
+	struct bounded_free *bf = arg;
+	flood_free(bf->fl);
+	atomic_store(&bf->done, true);
+	return NULL;
+}
+
+static void flood_free_bounded(struct flood *fl)
+{
+	/* Static: a close left running may still use it after we return. */
+	static struct bounded_free bf;
+	int64_t deadline = now_us() + (int64_t)CLOSE_WAIT_MS * 1000;
+	pthread_t t;
+
+	bf.fl = fl;
+	atomic_store(&bf.done, false);
+	assert_int_equal(pthread_create(&t, NULL, bounded_free_main, &bf), 0);
+	while (!atomic_load(&bf.done) && now_us() < deadline)
+		test_pause_ms(5);
+	if (atomic_load(&bf.done)) {
+		pthread_join(t, NULL);
+		return;
+	}
+	pthread_detach(t);
+	atomic_store(&nng_close_hung, true);
+	fprintf(stderr,
+	        "KNOWN ISSUE: NNG 1.5.2 nng_close of a client socket "
+	        "did not return within %d ms; left running\n",
+	        CLOSE_WAIT_MS);
+}
+
 /* --- the backend that never reads (see its test) --- */
 
 struct abuser {
@@ -1106,7 +1155,7 @@ static void test_backend_that_never_reads_cannot_starve_others(void **state)
 	flood_wait(silent);
 	assert_int_equal(atomic_load(&silent->failed), 0);
 	good_probe(h, "with 1000 unread replies on a cooked req0 socket");
-	flood_free(silent);
+	flood_free_bounded(silent);
 
 	/* The raw abuser. */
 	assert_int_equal(nng_req0_open_raw(&a->sock), 0);
@@ -1375,6 +1424,7 @@ int main(int argc, char **argv)
 	if (getenv("WSGATE_TEST_FILTER"))
 		cmocka_set_test_filter(getenv("WSGATE_TEST_FILTER"));
 	rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
-	nng_fini();
+	if (!atomic_load(&nng_close_hung))
+		nng_fini();
 	return rc;
 }
