@@ -131,3 +131,31 @@ int sp_conn_dial(const struct sockaddr_un *addr, uint16_t proto, uint16_t peer,
 	}
 	return fd;
 }
+
+bool sp_conn_pause(int64_t deadline)
+{
+	int64_t left = deadline - sp_conn_now_ms();
+	if (left <= 0)
+		return false;
+	if (left > SP_CONN_RETRY_MS)
+		left = SP_CONN_RETRY_MS;
+	nanosleep(&(struct timespec){0, left * 1000000L}, NULL);
+	return true;
+}
+
+int sp_conn_dial_until(const struct sockaddr_un *addr, uint16_t proto,
+                       uint16_t peer, int64_t deadline, int64_t min_wait_ms,
+                       char *err, size_t errlen)
+{
+	for (;;) {
+		int64_t soonest = sp_conn_now_ms() + min_wait_ms;
+		enum sp_io res;
+		int fd = sp_conn_dial(addr, proto, peer,
+		                      deadline > soonest ? deadline : soonest,
+		                      &res, err, errlen);
+		if (fd >= 0)
+			return fd;
+		if (res == SP_IO_TIMEOUT || !sp_conn_pause(deadline))
+			return -1;
+	}
+}

@@ -10,6 +10,7 @@
 #ifndef WSGATE_SP_CONN_H
 #define WSGATE_SP_CONN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/un.h>
@@ -29,6 +30,19 @@ int sp_conn_addr(struct sockaddr_un *addr, const char *url);
  * peer). The descriptor, or -1 with *res and a reason in err. */
 int sp_conn_dial(const struct sockaddr_un *addr, uint16_t proto, uint16_t peer,
                  int64_t deadline, enum sp_io *res, char *err, size_t errlen);
+/* Pause between two dials while nothing listens (NNG's reconnect time). */
+#define SP_CONN_RETRY_MS 100
+
+/* Waits SP_CONN_RETRY_MS, or what is left until the deadline; false when
+ * nothing is left. */
+bool sp_conn_pause(int64_t deadline);
+/* sp_conn_dial, again after each pause while nothing listens (a sidecar
+ * starting or restarting), until the deadline. The header exchange gets
+ * at least min_wait_ms even when the deadline is sooner. The descriptor,
+ * or -1 with the last attempt's reason in err. */
+int sp_conn_dial_until(const struct sockaddr_un *addr, uint16_t proto,
+                       uint16_t peer, int64_t deadline, int64_t min_wait_ms,
+                       char *err, size_t errlen);
 enum sp_io sp_conn_write(int fd, const void *buf, size_t len, int64_t deadline);
 /* Reads buf[*done..len), advancing *done as bytes arrive, so that a read
  * cut short by the deadline can be resumed by a later call. */

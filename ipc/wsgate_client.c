@@ -31,16 +31,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 /* Largest reply accepted: a ConnectionList of tens of thousands of
  * connections is a few MiB, so 64 MiB only stops a broken or hostile peer
  * from making us allocate without bound. */
 #define CLIENT_RECV_MAX ((size_t)64 * 1024 * 1024)
-
-/* Pause between two dials while nothing listens (NNG's reconnect time). */
-#define CLIENT_RECONNECT_MS 100
 
 /* Idle connections kept per client; more are closed when calls end. */
 #define CLIENT_IDLE_MAX 64
@@ -124,6 +120,7 @@ static struct client_conn *conn_take(struct wsgate_client *c, int64_t deadline,
                                      bool *reused)
 {
 	struct client_conn *conn;
+	char err[256];
 	pthread_mutex_lock(&c->lk);
 	if ((conn = c->idle) != NULL) {
 		c->idle = conn->next;
@@ -137,24 +134,11 @@ static struct client_conn *conn_take(struct wsgate_client *c, int64_t deadline,
 		client_set_error(c, "cannot dial %s: out of memory", c->url);
 		return NULL;
 	}
-	for (;;) {
-		char err[256];
-		enum sp_io res;
-		int64_t left;
-		conn->fd = sp_conn_dial(&c->addr, SP_PROTO_REQ0, SP_PROTO_REP0,
-		                        deadline, &res, err, sizeof(err));
-		if (conn->fd >= 0)
-			return conn;
-		client_set_error(c, "%s", err);
-		if (res == SP_IO_TIMEOUT ||
-		    (left = deadline - sp_conn_now_ms()) <= 0)
-			break;
-		/* Nothing listens yet (the sidecar starting or restarting):
-		 * try again, as NNG's dialer does. */
-		if (left > CLIENT_RECONNECT_MS)
-			left = CLIENT_RECONNECT_MS;
-		nanosleep(&(struct timespec){0, left * 1000000L}, NULL);
-	}
+	conn->fd = sp_conn_dial_until(&c->addr, SP_PROTO_REQ0, SP_PROTO_REP0,
+	                              deadline, 0, err, sizeof(err));
+	if (conn->fd >= 0)
+		return conn;
+	client_set_error(c, "%s", err);
 	free(conn);
 	return NULL;
 }
@@ -260,7 +244,6 @@ static enum wsgate_status client_call(struct wsgate_client *c,
 
 	for (;;) {
 		bool reused;
-		int64_t left;
 		struct client_conn *conn = conn_take(c, deadline, &reused);
 		if (conn == NULL) {
 			r = TRIP_TIMEOUT;
@@ -281,13 +264,10 @@ static enum wsgate_status client_call(struct wsgate_client *c,
 		client_set_error(c, "%s closed the connection", c->url);
 		if (reused)
 			continue;
-		if ((left = deadline - sp_conn_now_ms()) <= 0) {
+		if (!sp_conn_pause(deadline)) {
 			r = TRIP_TIMEOUT;
 			break;
 		}
-		if (left > CLIENT_RECONNECT_MS)
-			left = CLIENT_RECONNECT_MS;
-		nanosleep(&(struct timespec){0, left * 1000000L}, NULL);
 	}
 	free(msg);
 	if (r == TRIP_TIMEOUT) {

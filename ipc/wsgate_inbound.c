@@ -17,15 +17,11 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 /* Client frames are 64 KiB by default and --max-client-frame is
  * configurable, so this only guards against a broken peer. */
 #define INBOUND_RECV_MAX ((size_t)64 * 1024 * 1024)
-
-/* Pause between two dials while nothing listens. */
-#define INBOUND_RECONNECT_MS 100
 
 /* How long open waits for the sidecar's SP header. */
 #define INBOUND_OPEN_WAIT_MS 1000
@@ -69,29 +65,15 @@ static void inbound_disconnect(struct wsgate_inbound *in)
 	in->head_got = in->body_len = in->body_got = 0;
 }
 
-/* Connects by the deadline if it can, retrying while nothing listens.
- * The header exchange gets at least INBOUND_DIAL_MS even when the
- * deadline is sooner, so that a receive with timeout 0 can connect. */
+/* Connects by the deadline if it can. The header exchange gets at least
+ * INBOUND_DIAL_MS, so that a receive with timeout 0 can connect. */
 static enum sp_io inbound_dial(struct wsgate_inbound *in, int64_t deadline)
 {
-	for (;;) {
-		char err[256];
-		enum sp_io res;
-		int64_t left, now = sp_conn_now_ms();
-		int64_t hs = deadline > now + INBOUND_DIAL_MS
-		                 ? deadline
-		                 : now + INBOUND_DIAL_MS;
-		in->fd = sp_conn_dial(&in->addr, SP_PROTO_PULL0, SP_PROTO_PUSH0,
-		                      hs, &res, err, sizeof(err));
-		if (in->fd >= 0)
-			return SP_IO_OK;
-		if (res == SP_IO_TIMEOUT ||
-		    (left = deadline - sp_conn_now_ms()) <= 0)
-			return SP_IO_TIMEOUT;
-		if (left > INBOUND_RECONNECT_MS)
-			left = INBOUND_RECONNECT_MS;
-		nanosleep(&(struct timespec){0, left * 1000000L}, NULL);
-	}
+	char err[256];
+	in->fd =
+	    sp_conn_dial_until(&in->addr, SP_PROTO_PULL0, SP_PROTO_PUSH0,
+	                       deadline, INBOUND_DIAL_MS, err, sizeof(err));
+	return in->fd >= 0 ? SP_IO_OK : SP_IO_TIMEOUT;
 }
 
 enum wsgate_status wsgate_inbound_open(wsgate_inbound **out, const char *url)
