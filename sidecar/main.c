@@ -112,7 +112,9 @@ static void load_event_id(void *arg, const char *user_id, const char *event_id,
                           uint64_t seq, int64_t accepted_at)
 {
 	struct app *app = arg;
-	dedup_add(app->dedup, user_id, event_id, seq, accepted_at);
+	/* Its row is in the database: committed. */
+	dedup_add(app->dedup, user_id, event_id, seq, accepted_at,
+	          DEDUP_COMMITTED);
 }
 
 static int fail(const char *what, const char *err)

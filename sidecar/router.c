@@ -35,6 +35,9 @@ struct router *router_new(const struct router_config *cfg)
 
 void router_free(struct router *rt)
 {
+	/* Every accepted event's commit is done before the end (store_flush,
+	 * router_handle_done), so no repeat is left waiting unanswered. */
+	assert(!rt || dedup_parked(rt->cfg.dedup) == 0);
 	free(rt);
 }
 
@@ -123,18 +126,47 @@ static int deliver_live(struct router *rt, struct conn *c, struct frame *f)
 
 /* --- acceptance --- */
 
+/*
+ * A repeat of an event whose commit is not done yet waits for it: an OK
+ * now would acknowledge a row that may never be written (its commit
+ * fails, or the process dies first). event_committed answers it with the
+ * first one's outcome.
+ */
+static int park_repeat(struct router *rt, const Wsgate__V1__Event *ev,
+                       void *owner, size_t index, struct router_result *res)
+{
+	if (dedup_parked(rt->cfg.dedup) >= ROUTER_MAX_PARKED) {
+		res->status = ROUTER_EXHAUSTED;
+		res->error = "too many repeats of events not yet committed: "
+		             "retry later";
+		return 1;
+	}
+	if (dedup_park(rt->cfg.dedup, ev->user_id, ev->event_id, owner,
+	               index)) {
+		res->status = ROUTER_FAILED;
+		res->error = "out of memory";
+		return 1;
+	}
+	return 0;
+}
+
 int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
                         int64_t accepted_us, void *owner, size_t index,
                         struct router_result *res)
 {
 	memset(res, 0, sizeof(*res));
 	uint64_t seq;
-	if (dedup_find(rt->cfg.dedup, ev->user_id, ev->event_id, &seq)) {
+	switch (dedup_find(rt->cfg.dedup, ev->user_id, ev->event_id, &seq)) {
+	case DEDUP_COMMITTED:
 		res->status = ROUTER_OK;
 		res->seq = seq;
 		res->duplicate = 1;
 		registry_counters(rt->reg)->events_duplicate++;
 		return 1;
+	case DEDUP_PENDING:
+		return park_repeat(rt, ev, owner, index, res);
+	case DEDUP_NEW:
+		break;
 	}
 	if (store_backlog(rt->store) >= rt->cfg.max_backlog) {
 		res->status = ROUTER_EXHAUSTED;
@@ -179,7 +211,7 @@ int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
 	};
 	struct frame *f = frame_build_event(&fe);
 	if (!f || dedup_add(rt->cfg.dedup, ev->user_id, ev->event_id, fe.seq,
-	                    accepted_us)) {
+	                    accepted_us, DEDUP_PENDING)) {
 		frame_unref(f);
 		goto no_memory;
 	}
@@ -209,6 +241,24 @@ no_memory:
 	return 1;
 }
 
+/* The outcome of an event, for the repeats parked on it. */
+struct repeat_answer {
+	struct router *rt;
+	const struct router_result *first;
+};
+
+static void answer_repeat(void *arg, void *owner, size_t index)
+{
+	const struct repeat_answer *a = arg;
+	struct router_result res = *a->first;
+	if (res.status == ROUTER_OK) {
+		res = (struct router_result){
+		    .status = ROUTER_OK, .seq = a->first->seq, .duplicate = 1};
+		registry_counters(a->rt->reg)->events_duplicate++;
+	}
+	a->rt->cfg.on_event_done(owner, index, &res);
+}
+
 static void event_committed(struct router *rt, struct store_job *job)
 {
 	struct router_result res = {.status = ROUTER_OK,
@@ -222,8 +272,6 @@ static void event_committed(struct router *rt, struct store_job *job)
 		/* Give the seq back unless a later one was handed out. */
 		if (u && u->last_seq == job->event.seq)
 			u->last_seq--;
-		dedup_remove(rt->cfg.dedup, job->event.user_id,
-		             job->event.event_id);
 		registry_counters(rt->reg)->storage_failures++;
 		res = (struct router_result){
 		    .status = ROUTER_FAILED,
@@ -245,6 +293,11 @@ static void event_committed(struct router *rt, struct store_job *job)
 				res.connections++;
 		}
 	}
+	/* Committed: the repeats waiting for it are duplicates of it; failed:
+	 * they fail with it, and the id is forgotten, free for a retry. */
+	struct repeat_answer answer = {.rt = rt, .first = &res};
+	dedup_settle(rt->cfg.dedup, job->event.user_id, job->event.event_id,
+	             !job->failed, answer_repeat, &answer);
 	rt->cfg.on_event_done(job->event.owner, job->event.index, &res);
 	frame_unref(f);
 }

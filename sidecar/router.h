@@ -6,7 +6,10 @@
  * to the store together with a `queued` row for each connection of that
  * user open right now (none: the event is pending for the user's next
  * connections). Only when the store has committed all of that does the
- * frame go to those connections, and the backend get its answer.
+ * frame go to those connections, and the backend get its answer. A repeat
+ * of an event whose commit is not done yet waits for it and gets its
+ * outcome: OK with the first seq, or the same failure (then the id is
+ * free again).
  *
  * A new connection first gets `connected`, then its catch-up -- the events
  * with seq > since and the user's pending ones, read from the store in
@@ -48,6 +51,10 @@ struct router_result {
 	int duplicate;        /* event_id seen before: its first seq */
 };
 
+/* Repeats waiting for their first event's commit, at most; past it a
+ * repeat gets ROUTER_EXHAUSTED. Each holds its request until then. */
+#define ROUTER_MAX_PARKED 65536
+
 /* An accepted event's outcome, once its commit is done. */
 typedef void (*router_event_done_fn)(void *owner, size_t index,
                                      const struct router_result *res);
@@ -67,8 +74,9 @@ struct router;
 struct router *router_new(const struct router_config *cfg);
 void router_free(struct router *rt);
 
-/* Returns 1 when *res is final now (duplicates, refusals); 0 when the
- * event was submitted and on_event_done(owner, index) will follow. */
+/* Returns 1 when *res is final now (repeats of committed events,
+ * refusals); 0 when the event was submitted, or is a repeat waiting for
+ * the commit of its first, and on_event_done(owner, index) will follow. */
 int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
                         int64_t accepted_us, void *owner, size_t index,
                         struct router_result *res);

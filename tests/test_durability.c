@@ -36,6 +36,7 @@
 #include <time.h>
 
 #include <jansson.h>
+#include <sqlite3.h>
 
 #include "test_clock.h"
 #include "proc_status.h"
@@ -1860,6 +1861,58 @@ static void test_restart_keeps_pending_events(void **state)
 	t->passed = true;
 }
 
+/* ------------------------------------------------------------------ */
+/* 8. An event repeated in a batch whose commit fails: no OK for it.   */
+/* ------------------------------------------------------------------ */
+
+static void test_repeat_of_an_event_that_fails_is_not_acknowledged(void **state)
+{
+	struct dtest *t = *state;
+	const char *user = "fail-u";
+	struct wsgate_event ev[2];
+	struct wsgate_event_result br[2], res;
+	struct ws_client *c;
+	sqlite3 *db;
+
+	start_sidecar(t, NULL);
+	c = connect_user(t, user, -1, NULL);
+	/* The events table refuses this id, so the commit holding it fails
+	 * (a full disk or a broken file, made on purpose). */
+	assert_int_equal(sqlite3_open(t->sc->db_path, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, CALL_MS);
+	assert_int_equal(
+	    sqlite3_exec(db,
+	                 "CREATE TRIGGER inject BEFORE INSERT ON events"
+	                 " WHEN NEW.event_id = 'fail-1'"
+	                 " BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+	                 NULL, NULL, NULL),
+	    SQLITE_OK);
+	ev[0] = make_event("fail-1", user, "{\"n\":1}", 7);
+	ev[1] = make_event("fail-1", user, "{\"n\":2}", 7);
+	assert_wsgate_ok(t, wsgate_send_batch(t->backend, ev, 2, br));
+	for (int i = 0; i < 2; i++) {
+		if (br[i].status != WSGATE_INTERNAL)
+			fail_msg("event %d of the batch: %s%s seq %llu, want "
+			         "INTERNAL: that event was never stored",
+			         i, wsgate_status_name(br[i].status),
+			         br[i].duplicate ? " duplicate" : "",
+			         (unsigned long long)br[i].seq);
+		assert_false(br[i].duplicate);
+	}
+
+	/* The id is free again: the retry is a new event, delivered once. */
+	assert_int_equal(
+	    sqlite3_exec(db, "DROP TRIGGER inject", NULL, NULL, NULL),
+	    SQLITE_OK);
+	sqlite3_close(db);
+	res = send_one(t, user, "fail-1", "{\"n\":3}");
+	assert_false(res.duplicate);
+	assert_int_equal(res.connections, 1);
+	json_decref(expect_event(c, user, res.seq, "fail-1"));
+	expect_pong(c, user);
+	t->passed = true;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1881,6 +1934,9 @@ int main(void)
 	        test_teardown),
 	    cmocka_unit_test_setup_teardown(test_restart_keeps_pending_events,
 	                                    test_setup, test_teardown),
+	    cmocka_unit_test_setup_teardown(
+	        test_repeat_of_an_event_that_fails_is_not_acknowledged,
+	        test_setup, test_teardown),
 	};
 
 	/* A sidecar killed by a test must not take us down with SIGPIPE. */

@@ -40,6 +40,7 @@ struct harness {
 	struct router *rt;
 	int done_calls;
 	struct router_result last;
+	struct router_result by_index[8]; /* the last result of each index */
 };
 
 static int ready_calls;
@@ -73,9 +74,10 @@ static void on_event_done(void *owner, size_t index,
                           const struct router_result *res)
 {
 	(void)owner;
-	(void)index;
 	current->done_calls++;
 	current->last = *res;
+	if (index < 8)
+		current->by_index[index] = *res;
 }
 
 static struct harness *harness_new(size_t queue_limit)
@@ -392,6 +394,220 @@ static void test_repeated_event_id_is_a_duplicate(void **state)
 	harness_free(h);
 }
 
+/* The harness's database opened beside the store, as another process
+ * would. */
+static sqlite3 *db_open_beside(struct harness *h)
+{
+	char path[128];
+	sqlite3 *db;
+	snprintf(path, sizeof(path), "%s/db", h->dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	return db;
+}
+
+static void db_exec(sqlite3 *db, const char *sql)
+{
+	char *err = NULL;
+	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+		fail_msg("%s: %s", sql, err ? err : "?");
+}
+
+/* Until DROP TRIGGER inject: every commit of an event with this id fails,
+ * and with it the whole transaction. */
+static void db_inject_commit_failure(sqlite3 *db, const char *event_id)
+{
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+	         "CREATE TRIGGER inject BEFORE INSERT ON events"
+	         " WHEN NEW.event_id = '%s'"
+	         " BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+	         event_id);
+	db_exec(db, sql);
+}
+
+/* Accepts ev (index 0), then its repeat (index 1), while another process
+ * holds the write lock: the first's commit cannot be done, so neither may
+ * be answered yet (an OK for the repeat would acknowledge a row not yet
+ * written). */
+static void accept_twice_uncommitted(struct harness *h,
+                                     const Wsgate__V1__Event *ev)
+{
+	struct router_result res;
+	assert_int_equal(
+	    router_accept_event(h->rt, ev, clock_now_us(), NULL, 0, &res), 0);
+	assert_int_equal(
+	    router_accept_event(h->rt, ev, clock_now_us(), NULL, 1, &res), 0);
+	router_handle_done(h->rt);
+	assert_int_equal(h->done_calls, 0);
+}
+
+/* A repeat of a committed event is answered at once: seq, duplicate. */
+static void expect_answered_duplicate(struct harness *h,
+                                      const Wsgate__V1__Event *ev, uint64_t seq)
+{
+	struct router_result res;
+	assert_int_equal(
+	    router_accept_event(h->rt, ev, clock_now_us(), NULL, 7, &res), 1);
+	assert_int_equal(res.status, ROUTER_OK);
+	assert_true(res.duplicate);
+	assert_int_equal(res.seq, seq);
+}
+
+/* A repeat (another request) of an event whose commit is not done yet --
+ * held back by another process's write lock -- is answered only when that
+ * commit is done, with the first one's seq. */
+static void
+test_repeat_of_an_uncommitted_event_waits_for_its_commit(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	sqlite3 *other = db_open_beside(h);
+	db_exec(other, "BEGIN IMMEDIATE");
+	Wsgate__V1__Event ev = make_event(
+	    "hana", "first", WSGATE__V1__EVENT_TYPE__AGENT_STARTED, NULL);
+	accept_twice_uncommitted(h, &ev);
+
+	db_exec(other, "COMMIT");
+	sqlite3_close(other);
+	pump(h);
+	assert_int_equal(h->done_calls, 2);
+	assert_int_equal(h->by_index[0].status, ROUTER_OK);
+	assert_int_equal(h->by_index[0].seq, 1);
+	assert_false(h->by_index[0].duplicate);
+	assert_int_equal(h->by_index[1].status, ROUTER_OK);
+	assert_int_equal(h->by_index[1].seq, 1);
+	assert_true(h->by_index[1].duplicate);
+	assert_int_equal(h->by_index[1].connections, 0);
+	assert_false(h->by_index[1].retained);
+	expect_answered_duplicate(h, &ev, 1);
+	harness_free(h);
+}
+
+/* A repeat of an event whose commit then fails gets that failure, not an
+ * OK for a row that was never written; the event_id is free again, so the
+ * next retry is a new event. */
+static void
+test_repeat_of_an_event_whose_commit_fails_gets_the_failure(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	sqlite3 *other = db_open_beside(h);
+	db_exec(other, "BEGIN IMMEDIATE");
+	db_inject_commit_failure(other, "doomed");
+	Wsgate__V1__Event ev = make_event(
+	    "ivan", "doomed", WSGATE__V1__EVENT_TYPE__AGENT_STARTED, NULL);
+	accept_twice_uncommitted(h, &ev);
+
+	db_exec(other, "COMMIT"); /* the trigger is in; the commit fails */
+	pump(h);
+	assert_int_equal(h->done_calls, 2);
+	assert_int_equal(h->by_index[0].status, ROUTER_FAILED);
+	assert_int_equal(h->by_index[1].status, ROUTER_FAILED);
+	assert_false(h->by_index[1].duplicate);
+	assert_string_equal(h->by_index[1].error, h->by_index[0].error);
+
+	db_exec(other, "DROP TRIGGER inject");
+	sqlite3_close(other);
+	struct conn *c = open_conn(h, "ivan");
+	expect_prefix(h, c, "{\"type\":\"connected\",");
+	struct router_result res;
+	assert_int_equal(
+	    router_accept_event(h->rt, &ev, clock_now_us(), NULL, 2, &res), 0);
+	pump(h);
+	assert_int_equal(h->done_calls, 3);
+	assert_int_equal(h->by_index[2].status, ROUTER_OK);
+	assert_false(h->by_index[2].duplicate);
+	assert_int_equal(h->by_index[2].seq, 1); /* the failed one's is back */
+	assert_int_equal(h->by_index[2].connections, 1);
+	expect_prefix(h, c, "{\"type\":\"agent_started\",\"seq\":1,");
+	expect_answered_duplicate(h, &ev, 1);
+	harness_free(h);
+}
+
+/* Accepts n events as one SendBatch (one store group, as dispatch submits
+ * a request's events; index i for batch[i]) and waits for their commit.
+ * None is final at once: here each is new or repeats one of the batch. */
+static void send_batch(struct harness *h, const Wsgate__V1__Event *batch,
+                       size_t n)
+{
+	struct router_result res;
+	store_group_begin(h->store);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(router_accept_event(h->rt, &batch[i],
+		                                     clock_now_us(), NULL, i,
+		                                     &res),
+		                 0);
+	store_group_end(h->store);
+	pump(h);
+}
+
+/* One batch holding an event twice, and another event, whose commit fails:
+ * every copy gets the failure; sent again, the ids are new. */
+static void
+test_repeat_in_the_batch_of_a_failed_event_gets_the_failure(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	sqlite3 *other = db_open_beside(h);
+	db_inject_commit_failure(other, "doomed");
+	Wsgate__V1__Event batch[4] = {
+	    make_event("jo", "doomed", WSGATE__V1__EVENT_TYPE__AGENT_STARTED,
+	               NULL),
+	    make_event("jo", "fine", WSGATE__V1__EVENT_TYPE__AGENT_THINKING,
+	               NULL),
+	    make_event("jo", "doomed", WSGATE__V1__EVENT_TYPE__AGENT_STARTED,
+	               "{\"again\":1}"),
+	    make_event("jo", "fine", WSGATE__V1__EVENT_TYPE__AGENT_THINKING,
+	               NULL),
+	};
+	send_batch(h, batch, 4);
+	assert_int_equal(h->done_calls, 4);
+	for (size_t i = 0; i < 4; i++) {
+		assert_int_equal(h->by_index[i].status, ROUTER_FAILED);
+		assert_false(h->by_index[i].duplicate);
+	}
+
+	db_exec(other, "DROP TRIGGER inject");
+	sqlite3_close(other);
+	send_batch(h, batch, 4);
+	assert_int_equal(h->done_calls, 8);
+	for (size_t i = 0; i < 4; i++) {
+		assert_int_equal(h->by_index[i].status, ROUTER_OK);
+		assert_int_equal(h->by_index[i].duplicate, i >= 2);
+		assert_int_equal(h->by_index[i].seq, h->by_index[i % 2].seq);
+	}
+	assert_int_equal(h->by_index[1].seq, h->by_index[0].seq + 1);
+	harness_free(h);
+}
+
+/* Repeats waiting for a commit are bounded: past ROUTER_MAX_PARKED the
+ * next one is told to retry later; every parked one is answered. */
+static void test_parked_repeats_are_bounded(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	Wsgate__V1__Event ev = make_event(
+	    "kim", "popular", WSGATE__V1__EVENT_TYPE__AGENT_STARTED, NULL);
+	struct router_result res;
+	store_group_begin(h->store);
+	for (size_t i = 0; i <= ROUTER_MAX_PARKED; i++)
+		if (router_accept_event(h->rt, &ev, clock_now_us(), NULL, 0,
+		                        &res))
+			fail_msg("accept %zu was final (status %d)", i,
+			         (int)res.status);
+	assert_int_equal(
+	    router_accept_event(h->rt, &ev, clock_now_us(), NULL, 0, &res), 1);
+	assert_int_equal(res.status, ROUTER_EXHAUSTED);
+	store_group_end(h->store);
+	pump(h);
+	assert_int_equal(h->done_calls, ROUTER_MAX_PARKED + 1);
+	assert_int_equal(h->last.status, ROUTER_OK);
+	assert_int_equal(h->last.seq, 1);
+	assert_int_equal(dedup_parked(h->dedup), 0);
+	expect_answered_duplicate(h, &ev, 1);
+	harness_free(h);
+}
+
 static void test_early_events_wait_for_the_first_connection(void **state)
 {
 	(void)state;
@@ -554,6 +770,13 @@ int main(void)
 	    cmocka_unit_test(test_frame_waits_for_commit),
 	    cmocka_unit_test(test_seq_is_per_user_and_gapless),
 	    cmocka_unit_test(test_repeated_event_id_is_a_duplicate),
+	    cmocka_unit_test(
+	        test_repeat_of_an_uncommitted_event_waits_for_its_commit),
+	    cmocka_unit_test(
+	        test_repeat_of_an_event_whose_commit_fails_gets_the_failure),
+	    cmocka_unit_test(
+	        test_repeat_in_the_batch_of_a_failed_event_gets_the_failure),
+	    cmocka_unit_test(test_parked_repeats_are_bounded),
 	    cmocka_unit_test(test_wal_is_checkpointed_while_running),
 	    cmocka_unit_test(test_small_group_commits_on_the_calling_thread),
 	    cmocka_unit_test(test_locked_database_does_not_stall_the_caller),
