@@ -3,6 +3,7 @@ client against a hand-made rep0 peer that answers out of order."""
 
 import asyncio
 import os
+import shutil
 import struct
 import tempfile
 import unittest
@@ -69,6 +70,7 @@ class OutOfOrderPeerTest(unittest.IsolatedAsyncioTestCase):
 
     async def test_replies_reach_their_calls_in_any_order(self):
         tmp = tempfile.mkdtemp(prefix="wsgate-py-")
+        self.addCleanup(shutil.rmtree, tmp, True)
         path = os.path.join(tmp, "rep.ipc")
         headers = []
 
@@ -92,11 +94,10 @@ class OutOfOrderPeerTest(unittest.IsolatedAsyncioTestCase):
             got = await asyncio.gather(client.disconnect("a"), client.disconnect("bb"), client.disconnect("ccc"))
         self.assertEqual(got, [1, 2, 3])
         self.assertEqual(headers, [_wire.header(_wire.PROTO_REQ0)])
-        os.unlink(path)
-        os.rmdir(tmp)
 
     async def test_peer_of_another_protocol_is_not_used(self):
         tmp = tempfile.mkdtemp(prefix="wsgate-py-")
+        self.addCleanup(shutil.rmtree, tmp, True)
         path = os.path.join(tmp, "push.ipc")
 
         async def serve(reader, writer):
@@ -111,8 +112,6 @@ class OutOfOrderPeerTest(unittest.IsolatedAsyncioTestCase):
             with self.assertRaises(wsgate.Unavailable) as cm:
                 await client.ping()
         self.assertIn("does not speak SP protocol 0x31", str(cm.exception))
-        os.unlink(path)
-        os.rmdir(tmp)
 
 
 if __name__ == "__main__":
