@@ -4,17 +4,20 @@
 DEB_PACKAGES := build-essential cmake pkg-config libwebsockets-dev libnng-dev \
 	libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev libcmocka-dev \
 	libssl-dev libjansson-dev libev-dev libwebsockets-evlib-ev openssl sqlite3 clang libclang-rt-14-dev \
-	valgrind
+	valgrind python3-protobuf protobuf-compiler python3-pip
 JOBS ?= 2
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 DEV_SECRET ?= ./dev-secret
+# Debian's Python: it has python3-protobuf (a pyenv python3 first on PATH
+# would not).
+PYTHON ?= /usr/bin/python3
 
 FUZZ_SECONDS ?= 20
 FUZZ_LONG_SECONDS ?= 600
 
 .PHONY: all deps build build-asan run test test-normal test-asan \
-	test-valgrind test-bench test-fuzz fuzz bench clean
+	test-valgrind test-bench test-fuzz test-python python-proto fuzz bench clean
 
 all: build
 
@@ -61,8 +64,17 @@ test-bench: build
 test-fuzz: deps
 	tests/fuzz/run.sh $(FUZZ_SECONDS)
 
-test: test-normal test-asan test-valgrind test-bench test-fuzz
-	@echo "make test: all suites passed (normal, asan+ubsan, valgrind, bench smoke, fuzz $(FUZZ_SECONDS)s each)"
+# The Python client (clients/python) against the real sidecar of $(BUILD).
+test-python: build
+	WSGATE_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m unittest discover -s clients/python/tests
+
+# clients/python/wsgate/wsgate_pb2.py is committed (pip installs need no
+# protoc); its test fails when it is stale against the schema.
+python-proto: deps
+	protoc --proto_path=schema --python_out=clients/python/wsgate schema/wsgate.proto
+
+test: test-normal test-asan test-valgrind test-bench test-fuzz test-python
+	@echo "make test: all suites passed (normal, asan+ubsan, valgrind, bench smoke, fuzz $(FUZZ_SECONDS)s each, python client)"
 
 fuzz: deps
 	tests/fuzz/run.sh $(FUZZ_LONG_SECONDS)
