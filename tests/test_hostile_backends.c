@@ -6,19 +6,22 @@
  * protobuf, garbage, batches at and past every limit, a backend that never
  * reads its replies, one that vanishes (socket closed, process killed)
  * mid-request, thousands of requests in flight at once -- speaking NNG
- * directly (cooked and raw req0 sockets built here). Each must get an error
- * reply or a bounded queue. After each one the test checks that the
- * sidecar is still running, that its peak RSS (VmHWM) stayed under
- * RSS_BOUND_MIB, and that a well-behaved backend (libwsgate) still gets OK
- * replies whose events reach its user's WebSocket; that backend's latency
- * is printed before and during the abuse (never asserted: machines differ).
+ * directly (cooked and raw req0 sockets). Each must get an error reply or
+ * a bounded queue. After each one the test checks that the sidecar is
+ * still running, that its peak RSS (VmHWM) stayed under RSS_BOUND_MIB, and
+ * that a well-behaved backend (libwsgate) still gets OK replies whose
+ * events reach its user's WebSocket; that backend's latency is printed
+ * before and during the abuse (never asserted: machines differ).
+ *
+ * Every NNG socket lives in a child process: this binary run again with a
+ * role argument (see "the abusive backends" below). NNG 1.5.2's nng_close
+ * of a client socket has been seen to hang, so the test process itself
+ * never calls NNG; it reads the children's reports from pipes with
+ * deadlines and kills a child that overruns its deadline.
  *
  * One sidecar serves the whole file; every test uses its own user ids.
  * Nothing sleeps to synchronise: every wait is a blocking call with a
  * timeout or a polled condition with a deadline.
- *
- * Run as "test_hostile_backends --vanishing-backend URL N", the binary is
- * the child process that sends N requests and is killed mid-request.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,9 +29,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -36,7 +37,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,6 +44,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 
+#include "child_proc.h"
 #include "test_clock.h"
 #include "proc_status.h"
 #include "sidecar_proc.h"
@@ -52,6 +53,7 @@
 #include "wsgate.pb-c.h"
 
 #define CALL_MS   10000 /* one libwsgate call or raw round trip */
+#define RELAY_MS  (2 * CALL_MS + 5000) /* one round trip of the relay */
 #define RECV_MS   10000 /* one frame on the good user's WebSocket */
 #define POLL_MS   60000 /* deadline of a polled condition */
 #define N_TESTS   7     /* the tests of main(); see group_teardown */
@@ -92,7 +94,9 @@ struct hostile {
 	uint64_t good_seq;         /* last seq GOOD_USER was sent */
 	unsigned good_n;           /* events the good backend sent */
 	int passed;                /* tests that reached their last line */
-	char self_exe[4096];       /* this binary, for the vanishing child */
+	struct child_proc relay;   /* the req0 relay of raw requests */
+	char relay_err[128];       /* why raw_call returned no reply */
+	struct child_proc abuser;  /* the running abusive backend */
 };
 
 static int64_t now_us(void)
@@ -183,7 +187,7 @@ static void good_probe(struct hostile *h, const char *label)
 	              label, ms[0], ms[PROBE_N / 2], ms[PROBE_N - 1], PROBE_N);
 }
 
-/* --- raw requests --- */
+/* --- protobuf requests --- */
 
 static void *pack_request(const Wsgate__V1__Request *r, size_t *len)
 {
@@ -194,66 +198,6 @@ static void *pack_request(const Wsgate__V1__Request *r, size_t *len)
 	assert_non_null(buf);
 	wsgate__v1__request__pack(r, buf);
 	return buf;
-}
-
-/* A cooked req0 socket dialled to the sidecar. */
-static nng_socket req_open(struct hostile *h, int recv_ms)
-{
-	nng_socket s;
-
-	assert_int_equal(nng_req0_open(&s), 0);
-	assert_int_equal(nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, recv_ms), 0);
-	assert_int_equal(nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, CALL_MS), 0);
-	assert_int_equal(nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, 0), 0);
-	assert_int_equal(nng_dial(s, h->sc->control_url, NULL, 0), 0);
-	return s;
-}
-
-/* Sends len raw bytes as one request and returns the decoded reply, or
- * NULL with *rv set (NNG_ETIMEDOUT: no reply). */
-static Wsgate__V1__Reply *raw_call(nng_socket s, const void *buf, size_t len,
-                                   int *rv)
-{
-	nng_msg *m;
-	Wsgate__V1__Reply *rep;
-
-	assert_int_equal(nng_msg_alloc(&m, len), 0);
-	if (len)
-		memcpy(nng_msg_body(m), buf, len);
-	if ((*rv = nng_sendmsg(s, m, 0)) != 0) {
-		nng_msg_free(m);
-		return NULL;
-	}
-	if ((*rv = nng_recvmsg(s, &m, 0)) != 0)
-		return NULL;
-	rep = wsgate__v1__reply__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
-	nng_msg_free(m);
-	if (!rep)
-		fail_msg("the sidecar's reply is not a wsgate.v1.Reply");
-	if (rep->status == WSGATE__V1__STATUS__STATUS_UNSPECIFIED)
-		fail_msg("reply with STATUS_UNSPECIFIED");
-	return rep;
-}
-
-/* Sends buf and expects INVALID_ARGUMENT whose error contains want (NULL:
- * any non-empty error). */
-static void expect_invalid(nng_socket s, const char *what, const void *buf,
-                           size_t len, const char *want)
-{
-	int rv;
-	Wsgate__V1__Reply *rep = raw_call(s, buf, len, &rv);
-
-	if (!rep)
-		fail_msg("%s: no reply (%s)", what, nng_strerror(rv));
-	if (rep->status != WSGATE__V1__STATUS__INVALID_ARGUMENT)
-		fail_msg("%s: status %d, want INVALID_ARGUMENT", what,
-		         rep->status);
-	if (!rep->error || !*rep->error)
-		fail_msg("%s: INVALID_ARGUMENT without an error text", what);
-	if (want && !strstr(rep->error, want))
-		fail_msg("%s: error \"%s\" does not name %s", what, rep->error,
-		         want);
-	wsgate__v1__reply__free_unpacked(rep, NULL);
 }
 
 /* An event with a JSON payload of payload_len bytes (a JSON string). */
@@ -319,33 +263,94 @@ static void *batch_pack(const char *user, const char *prefix, size_t n,
 	return buf;
 }
 
-/* The seq the next event of user gets: sends one and returns its seq. */
-static uint64_t next_seq(struct hostile *h, const char *user, const char *id)
-{
-	struct wsgate_event ev = {
-	    .event_id = id, .user_id = user, .type = WSGATE_AGENT_STARTED};
-	struct wsgate_event_result res;
-	enum wsgate_status st = wsgate_send_event(h->good, &ev, &res);
+/* --- the abusive backends: child processes ---
+ *
+ * Each runs this binary again as "test_hostile_backends --ROLE ARGS"
+ * (role_main): the test process makes no NNG call, so no nng_close of
+ * NNG 1.5.2 can hang it (one was seen to hang after a flood of unread
+ * replies, after a raw socket that never read its replies, and after a
+ * message over the sidecar's limit). A role reports to the
+ * test in lines on stdout, stops when its stdin becomes readable (the test
+ * wrote "stop" or closed it) and leaves through role_exit. No role closes
+ * its sockets: the kernel closes them at exit, which is all the sidecar
+ * sees of an nng_close too (SP has no goodbye).
+ */
 
-	if (st != WSGATE_OK)
-		fail_msg("SendEvent %s/%s: %s (%s)", user, id,
-		         wsgate_status_name(st), wsgate_client_error(h->good));
-	assert_false(res.duplicate);
-	return res.seq;
+/* Leaves without exit handlers: LeakSanitizer would count the sockets
+ * that are deliberately left open. */
+static _Noreturn void role_exit(int status)
+{
+	fflush(stdout);
+	_exit(status);
 }
 
-static uint64_t events_accepted(struct hostile *h)
+/* One report line to the test. */
+static void role_report(const char *fmt, ...)
 {
-	struct wsgate_stats st;
+	va_list ap;
 
-	assert_int_equal(wsgate_get_stats(h->good, &st), WSGATE_OK);
-	return st.events_accepted;
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	if (fflush(stdout) != 0)
+		role_exit(4);
 }
 
-/* --- asynchronous requests: many contexts in flight --- */
+/* Waits up to ms for the test to say stop: 1 when it did. */
+static int role_wait_stop(int ms)
+{
+	struct pollfd pfd = {.fd = 0, .events = POLLIN};
+
+	return poll(&pfd, 1, ms) > 0;
+}
+
+/*
+ * Role "--req0-relay URL": one cooked req0 socket dialled to URL, through
+ * which the test sends its raw requests (truncated, mistyped, garbage,
+ * huge) one at a time: reads [u32 length][bytes] from stdin, sends them
+ * and writes [i32 rv][u32 length][the reply, or NNG's error text] to
+ * stdout (native byte order: the same machine). Ends at EOF.
+ */
+static _Noreturn void role_req0_relay(const char *url)
+{
+	nng_socket s;
+	uint32_t len;
+
+	if (nng_req0_open(&s) != 0 ||
+	    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, CALL_MS) != 0 ||
+	    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, CALL_MS) != 0 ||
+	    nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, 0) != 0 ||
+	    nng_dial(s, url, NULL, 0) != 0)
+		role_exit(2);
+	while (fread(&len, sizeof(len), 1, stdin) == 1) {
+		const void *out;
+		uint32_t out_len;
+		nng_msg *m;
+		int32_t rv;
+
+		if (nng_msg_alloc(&m, len) != 0 ||
+		    (len && fread(nng_msg_body(m), len, 1, stdin) != 1))
+			role_exit(2);
+		if ((rv = nng_sendmsg(s, m, 0)) != 0)
+			nng_msg_free(m);
+		else
+			rv = nng_recvmsg(s, &m, 0);
+		out = rv ? nng_strerror(rv) : nng_msg_body(m);
+		out_len = (uint32_t)(rv ? strlen(out) : nng_msg_len(m));
+		if (fwrite(&rv, sizeof(rv), 1, stdout) != 1 ||
+		    fwrite(&out_len, sizeof(out_len), 1, stdout) != 1 ||
+		    (out_len && fwrite(out, out_len, 1, stdout) != 1) ||
+		    fflush(stdout) != 0)
+			role_exit(4);
+		if (rv == 0)
+			nng_msg_free(m);
+	}
+	role_exit(feof(stdin) ? 0 : 2);
+}
 
 /* One request context of a flood; its aio callback runs on NNG threads,
- * so results are counters read by the test thread. */
+ * so results are counters read by the role's main thread. */
 struct flood_ctx {
 	struct flood *fl;
 	nng_ctx ctx;
@@ -482,38 +487,42 @@ static void flood_cb(void *arg)
 		flood_finish(c, false);
 }
 
-/* Opens n_socks sockets with per_sock contexts each and starts them. */
-static struct flood *flood_start(struct hostile *h, size_t n_socks,
+/* Opens n_socks sockets with per_sock contexts each and starts them;
+ * every request is fixed (fixed_len bytes) if it is not NULL. */
+static struct flood *flood_start(const char *url, size_t n_socks,
                                  size_t per_sock, int rounds,
-                                 bool never_receive, const char *user)
+                                 bool never_receive, const char *user,
+                                 void *fixed, size_t fixed_len)
 {
 	struct flood *fl = calloc(1, sizeof(*fl));
 
-	assert_non_null(fl);
-	assert_true(n_socks <= FLOOD_SOCKETS);
+	if (!fl || n_socks < 1 || n_socks > FLOOD_SOCKETS)
+		role_exit(2);
 	fl->n_socks = n_socks;
 	fl->n = n_socks * per_sock;
 	fl->never_receive = never_receive;
 	fl->user = user;
+	fl->fixed_msg = fixed;
+	fl->fixed_len = fixed_len;
 	fl->ctxs = calloc(fl->n, sizeof(*fl->ctxs));
-	assert_non_null(fl->ctxs);
-	for (size_t k = 0; k < n_socks; k++) {
-		assert_int_equal(nng_req0_open(&fl->socks[k]), 0);
-		assert_int_equal(
-		    nng_socket_set_size(fl->socks[k], NNG_OPT_RECVMAXSZ, 0), 0);
-		assert_int_equal(
-		    nng_dial(fl->socks[k], h->sc->control_url, NULL, 0), 0);
-	}
+	if (!fl->ctxs)
+		role_exit(2);
+	for (size_t k = 0; k < n_socks; k++)
+		if (nng_req0_open(&fl->socks[k]) != 0 ||
+		    nng_socket_set_size(fl->socks[k], NNG_OPT_RECVMAXSZ, 0) !=
+		        0 ||
+		    nng_dial(fl->socks[k], url, NULL, 0) != 0)
+			role_exit(2);
 	for (size_t i = 0; i < fl->n; i++) {
 		struct flood_ctx *c = &fl->ctxs[i];
 
 		c->fl = fl;
 		c->id = (unsigned)i;
 		c->rounds_left = rounds;
-		assert_int_equal(nng_aio_alloc(&c->aio, flood_cb, c), 0);
+		if (nng_aio_alloc(&c->aio, flood_cb, c) != 0 ||
+		    nng_ctx_open(&c->ctx, fl->socks[i % n_socks]) != 0)
+			role_exit(2);
 		nng_aio_set_timeout(c->aio, POLL_MS);
-		assert_int_equal(nng_ctx_open(&c->ctx, fl->socks[i % n_socks]),
-		                 0);
 	}
 	for (size_t i = 0; i < fl->n; i++)
 		flood_send(&fl->ctxs[i]);
@@ -527,98 +536,390 @@ static void flood_wait(struct flood *fl)
 
 	while (atomic_load(&fl->done) < fl->n && now_us() < deadline)
 		test_pause_ms(5);
-	if (atomic_load(&fl->done) < fl->n)
-		fail_msg("%u of %zu request contexts still busy after %d ms",
-		         (unsigned)(fl->n - atomic_load(&fl->done)), fl->n,
-		         POLL_MS);
-}
-
-static void flood_free(struct flood *fl)
-{
-	if (!fl)
-		return;
-	for (size_t k = 0; k < fl->n_socks; k++)
-		nng_close(fl->socks[k]);
-	for (size_t i = 0; i < fl->n; i++) {
-		if (!fl->ctxs[i].aio)
-			continue;
-		nng_aio_stop(fl->ctxs[i].aio);
-		nng_aio_free(fl->ctxs[i].aio);
-	}
-	free(fl->ctxs);
-	free(fl);
 }
 
 /*
- * NNG 1.5.2's own nng_close, on the client side, was seen to hang now and
- * then (see test_huge_batches_are_bounded); the sidecar is not involved.
- * flood_free_bounded runs flood_free on a thread of its own and waits at
- * most CLOSE_WAIT_MS: a close still running then is reported as a known
- * issue and left to itself, and main skips nng_fini (which would wait for
- * it).
+ * Role "--flood URL KIND SOCKETS CONTEXTS ROUNDS USER": CONTEXTS request
+ * contexts on each of SOCKETS cooked req0 sockets, each sending ROUNDS
+ * requests. KIND "mixed": events of USER, stats, pings and listings, every
+ * reply read; "unread": the same, the replies never read; "near-limit":
+ * the same batch of NEAR_LIMIT_EVENTS events of USER (just under the
+ * 16 MiB message limit) from every context. Reports "started BYTES" once
+ * every request was handed to NNG (BYTES: the near-limit batch's size,
+ * else 0), then "done DONE OK REFUSED FAILED S0 .. S5" (contexts done,
+ * replies by status) once every context is done or POLL_MS passed, and
+ * keeps its sockets until told to stop.
  */
-#define CLOSE_WAIT_MS 10000
-
-static atomic_bool nng_close_hung;
-
-struct bounded_free {
+static _Noreturn void role_flood(const char *url, const char *kind, int n_socks,
+                                 int per_sock, int rounds, const char *user)
+{
+	bool near = strcmp(kind, "near-limit") == 0;
+	void *fixed = NULL;
+	size_t fixed_len = 0;
 	struct flood *fl;
-	atomic_bool done;
-};
 
-static void *bounded_free_main(void *arg)
-{
-	struct bounded_free *bf = arg;
-	flood_free(bf->fl);
-	atomic_store(&bf->done, true);
-	return NULL;
-}
-
-static void flood_free_bounded(struct flood *fl)
-{
-	/* Static: a close left running may still use it after we return. */
-	static struct bounded_free bf;
-	int64_t deadline = now_us() + (int64_t)CLOSE_WAIT_MS * 1000;
-	pthread_t t;
-
-	bf.fl = fl;
-	atomic_store(&bf.done, false);
-	assert_int_equal(pthread_create(&t, NULL, bounded_free_main, &bf), 0);
-	while (!atomic_load(&bf.done) && now_us() < deadline)
-		test_pause_ms(5);
-	if (atomic_load(&bf.done)) {
-		pthread_join(t, NULL);
-		return;
+	if (!near && strcmp(kind, "mixed") != 0 && strcmp(kind, "unread") != 0)
+		role_exit(2);
+	if (near) {
+		fixed = batch_pack(user, "near", NEAR_LIMIT_EVENTS, PAYLOAD_MAX,
+		                   4, &fixed_len);
+		if (fixed_len >= (16u << 20))
+			role_exit(2);
 	}
-	pthread_detach(t);
-	atomic_store(&nng_close_hung, true);
-	fprintf(stderr,
-	        "KNOWN ISSUE: NNG 1.5.2 nng_close of a client socket "
-	        "did not return within %d ms; left running\n",
-	        CLOSE_WAIT_MS);
+	fl = flood_start(url, (size_t)n_socks, (size_t)per_sock, rounds,
+	                 strcmp(kind, "unread") == 0, user, fixed, fixed_len);
+	role_report("started %zu", fixed_len);
+	flood_wait(fl);
+	role_report(
+	    "done %u %u %u %u %u %u %u %u %u %u", atomic_load(&fl->done),
+	    atomic_load(&fl->ok), atomic_load(&fl->refused),
+	    atomic_load(&fl->failed), atomic_load(&fl->statuses[0]),
+	    atomic_load(&fl->statuses[1]), atomic_load(&fl->statuses[2]),
+	    atomic_load(&fl->statuses[3]), atomic_load(&fl->statuses[4]),
+	    atomic_load(&fl->statuses[5]));
+	role_wait_stop(POLL_MS);
+	role_exit(0);
 }
 
-/* --- the backend that never reads (see its test) --- */
+/*
+ * Role "--never-reads URL": a raw req0 socket that sends pings and never
+ * reads a reply (see its test). Reports "stalled SENT" once at least 100
+ * were sent and a send stalled (the sidecar stopped reading it), and "end
+ * SENT STALLED" when told to stop or after POLL_MS.
+ */
+static _Noreturn void role_never_reads(const char *url)
+{
+	Wsgate__V1__Request req = WSGATE__V1__REQUEST__INIT;
+	Wsgate__V1__Ping ping = WSGATE__V1__PING__INIT;
+	int64_t deadline = now_us() + (int64_t)POLL_MS * 1000;
+	unsigned sent = 0, stalled = 0;
+	bool told = false;
+	uint8_t body[64];
+	nng_socket s;
 
-struct abuser {
-	nng_socket sock;
-	pthread_t thread;
-	atomic_bool stop;
-	atomic_uint sent, stalled;
+	if (nng_req0_open_raw(&s) != 0 ||
+	    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, 20) != 0 ||
+	    nng_socket_set_ms(s, NNG_OPT_RECONNMINT, 10) != 0 ||
+	    nng_dial(s, url, NULL, 0) != 0)
+		role_exit(2);
+	req.body_case = WSGATE__V1__REQUEST__BODY_PING;
+	req.ping = &ping;
+	for (uint32_t n = 1;
+	     n < 10000000 && !role_wait_stop(0) && now_us() < deadline; n++) {
+		size_t len;
+		nng_msg *m;
+
+		req.request_id = n;
+		len = wsgate__v1__request__pack(&req, body);
+		if (nng_msg_alloc(&m, len) != 0)
+			break;
+		memcpy(nng_msg_body(m), body, len);
+		/* Raw mode: the request id NNG would have added. */
+		nng_msg_header_append_u32(m, 0x80000000u | n);
+		if (nng_sendmsg(s, m, 0) == 0) {
+			sent++;
+		} else {
+			nng_msg_free(m);
+			stalled++;
+		}
+		if (!told && sent >= 100 && stalled > 0) {
+			role_report("stalled %u", sent);
+			told = true;
+		}
+	}
+	role_report("end %u %u", sent, stalled);
+	role_exit(0);
+}
+
+/* Role "--over-limit URL": one SendBatch past the sidecar's receive limit
+ * on a fresh req0 socket. Exits 0 when it got no reply and NNG_ETIMEDOUT,
+ * as promised; 1 otherwise; 2 when it could not try. */
+static _Noreturn void role_over_limit(const char *url)
+{
+	nng_socket s;
+	nng_msg *m;
+	size_t len;
+	void *buf = batch_pack("big-user", "over", OVER_LIMIT_EVENTS,
+	                       PAYLOAD_MAX, 5, &len);
+
+	if (!buf || len <= (16u << 20) || nng_req0_open(&s) != 0 ||
+	    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 2000) != 0 ||
+	    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, CALL_MS) != 0 ||
+	    nng_dial(s, url, NULL, 0) != 0 || nng_msg_alloc(&m, len) != 0)
+		role_exit(2);
+	memcpy(nng_msg_body(m), buf, len);
+	if (nng_sendmsg(s, m, 0) != 0)
+		role_exit(2);
+	role_exit(nng_recvmsg(s, &m, 0) == NNG_ETIMEDOUT ? 0 : 1);
+}
+
+/*
+ * Role "--vanishing-backend URL N": N SendEvents and a batch of 1000
+ * events, all in flight at once; reports "sent" once every request was
+ * handed to the kernel and waits to be killed (see its test).
+ */
+static _Noreturn void role_vanishing(const char *url, int n)
+{
+	nng_socket s;
+	nng_ctx ctx[VANISH_REQUESTS + 1];
+	nng_aio *aio[VANISH_REQUESTS + 1];
+
+	if (n < 1 || n > VANISH_REQUESTS || nng_req0_open(&s) != 0 ||
+	    nng_dial(s, url, NULL, 0) != 0)
+		role_exit(2);
+	for (int i = 0; i <= n; i++) {
+		Wsgate__V1__Request req = WSGATE__V1__REQUEST__INIT;
+		Wsgate__V1__SendEvent se = WSGATE__V1__SEND_EVENT__INIT;
+		Wsgate__V1__SendBatch sb = WSGATE__V1__SEND_BATCH__INIT;
+		Wsgate__V1__Event ev = WSGATE__V1__EVENT__INIT;
+		Wsgate__V1__Event bev[1000], *bevp[1000];
+		char id[32], bid[1000][24];
+		nng_msg *m;
+
+		if (nng_ctx_open(&ctx[i], s) != 0 ||
+		    nng_aio_alloc(&aio[i], NULL, NULL) != 0)
+			role_exit(2);
+		if (i < n) {
+			snprintf(id, sizeof(id), "vanish-%d", i);
+			ev.event_id = id;
+			ev.user_id = "vanish-user";
+			ev.type = WSGATE__V1__EVENT_TYPE__AGENT_STARTED;
+			se.event = &ev;
+			req.body_case = WSGATE__V1__REQUEST__BODY_SEND_EVENT;
+			req.send_event = &se;
+		} else {
+			for (int k = 0; k < 1000; k++) {
+				wsgate__v1__event__init(&bev[k]);
+				snprintf(bid[k], sizeof(bid[k]), "vanish-b%d",
+				         k);
+				bev[k].event_id = bid[k];
+				bev[k].user_id = "vanish-user";
+				bev[k].type =
+				    WSGATE__V1__EVENT_TYPE__AGENT_THINKING;
+				bevp[k] = &bev[k];
+			}
+			sb.n_events = 1000;
+			sb.events = bevp;
+			req.body_case = WSGATE__V1__REQUEST__BODY_SEND_BATCH;
+			req.send_batch = &sb;
+		}
+		req.request_id = (uint64_t)i + 1;
+		if (nng_msg_alloc(
+		        &m, wsgate__v1__request__get_packed_size(&req)) != 0)
+			role_exit(2);
+		wsgate__v1__request__pack(&req, nng_msg_body(m));
+		nng_aio_set_msg(aio[i], m);
+		nng_aio_set_timeout(aio[i], 10000);
+		nng_ctx_send(ctx[i], aio[i]);
+	}
+	for (int i = 0; i <= n; i++) {
+		nng_aio_wait(aio[i]);
+		if (nng_aio_result(aio[i]) != 0)
+			role_exit(3);
+	}
+	/* Everything is on its way: tell the test, which kills us. */
+	role_report("sent");
+	role_wait_stop(POLL_MS);
+	role_exit(5);
+}
+
+/* Runs the role argv names; returns only when there is none. */
+static void role_main(int argc, char **argv)
+{
+	if (argc == 3 && strcmp(argv[1], "--req0-relay") == 0)
+		role_req0_relay(argv[2]);
+	if (argc == 8 && strcmp(argv[1], "--flood") == 0)
+		role_flood(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]),
+		           atoi(argv[6]), argv[7]);
+	if (argc == 3 && strcmp(argv[1], "--never-reads") == 0)
+		role_never_reads(argv[2]);
+	if (argc == 3 && strcmp(argv[1], "--over-limit") == 0)
+		role_over_limit(argv[2]);
+	if (argc == 4 && strcmp(argv[1], "--vanishing-backend") == 0)
+		role_vanishing(argv[2], atoi(argv[3]));
+}
+
+/* --- the test's side of the children --- */
+
+/* Starts the relay of raw requests (role_req0_relay). */
+static void relay_open(struct hostile *h)
+{
+	const char *argv[] = {CHILD_PROC_SELF, "--req0-relay",
+	                      h->sc->control_url, NULL};
+
+	assert_int_equal(child_proc_start(&h->relay, argv), 0);
+}
+
+/* Stops the relay, which must exit 0 at once. */
+static void relay_close(struct hostile *h)
+{
+	int status = child_proc_finish(&h->relay, CALL_MS);
+
+	if (status != 0)
+		fail_msg("the req0 relay exited with status %d", status);
+}
+
+/* Sends len raw bytes through the relay as one request and returns the
+ * decoded reply, or NULL with h->relay_err saying why (NNG's error text;
+ * "Timed out": no reply). */
+static Wsgate__V1__Reply *raw_call(struct hostile *h, const void *buf,
+                                   size_t len)
+{
+	uint32_t n = (uint32_t)len;
+	int32_t rv;
+	uint8_t *body;
+	Wsgate__V1__Reply *rep;
+
+	if (child_proc_write(&h->relay, &n, sizeof(n), RELAY_MS) != 0 ||
+	    child_proc_write(&h->relay, buf, len, RELAY_MS) != 0 ||
+	    child_proc_read(&h->relay, &rv, sizeof(rv), RELAY_MS) != 0 ||
+	    child_proc_read(&h->relay, &n, sizeof(n), RELAY_MS) != 0 ||
+	    !(body = malloc(n ? n : 1)))
+		fail_msg("the req0 relay did not answer within %d ms (exit "
+		         "status %d)",
+		         RELAY_MS, child_proc_kill(&h->relay));
+	if (child_proc_read(&h->relay, body, n, RELAY_MS) != 0) {
+		free(body);
+		fail_msg("the req0 relay's answer was cut short");
+	}
+	if (rv != 0) {
+		snprintf(h->relay_err, sizeof(h->relay_err), "%.*s", (int)n,
+		         (const char *)body);
+		free(body);
+		return NULL;
+	}
+	rep = wsgate__v1__reply__unpack(NULL, n, body);
+	free(body);
+	if (!rep)
+		fail_msg("the sidecar's reply is not a wsgate.v1.Reply");
+	if (rep->status == WSGATE__V1__STATUS__STATUS_UNSPECIFIED)
+		fail_msg("reply with STATUS_UNSPECIFIED");
+	return rep;
+}
+
+/* Sends buf and expects INVALID_ARGUMENT whose error contains want (NULL:
+ * any non-empty error). */
+static void expect_invalid(struct hostile *h, const char *what, const void *buf,
+                           size_t len, const char *want)
+{
+	Wsgate__V1__Reply *rep = raw_call(h, buf, len);
+
+	if (!rep)
+		fail_msg("%s: no reply (%s)", what, h->relay_err);
+	if (rep->status != WSGATE__V1__STATUS__INVALID_ARGUMENT)
+		fail_msg("%s: status %d, want INVALID_ARGUMENT", what,
+		         rep->status);
+	if (!rep->error || !*rep->error)
+		fail_msg("%s: INVALID_ARGUMENT without an error text", what);
+	if (want && !strstr(rep->error, want))
+		fail_msg("%s: error \"%s\" does not name %s", what, rep->error,
+		         want);
+	wsgate__v1__reply__free_unpacked(rep, NULL);
+}
+
+/* Starts an abusive backend: this binary with a role's arguments. */
+static void abuser_start(struct hostile *h, const char *const argv[])
+{
+	assert_int_equal(child_proc_start(&h->abuser, argv), 0);
+}
+
+/* The abuser's next report line, within ms; fails the test (killing the
+ * abuser, with its exit status) when none comes. */
+static void abuser_report(struct hostile *h, const char *what, char *line,
+                          size_t cap, int ms)
+{
+	int rc = child_proc_read_line(&h->abuser, line, cap, ms);
+
+	if (rc != 1)
+		fail_msg("%s: %s (exit status %d)", what,
+		         rc == 0 ? "no report in time" : "exited without one",
+		         child_proc_kill(&h->abuser));
+}
+
+/* Tells the abuser to stop; it must exit with want_status in time. */
+static void abuser_stop(struct hostile *h, const char *what, int ms,
+                        int want_status)
+{
+	int status = child_proc_finish(&h->abuser, ms);
+
+	if (status != want_status)
+		fail_msg("%s: exit status %d, want %d", what, status,
+		         want_status);
+}
+
+/* What a flood reported when it was done (see role_flood). */
+struct flood_report {
+	unsigned done, ok, refused, failed;
+	unsigned statuses[6];
 };
 
-/* Static, so that a failed test cannot leave its thread a dangling
- * pointer; group_teardown stops it. */
-static struct abuser abuser;
-
-static void abuser_stop(struct abuser *a)
+/* Starts a flood (role_flood) and waits until it sent its requests;
+ * returns its fixed request's size (0: none). */
+static size_t flood_run(struct hostile *h, const char *kind, int sockets,
+                        int contexts, int rounds, const char *user)
 {
-	if (!a->thread)
-		return;
-	atomic_store(&a->stop, true);
-	pthread_join(a->thread, NULL);
-	a->thread = 0;
-	nng_close(a->sock);
+	char s[3][16], line[128];
+	const char *argv[] = {CHILD_PROC_SELF,
+	                      "--flood",
+	                      h->sc->control_url,
+	                      kind,
+	                      s[0],
+	                      s[1],
+	                      s[2],
+	                      user,
+	                      NULL};
+	size_t fixed_len;
+
+	snprintf(s[0], sizeof(s[0]), "%d", sockets);
+	snprintf(s[1], sizeof(s[1]), "%d", contexts);
+	snprintf(s[2], sizeof(s[2]), "%d", rounds);
+	abuser_start(h, argv);
+	abuser_report(h, kind, line, sizeof(line), POLL_MS);
+	if (sscanf(line, "started %zu", &fixed_len) != 1)
+		fail_msg("%s flood: \"%s\"", kind, line);
+	return fixed_len;
+}
+
+/* Waits for the flood's last report: every one of its n contexts must be
+ * done. Its sockets stay open until abuser_stop. */
+static void flood_report(struct hostile *h, const char *kind, unsigned n,
+                         struct flood_report *r)
+{
+	char line[256];
+
+	abuser_report(h, kind, line, sizeof(line), POLL_MS + CALL_MS);
+	if (sscanf(line, "done %u %u %u %u %u %u %u %u %u %u", &r->done, &r->ok,
+	           &r->refused, &r->failed, &r->statuses[0], &r->statuses[1],
+	           &r->statuses[2], &r->statuses[3], &r->statuses[4],
+	           &r->statuses[5]) != 10)
+		fail_msg("%s flood: \"%s\"", kind, line);
+	if (r->done < n)
+		fail_msg("%s flood: %u of %u request contexts still busy after "
+		         "%d ms",
+		         kind, n - r->done, n, POLL_MS);
+}
+
+/* The seq the next event of user gets: sends one and returns its seq. */
+static uint64_t next_seq(struct hostile *h, const char *user, const char *id)
+{
+	struct wsgate_event ev = {
+	    .event_id = id, .user_id = user, .type = WSGATE_AGENT_STARTED};
+	struct wsgate_event_result res;
+	enum wsgate_status st = wsgate_send_event(h->good, &ev, &res);
+
+	if (st != WSGATE_OK)
+		fail_msg("SendEvent %s/%s: %s (%s)", user, id,
+		         wsgate_status_name(st), wsgate_client_error(h->good));
+	assert_false(res.duplicate);
+	return res.seq;
+}
+
+static uint64_t events_accepted(struct hostile *h)
+{
+	struct wsgate_stats st;
+
+	assert_int_equal(wsgate_get_stats(h->good, &st), WSGATE_OK);
+	return st.events_accepted;
 }
 
 /* --- group setup --- */
@@ -627,12 +928,10 @@ static int group_setup(void **state)
 {
 	struct hostile *h = calloc(1, sizeof(*h));
 	char *token = NULL, path[2048], *hello = NULL;
-	ssize_t n;
 
 	if (!h)
 		return -1;
-	n = readlink("/proc/self/exe", h->self_exe, sizeof(h->self_exe) - 1);
-	if (n <= 0 || sidecar_start(&h->sc, NULL) != 0)
+	if (sidecar_start(&h->sc, NULL) != 0)
 		goto fail;
 	if (wsgate_client_open(&h->good, h->sc->control_url, CALL_MS) !=
 	    WSGATE_OK)
@@ -669,7 +968,6 @@ static int group_teardown(void **state)
 	bool failed = h->passed != N_TESTS;
 	int status;
 
-	abuser_stop(&abuser);
 	ws_client_close(h->browser, RECV_MS);
 	wsgate_client_close(h->good);
 	status = sidecar_stop(h->sc, SIDECAR_STOP_TIMEOUT_MS);
@@ -685,6 +983,16 @@ static int group_teardown(void **state)
 	sidecar_free(h->sc, failed);
 	free(h);
 	return failed ? -1 : 0;
+}
+
+/* A failed test may leave its children running: they go with it. */
+static int test_teardown(void **state)
+{
+	struct hostile *h = *state;
+
+	child_proc_kill(&h->relay);
+	child_proc_kill(&h->abuser);
+	return 0;
 }
 
 /* --- tests --- */
@@ -707,11 +1015,10 @@ static void test_truncated_protobuf_is_refused(void **state)
 	Wsgate__V1__SendEvent se = WSGATE__V1__SEND_EVENT__INIT;
 	Wsgate__V1__Event *ev = event_new("trunc-user", "trunc-1", 0);
 	const char *payload = "{\"a\":[1,2,3],\"b\":\"xyz\"}";
-	nng_socket s = req_open(h, CALL_MS);
 	size_t len, blen;
 	uint8_t *buf, *batch;
-	int rv;
 
+	relay_open(h);
 	ev->payload_json.data = (uint8_t *)strdup(payload);
 	ev->payload_json.len = strlen(payload);
 	se.event = ev;
@@ -724,7 +1031,7 @@ static void test_truncated_protobuf_is_refused(void **state)
 
 		snprintf(what, sizeof(what), "SendEvent cut to %zu of %zu", cut,
 		         len);
-		expect_invalid(s, what, buf, cut, NULL);
+		expect_invalid(h, what, buf, cut, NULL);
 	}
 	batch = batch_pack("trunc-user", "trunc-b", 3, 40, 8, &blen);
 	for (size_t cut = 0; cut < blen; cut += 5) {
@@ -732,12 +1039,12 @@ static void test_truncated_protobuf_is_refused(void **state)
 
 		snprintf(what, sizeof(what), "SendBatch cut to %zu of %zu", cut,
 		         blen);
-		expect_invalid(s, what, batch, cut, NULL);
+		expect_invalid(h, what, batch, cut, NULL);
 	}
 	/* The whole message is fine, and it is the user's first event. */
-	Wsgate__V1__Reply *rep = raw_call(s, buf, len, &rv);
+	Wsgate__V1__Reply *rep = raw_call(h, buf, len);
 	if (!rep)
-		fail_msg("whole SendEvent: %s", nng_strerror(rv));
+		fail_msg("whole SendEvent: %s", h->relay_err);
 	assert_int_equal(rep->status, WSGATE__V1__STATUS__OK);
 	assert_int_equal(rep->request_id, 7);
 	assert_int_equal(rep->body_case, WSGATE__V1__REPLY__BODY_EVENT);
@@ -749,7 +1056,7 @@ static void test_truncated_protobuf_is_refused(void **state)
 	free(buf);
 	free(batch);
 	event_free(ev);
-	nng_close(s);
+	relay_close(h);
 	good_probe(h, "after truncated requests");
 	expect_healthy(h, "truncated requests");
 	h->passed++;
@@ -837,14 +1144,14 @@ static const struct wire_case wire_cases[] = {
 static void test_wrong_types_and_garbage_are_refused(void **state)
 {
 	struct hostile *h = *state;
-	nng_socket s = req_open(h, CALL_MS);
 	uint64_t accepted = events_accepted(h);
 	unsigned undecodable = 0, decodable = 0;
 	uint8_t garbage[512];
 	unsigned seed = 12345;
 
+	relay_open(h);
 	for (size_t i = 0; i < sizeof(wire_cases) / sizeof(wire_cases[0]); i++)
-		expect_invalid(s, wire_cases[i].what, wire_cases[i].bytes,
+		expect_invalid(h, wire_cases[i].what, wire_cases[i].bytes,
 		               wire_cases[i].len, wire_cases[i].want);
 	/* Random bytes: what protobuf-c cannot decode must be refused;
 	 * the rare decodable one must still get a proper reply. */
@@ -852,15 +1159,13 @@ static void test_wrong_types_and_garbage_are_refused(void **state)
 		size_t len = 1 + (size_t)(rand_r(&seed) % sizeof(garbage));
 		Wsgate__V1__Request *local;
 		Wsgate__V1__Reply *rep;
-		int rv;
 
 		for (size_t k = 0; k < len; k++)
 			garbage[k] = (uint8_t)rand_r(&seed);
 		local = wsgate__v1__request__unpack(NULL, len, garbage);
-		rep = raw_call(s, garbage, len, &rv);
+		rep = raw_call(h, garbage, len);
 		if (!rep)
-			fail_msg("garbage %d: no reply (%s)", i,
-			         nng_strerror(rv));
+			fail_msg("garbage %d: no reply (%s)", i, h->relay_err);
 		if (!local) {
 			undecodable++;
 			assert_int_equal(rep->status,
@@ -878,56 +1183,10 @@ static void test_wrong_types_and_garbage_are_refused(void **state)
 	              "(%u undecodable, %u decodable) answered\n",
 	              sizeof(wire_cases) / sizeof(wire_cases[0]), undecodable,
 	              decodable);
-	nng_close(s);
+	relay_close(h);
 	good_probe(h, "after garbage");
 	expect_healthy(h, "garbage");
 	h->passed++;
-}
-
-/* Child mode "--over-limit URL": one SendBatch past the sidecar's receive
- * limit on a fresh req0 socket. Exits 0 when it got no reply and
- * NNG_ETIMEDOUT, as promised; 1 otherwise; 2 when it could not try. */
-static int over_limit_sender(const char *url)
-{
-	nng_socket s;
-	nng_msg *m;
-	size_t len;
-	void *buf = batch_pack("big-user", "over", OVER_LIMIT_EVENTS,
-	                       PAYLOAD_MAX, 5, &len);
-
-	if (!buf || len <= (16u << 20) || nng_req0_open(&s) != 0 ||
-	    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 2000) != 0 ||
-	    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, CALL_MS) != 0 ||
-	    nng_dial(s, url, NULL, 0) != 0 || nng_msg_alloc(&m, len) != 0)
-		_exit(2);
-	memcpy(nng_msg_body(m), buf, len);
-	if (nng_sendmsg(s, m, 0) != 0)
-		_exit(2);
-	int rv = nng_recvmsg(s, &m, 0);
-	/* No nng_close, no nng_fini: see test_huge_batches_are_bounded. */
-	_exit(rv == NNG_ETIMEDOUT ? 0 : 1);
-}
-
-/* Runs over_limit_sender in a child and returns its exit status (-1 when
- * it had to be killed at the deadline). */
-static int run_over_limit_sender(struct hostile *h)
-{
-	const char *argv[] = {h->self_exe, "--over-limit", h->sc->control_url,
-	                      NULL};
-	int64_t deadline = now_us() + (int64_t)POLL_MS * 1000;
-	int wstatus;
-	pid_t pid = proc_spawn(argv, -1, -1, -1);
-
-	assert_true(pid > 0);
-	while (waitpid(pid, &wstatus, WNOHANG) == 0) {
-		if (now_us() > deadline) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &wstatus, 0);
-			return -1;
-		}
-		test_pause_ms(20);
-	}
-	return WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
 }
 
 /* Batches at and over every limit: 1000 events (the most), 1001 (refused
@@ -937,18 +1196,17 @@ static int run_over_limit_sender(struct hostile *h)
 static void test_huge_batches_are_bounded(void **state)
 {
 	struct hostile *h = *state;
-	nng_socket s = req_open(h, CALL_MS);
 	Wsgate__V1__Reply *rep;
 	size_t len;
 	void *buf;
-	int rv;
 
 	/* 1000 events: the most a batch may hold. */
+	relay_open(h);
 	buf = batch_pack("batch-user", "b", 1000, 64, 1, &len);
-	rep = raw_call(s, buf, len, &rv);
+	rep = raw_call(h, buf, len);
 	free(buf);
 	if (!rep)
-		fail_msg("batch of 1000: %s", nng_strerror(rv));
+		fail_msg("batch of 1000: %s", h->relay_err);
 	assert_int_equal(rep->status, WSGATE__V1__STATUS__OK);
 	assert_int_equal(rep->body_case, WSGATE__V1__REPLY__BODY_BATCH);
 	assert_int_equal(rep->batch->n_results, 1000);
@@ -961,7 +1219,7 @@ static void test_huge_batches_are_bounded(void **state)
 
 	/* 1001 events: refused whole; the user's next seq is still 1001. */
 	buf = batch_pack("batch-user", "over", 1001, 2, 2, &len);
-	expect_invalid(s, "batch of 1001", buf, len, "send_batch.events");
+	expect_invalid(h, "batch of 1001", buf, len, "send_batch.events");
 	free(buf);
 	assert_int_equal(next_seq(h, "batch-user", "after-1001"), 1001);
 
@@ -988,10 +1246,10 @@ static void test_huge_batches_are_bounded(void **state)
 		buf = pack_request(&req, &len);
 		for (size_t i = 0; i < 999; i++)
 			event_free(evs[i]);
-		rep = raw_call(s, buf, len, &rv);
+		rep = raw_call(h, buf, len);
 		free(buf);
 		if (!rep)
-			fail_msg("mixed batch: %s", nng_strerror(rv));
+			fail_msg("mixed batch: %s", h->relay_err);
 		assert_int_equal(rep->status, WSGATE__V1__STATUS__OK);
 		assert_int_equal(rep->batch->n_results, 999);
 		for (size_t i = 0; i < 999; i++) {
@@ -1014,10 +1272,10 @@ static void test_huge_batches_are_bounded(void **state)
 	/* One payload over --max-payload (1M). */
 	buf = batch_pack("batch-user", "fat", 1, (1u << 20) + 1, 3, &len);
 	{
-		Wsgate__V1__Reply *r = raw_call(s, buf, len, &rv);
+		Wsgate__V1__Reply *r = raw_call(h, buf, len);
 
 		if (!r)
-			fail_msg("over-max payload: %s", nng_strerror(rv));
+			fail_msg("over-max payload: %s", h->relay_err);
 		assert_int_equal(r->status, WSGATE__V1__STATUS__OK);
 		assert_int_equal(r->batch->results[0]->status,
 		                 WSGATE__V1__STATUS__INVALID_ARGUMENT);
@@ -1028,74 +1286,38 @@ static void test_huge_batches_are_bounded(void **state)
 	free(buf);
 
 	/* Several batches just under the 16 MiB message limit in service
-	 * at once, while the good backend works. */
+	 * at once, while the good backend works. The same event ids each
+	 * time: the first is accepted, the others are duplicates; each batch
+	 * is fully processed. */
 	{
-		void *big = batch_pack("big-user", "near", NEAR_LIMIT_EVENTS,
-		                       PAYLOAD_MAX, 4, &len);
+		struct flood_report r;
 
-		assert_true(len < (16u << 20));
+		len = flood_run(h, "near-limit", 1, NEAR_LIMIT_INFLIGHT, 1,
+		                "big-user");
 		print_message("  %d batches of %zu bytes in flight\n",
 		              NEAR_LIMIT_INFLIGHT, len);
-		/* The same event ids each time: the first is accepted, the
-		 * others are duplicates; each batch is fully processed. */
-		{
-			struct flood *f = calloc(1, sizeof(*f));
-			struct flood_ctx ctxs[NEAR_LIMIT_INFLIGHT];
-
-			assert_non_null(f);
-			f->fixed_msg = big;
-			f->fixed_len = len;
-			f->n = NEAR_LIMIT_INFLIGHT;
-			f->n_socks = 1;
-			f->ctxs = ctxs;
-			memset(ctxs, 0, sizeof(ctxs));
-			assert_int_equal(nng_req0_open(&f->socks[0]), 0);
-			assert_int_equal(nng_socket_set_size(
-			                     f->socks[0], NNG_OPT_RECVMAXSZ, 0),
-			                 0);
-			assert_int_equal(
-			    nng_dial(f->socks[0], h->sc->control_url, NULL, 0),
-			    0);
-			for (size_t i = 0; i < f->n; i++) {
-				ctxs[i].fl = f;
-				ctxs[i].rounds_left = 1;
-				assert_int_equal(nng_aio_alloc(&ctxs[i].aio,
-				                               flood_cb,
-				                               &ctxs[i]),
-				                 0);
-				nng_aio_set_timeout(ctxs[i].aio, POLL_MS);
-				assert_int_equal(
-				    nng_ctx_open(&ctxs[i].ctx, f->socks[0]), 0);
-			}
-			for (size_t i = 0; i < f->n; i++)
-				flood_send(&ctxs[i]);
-			good_probe(h, "while 15 MB batches are in flight");
-			flood_wait(f);
-			assert_int_equal(atomic_load(&f->failed), 0);
-			assert_int_equal(atomic_load(&f->ok), f->n);
-			nng_close(f->socks[0]);
-			for (size_t i = 0; i < f->n; i++) {
-				nng_aio_stop(ctxs[i].aio);
-				nng_aio_free(ctxs[i].aio);
-			}
-			free(f);
-		}
-		free(big);
+		good_probe(h, "while 15 MB batches are in flight");
+		flood_report(h, "near-limit", NEAR_LIMIT_INFLIGHT, &r);
+		assert_int_equal(r.failed, 0);
+		assert_int_equal(r.ok, NEAR_LIMIT_INFLIGHT);
+		abuser_stop(h, "near-limit batches", CALL_MS, 0);
 		assert_int_equal(next_seq(h, "big-user", "after-near"),
 		                 NEAR_LIMIT_EVENTS + 1);
 	}
 
-	/* Over the message limit: NNG closes the pipe before reading it;
-	 * the requester only sees a timeout. Sent from a child process: in
-	 * NNG 1.5.2 the requester's own nng_close of that socket was seen to
-	 * hang now and then (the sidecar is unaffected), so the child reports
-	 * and exits without closing it. */
+	/* Over the message limit: the sidecar closes the pipe before
+	 * reading it; the requester only sees a timeout (role_over_limit
+	 * exits 0 then). */
 	{
-		assert_int_equal(run_over_limit_sender(h), 0);
+		const char *argv[] = {CHILD_PROC_SELF, "--over-limit",
+		                      h->sc->control_url, NULL};
+
+		abuser_start(h, argv);
+		assert_int_equal(child_proc_wait(&h->abuser, POLL_MS), 0);
 		assert_int_equal(next_seq(h, "big-user", "after-over"),
 		                 NEAR_LIMIT_EVENTS + 2);
 	}
-	nng_close(s);
+	relay_close(h);
 	good_probe(h, "after huge batches");
 	expect_healthy(h, "huge batches");
 	h->passed++;
@@ -1110,212 +1332,64 @@ static void test_huge_batches_are_bounded(void **state)
  * socket with 1000 contexts that send and never receive is harmless (req0
  * reads and drops the replies itself): checked too.
  */
-static void *abuser_main(void *arg)
-{
-	struct abuser *a = arg;
-	Wsgate__V1__Request req = WSGATE__V1__REQUEST__INIT;
-	Wsgate__V1__Ping ping = WSGATE__V1__PING__INIT;
-	int64_t deadline = now_us() + (int64_t)POLL_MS * 1000;
-	size_t len;
-	uint8_t body[64];
-
-	req.body_case = WSGATE__V1__REQUEST__BODY_PING;
-	req.ping = &ping;
-	for (uint32_t n = 1;
-	     n < 10000000 && !atomic_load(&a->stop) && now_us() < deadline;
-	     n++) {
-		nng_msg *m;
-
-		req.request_id = n;
-		len = wsgate__v1__request__pack(&req, body);
-		if (nng_msg_alloc(&m, len) != 0)
-			break;
-		memcpy(nng_msg_body(m), body, len);
-		/* Raw mode: the request id NNG would have added. */
-		nng_msg_header_append_u32(m, 0x80000000u | n);
-		if (nng_sendmsg(a->sock, m, 0) == 0) {
-			atomic_fetch_add(&a->sent, 1);
-		} else {
-			nng_msg_free(m);
-			atomic_fetch_add(&a->stalled, 1);
-		}
-	}
-	return NULL;
-}
-
 static void test_backend_that_never_reads_cannot_starve_others(void **state)
 {
 	struct hostile *h = *state;
-	struct abuser *a = &abuser;
-	struct flood *silent;
-	int64_t deadline;
+	const char *argv[] = {CHILD_PROC_SELF, "--never-reads",
+	                      h->sc->control_url, NULL};
+	struct flood_report r;
+	unsigned sent, stalled;
+	char line[128];
 
-	/* Cooked contexts that never receive. */
-	silent = flood_start(h, 1, SILENT_CONTEXTS, 1, true, "silent-user");
-	flood_wait(silent);
-	assert_int_equal(atomic_load(&silent->failed), 0);
+	/* Cooked contexts that never receive, open during the probe. */
+	flood_run(h, "unread", 1, SILENT_CONTEXTS, 1, "silent-user");
+	flood_report(h, "unread", SILENT_CONTEXTS, &r);
+	assert_int_equal(r.failed, 0);
 	good_probe(h, "with 1000 unread replies on a cooked req0 socket");
-	flood_free_bounded(silent);
+	abuser_stop(h, "unread replies", CALL_MS, 0);
 
-	/* The raw abuser. */
-	assert_int_equal(nng_req0_open_raw(&a->sock), 0);
-	assert_int_equal(nng_socket_set_ms(a->sock, NNG_OPT_SENDTIMEO, 20), 0);
-	assert_int_equal(nng_socket_set_ms(a->sock, NNG_OPT_RECONNMINT, 10), 0);
-	assert_int_equal(nng_dial(a->sock, h->sc->control_url, NULL, 0), 0);
-	assert_int_equal(pthread_create(&a->thread, NULL, abuser_main, a), 0);
-	/* Wait until the sidecar no longer reads the abuser (its sends
-	 * stall): by then, without a bound on how long a reply may wait,
-	 * every context would be queued behind the abuser's unread replies
-	 * and the good backend below would time out. */
-	deadline = now_us() + (int64_t)POLL_MS * 1000;
-	while ((atomic_load(&a->sent) < 100 || atomic_load(&a->stalled) == 0) &&
-	       now_us() < deadline)
-		test_pause_ms(5);
+	/* The raw abuser. Once the sidecar no longer reads it (its sends
+	 * stall), without a bound on how long a reply may wait every
+	 * context would be queued behind the abuser's unread replies and
+	 * the good backend below would time out. */
+	abuser_start(h, argv);
+	abuser_report(h, "non-reading backend", line, sizeof(line),
+	              POLL_MS + CALL_MS);
+	if (sscanf(line, "stalled %u", &sent) != 1)
+		fail_msg("the non-reading backend's sends never stalled: "
+		         "\"%s\"",
+		         line);
 	print_message("  abuser: %u requests sent before its sends stalled\n",
-	              atomic_load(&a->sent));
-	assert_true(atomic_load(&a->stalled) > 0);
+	              sent);
 
 	good_probe(h, "while a backend never reads its replies");
 
-	atomic_store(&a->stop, true);
-	pthread_join(a->thread, NULL);
-	a->thread = 0;
-	print_message("  abuser: %u requests sent, %u stalled sends\n",
-	              atomic_load(&a->sent), atomic_load(&a->stalled));
-	nng_close(a->sock);
+	assert_int_equal(child_proc_write(&h->abuser, "stop\n", 5, CALL_MS), 0);
+	abuser_report(h, "non-reading backend", line, sizeof(line), CALL_MS);
+	if (sscanf(line, "end %u %u", &sent, &stalled) != 2)
+		fail_msg("non-reading backend: \"%s\"", line);
+	print_message("  abuser: %u requests sent, %u stalled sends\n", sent,
+	              stalled);
+	abuser_stop(h, "non-reading backend", CALL_MS, 0);
 	good_probe(h, "after the non-reading backend");
 	expect_healthy(h, "a backend that never reads");
 	h->passed++;
 }
 
-/*
- * A backend that vanishes mid-request: a child process killed (SIGKILL)
- * right after its requests (200 events, and a batch of 1000) were handed
- * to the kernel. Every event of
- * theirs is either accepted once or not at all (a resend gets either a new
- * seq or duplicate with the first), and the sidecar serves on.
- */
-static int vanishing_backend(const char *url, int n)
-{
-	nng_socket s;
-	nng_ctx ctx[VANISH_REQUESTS + 1];
-	nng_aio *aio[VANISH_REQUESTS + 1];
-	char line[] = "sent\n";
-
-	if (n < 1 || n > VANISH_REQUESTS || nng_req0_open(&s) != 0 ||
-	    nng_dial(s, url, NULL, 0) != 0)
-		return 2;
-	for (int i = 0; i <= n; i++) {
-		Wsgate__V1__Request req = WSGATE__V1__REQUEST__INIT;
-		Wsgate__V1__SendEvent se = WSGATE__V1__SEND_EVENT__INIT;
-		Wsgate__V1__SendBatch sb = WSGATE__V1__SEND_BATCH__INIT;
-		Wsgate__V1__Event ev = WSGATE__V1__EVENT__INIT;
-		Wsgate__V1__Event bev[1000], *bevp[1000];
-		char id[32], bid[1000][24];
-		nng_msg *m;
-
-		if (nng_ctx_open(&ctx[i], s) != 0 ||
-		    nng_aio_alloc(&aio[i], NULL, NULL) != 0)
-			return 2;
-		if (i < n) {
-			snprintf(id, sizeof(id), "vanish-%d", i);
-			ev.event_id = id;
-			ev.user_id = "vanish-user";
-			ev.type = WSGATE__V1__EVENT_TYPE__AGENT_STARTED;
-			se.event = &ev;
-			req.body_case = WSGATE__V1__REQUEST__BODY_SEND_EVENT;
-			req.send_event = &se;
-		} else {
-			for (int k = 0; k < 1000; k++) {
-				wsgate__v1__event__init(&bev[k]);
-				snprintf(bid[k], sizeof(bid[k]), "vanish-b%d",
-				         k);
-				bev[k].event_id = bid[k];
-				bev[k].user_id = "vanish-user";
-				bev[k].type =
-				    WSGATE__V1__EVENT_TYPE__AGENT_THINKING;
-				bevp[k] = &bev[k];
-			}
-			sb.n_events = 1000;
-			sb.events = bevp;
-			req.body_case = WSGATE__V1__REQUEST__BODY_SEND_BATCH;
-			req.send_batch = &sb;
-		}
-		req.request_id = (uint64_t)i + 1;
-		if (nng_msg_alloc(
-		        &m, wsgate__v1__request__get_packed_size(&req)) != 0)
-			return 2;
-		wsgate__v1__request__pack(&req, nng_msg_body(m));
-		nng_aio_set_msg(aio[i], m);
-		nng_aio_set_timeout(aio[i], 10000);
-		nng_ctx_send(ctx[i], aio[i]);
-	}
-	for (int i = 0; i <= n; i++) {
-		nng_aio_wait(aio[i]);
-		if (nng_aio_result(aio[i]) != 0)
-			return 3;
-	}
-	/* Everything is on its way: tell the parent, who kills us. */
-	if (write(1, line, sizeof(line) - 1) != (ssize_t)sizeof(line) - 1)
-		return 4;
-	for (int i = 0; i < 1000; i++)
-		test_pause_ms(100); /* bounded: the parent kills us first */
-	return 5;
-}
-
-static pid_t spawn_vanishing_backend(struct hostile *h, int *out_fd)
-{
-	char n[16];
-	const char *argv[] = {h->self_exe, "--vanishing-backend",
-	                      h->sc->control_url, n, NULL};
-	int fds[2];
-	pid_t pid;
-
-	snprintf(n, sizeof(n), "%d", VANISH_REQUESTS);
-	assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
-	pid = proc_spawn(argv, -1, fds[1], -1);
-	close(fds[1]);
-	assert_true(pid > 0);
-	*out_fd = fds[0];
-	return pid;
-}
-
 static void test_backend_vanishing_mid_request(void **state)
 {
 	struct hostile *h = *state;
-	char buf[16] = "";
-	int fd, wstatus;
-	ssize_t got;
-	pid_t pid;
+	char n[16], line[64];
+	const char *argv[] = {CHILD_PROC_SELF, "--vanishing-backend",
+	                      h->sc->control_url, n, NULL};
 
 	/* A process killed right after its requests left. */
-	pid = spawn_vanishing_backend(h, &fd);
-	{
-		int64_t deadline = now_us() + (int64_t)POLL_MS * 1000;
-		size_t have = 0;
-
-		while (have < 5 && now_us() < deadline) {
-			struct pollfd pfd = {.fd = fd, .events = POLLIN};
-
-			if (poll(&pfd, 1, 100) == 0)
-				continue;
-			got = read(fd, buf + have, 5 - have);
-			if (got <= 0)
-				break;
-			have += (size_t)got;
-		}
-		if (have != 5 || strncmp(buf, "sent\n", 5) != 0) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &wstatus, 0);
-			fail_msg("vanishing backend did not send (%zu bytes, "
-			         "status %d)",
-			         have, wstatus);
-		}
-	}
-	assert_int_equal(kill(pid, SIGKILL), 0);
-	assert_int_equal(waitpid(pid, &wstatus, 0), pid);
-	assert_true(WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL);
-	close(fd);
+	snprintf(n, sizeof(n), "%d", VANISH_REQUESTS);
+	abuser_start(h, argv);
+	abuser_report(h, "vanishing backend", line, sizeof(line), POLL_MS);
+	if (strcmp(line, "sent") != 0)
+		fail_msg("vanishing backend: \"%s\"", line);
+	assert_int_equal(child_proc_kill(&h->abuser), 128 + SIGKILL);
 	good_probe(h, "right after a backend was killed mid-request");
 
 	/* Resend the killed backend's events: each one is accepted once
@@ -1361,41 +1435,37 @@ static void test_backend_vanishing_mid_request(void **state)
 static void test_thousands_of_concurrent_requests(void **state)
 {
 	struct hostile *h = *state;
-	struct flood *fl;
+	struct flood_report r;
 	uint64_t before = events_accepted(h);
 	unsigned total = FLOOD_SOCKETS * FLOOD_CONTEXTS * FLOOD_ROUNDS;
 	int64_t t0 = now_us();
 	double secs;
 
-	fl = flood_start(h, FLOOD_SOCKETS, FLOOD_CONTEXTS, FLOOD_ROUNDS, false,
-	                 "flood-user");
+	flood_run(h, "mixed", FLOOD_SOCKETS, FLOOD_CONTEXTS, FLOOD_ROUNDS,
+	          "flood-user");
 	good_probe(h, "during 2400 concurrent requests");
-	flood_wait(fl);
+	flood_report(h, "mixed", FLOOD_SOCKETS * FLOOD_CONTEXTS, &r);
 	secs = (double)(now_us() - t0) / 1e6;
 	print_message("  flood: %u requests in %.2f s: %u OK, %u refused, "
 	              "%u failed\n",
-	              total, secs, atomic_load(&fl->ok),
-	              atomic_load(&fl->refused), atomic_load(&fl->failed));
-	assert_int_equal(atomic_load(&fl->failed), 0);
+	              total, secs, r.ok, r.refused, r.failed);
+	assert_int_equal(r.failed, 0);
 	/* RESOURCE_EXHAUSTED would be a legitimate answer under overload;
 	 * with a backlog limit of 200000 jobs it does not happen here. */
 	assert_int_equal(
-	    atomic_load(&fl->ok) +
-	        atomic_load(
-	            &fl->statuses[WSGATE__V1__STATUS__RESOURCE_EXHAUSTED]),
-	    total);
-	assert_int_equal(atomic_load(&fl->ok), total);
+	    r.ok + r.statuses[WSGATE__V1__STATUS__RESOURCE_EXHAUSTED], total);
+	assert_int_equal(r.ok, total);
 	/* 5 of every 8 requests were events, each accepted once, and the
 	 * good backend's probe sent PROBE_N meanwhile. */
 	{
 		uint64_t want = PROBE_N;
 
 		for (unsigned i = 0; i < FLOOD_SOCKETS * FLOOD_CONTEXTS; i++)
-			for (int r = FLOOD_ROUNDS; r > 0; r--)
-				want += (i + (unsigned)r) % 8 > 2;
+			for (int k = FLOOD_ROUNDS; k > 0; k--)
+				want += (i + (unsigned)k) % 8 > 2;
 		assert_int_equal(events_accepted(h) - before, want);
 	}
-	flood_free(fl);
+	abuser_stop(h, "flood", CALL_MS, 0);
 	good_probe(h, "after the flood");
 	expect_healthy(h, "thousands of concurrent requests");
 	h->passed++;
@@ -1403,28 +1473,26 @@ static void test_thousands_of_concurrent_requests(void **state)
 
 int main(int argc, char **argv)
 {
+#define T(f) cmocka_unit_test_teardown(f, test_teardown)
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_good_backend_baseline),
-	    cmocka_unit_test(test_truncated_protobuf_is_refused),
-	    cmocka_unit_test(test_wrong_types_and_garbage_are_refused),
-	    cmocka_unit_test(test_huge_batches_are_bounded),
-	    cmocka_unit_test(
-	        test_backend_that_never_reads_cannot_starve_others),
-	    cmocka_unit_test(test_backend_vanishing_mid_request),
-	    cmocka_unit_test(test_thousands_of_concurrent_requests),
+	    T(test_good_backend_baseline),
+	    T(test_truncated_protobuf_is_refused),
+	    T(test_wrong_types_and_garbage_are_refused),
+	    T(test_huge_batches_are_bounded),
+	    T(test_backend_that_never_reads_cannot_starve_others),
+	    T(test_backend_vanishing_mid_request),
+	    T(test_thousands_of_concurrent_requests),
 	};
-	int rc;
+#undef T
 
-	if (argc == 4 && strcmp(argv[1], "--vanishing-backend") == 0)
-		return vanishing_backend(argv[2], atoi(argv[3]));
-	if (argc == 3 && strcmp(argv[1], "--over-limit") == 0)
-		return over_limit_sender(argv[2]);
 	signal(SIGPIPE, SIG_IGN);
+	if (argc > 1) {
+		role_main(argc, argv);
+		fprintf(stderr, "unknown role %s\n", argv[1]);
+		return 2;
+	}
 	/* WSGATE_TEST_FILTER=pattern: run only the matching tests. */
 	if (getenv("WSGATE_TEST_FILTER"))
 		cmocka_set_test_filter(getenv("WSGATE_TEST_FILTER"));
-	rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
-	if (!atomic_load(&nng_close_hung))
-		nng_fini();
-	return rc;
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

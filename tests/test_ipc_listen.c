@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "child_proc.h"
 #include "test_clock.h"
 #include "sidecar_proc.h"
 #include "ws_client.h"

@@ -4,11 +4,11 @@
  * tests use for /healthz, /metrics and refused handshakes.
  *
  * Readiness is a condition polled with a deadline (GET /healthz == 200, the
- * child still alive), never a fixed sleep. Between fork() and execv() the
- * child only calls async-signal-safe functions: the parent may already run
- * NNG threads.
+ * child still alive), never a fixed sleep; the process is started, waited
+ * for and killed with child_proc's proc_spawn, proc_wait and proc_kill.
  */
 #include "sidecar_proc.h"
+#include "child_proc.h"
 #include "test_clock.h"
 
 #include <arpa/inet.h>
@@ -21,10 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -290,27 +288,17 @@ out:
 
 /* --- the process --- */
 
-static int status_code(int wstatus)
-{
-	if (WIFEXITED(wstatus))
-		return WEXITSTATUS(wstatus);
-	if (WIFSIGNALED(wstatus))
-		return 128 + WTERMSIG(wstatus);
-	return -1;
-}
-
 bool sidecar_running(struct sidecar *s, int *status)
 {
-	int wstatus;
-	pid_t r;
+	int st;
 
 	if (s->pid <= 0)
 		return false;
-	r = waitpid(s->pid, &wstatus, WNOHANG);
-	if (r == 0)
+	st = proc_wait(s->pid, 0);
+	if (st == PROC_RUNNING)
 		return true;
-	if (r == s->pid && status)
-		*status = status_code(wstatus);
+	if (st >= 0 && status)
+		*status = st;
 	s->pid = 0;
 	return false;
 }
@@ -416,34 +404,6 @@ static int spawn(struct sidecar *s)
 	}
 	s->pid = pid;
 	return 0;
-}
-
-pid_t proc_spawn(const char *const argv[], int in_fd, int out_fd, int err_fd)
-{
-	pid_t parent = getpid();
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		sigset_t none;
-
-		/* Async-signal-safe calls only from here to execv. */
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		if (in_fd >= 0)
-			dup2(in_fd, 0);
-		if (out_fd >= 0)
-			dup2(out_fd, 1);
-		if (err_fd >= 0)
-			dup2(err_fd, 2);
-		/* Dies with the test (with the forking thread, strictly) so
-		 * that a crashed test leaves no process behind. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	return pid;
 }
 
 /* Polls GET /healthz until 200, the child's exit, or the deadline. */
@@ -597,18 +557,17 @@ int sidecar_signal(struct sidecar *s, int sig)
 
 int sidecar_wait(struct sidecar *s, int timeout_ms)
 {
-	int64_t deadline = test_now_ms() + timeout_ms;
-	int status = -1;
+	int status;
 
-	while (sidecar_running(s, &status)) {
-		if (remaining_ms(deadline) == 0) {
-			fprintf(stderr,
-			        "sidecar: still running after %d ms; SIGKILL\n",
-			        timeout_ms);
-			return sidecar_kill9(s);
-		}
-		test_pause_ms(1);
+	if (s->pid <= 0)
+		return -1;
+	status = proc_wait(s->pid, timeout_ms);
+	if (status == PROC_RUNNING) {
+		fprintf(stderr, "sidecar: still running after %d ms; SIGKILL\n",
+		        timeout_ms);
+		return sidecar_kill9(s);
 	}
+	s->pid = 0;
 	return status;
 }
 
@@ -621,19 +580,13 @@ int sidecar_stop(struct sidecar *s, int timeout_ms)
 
 int sidecar_kill9(struct sidecar *s)
 {
-	int wstatus;
+	int status;
 
 	if (s->pid <= 0)
 		return -1;
-	kill(s->pid, SIGKILL);
-	while (waitpid(s->pid, &wstatus, 0) < 0) {
-		if (errno != EINTR) {
-			s->pid = 0;
-			return -1;
-		}
-	}
+	status = proc_kill(s->pid);
 	s->pid = 0;
-	return status_code(wstatus);
+	return status;
 }
 
 char *sidecar_token(const struct sidecar *s, const char *user, int64_t ttl_s)

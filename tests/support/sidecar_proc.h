@@ -61,13 +61,6 @@ int sidecar_restart(struct sidecar *s);
  * naming files made in s->dir). 0, or -1 when there are too many. */
 int sidecar_set_args(struct sidecar *s, const char *const *extra_args);
 
-/* Starts argv[0] with argv (NULL-terminated) in a child process whose
- * stdin, stdout and stderr are in_fd, out_fd and err_fd (-1: the test's
- * own), and which dies with the test (PR_SET_PDEATHSIG). Between fork and
- * execv only async-signal-safe calls run: the test may have NNG threads.
- * Returns the pid, or -1. */
-pid_t proc_spawn(const char *const argv[], int in_fd, int out_fd, int err_fd);
-
 /* SIGTERM, then sidecar_wait. */
 int sidecar_stop(struct sidecar *s, int timeout_ms);
 
