@@ -517,6 +517,13 @@ int sidecar_restart(struct sidecar *s)
 	return 0;
 }
 
+int sidecar_run_to_exit(struct sidecar *s, int timeout_ms)
+{
+	if (sidecar_running(s, NULL) || spawn(s) < 0)
+		return -1;
+	return sidecar_wait(s, timeout_ms);
+}
+
 int sidecar_set_args(struct sidecar *s, const char *const *extra_args)
 {
 	size_t nargs = 0;

@@ -57,6 +57,12 @@ int sidecar_start(struct sidecar **out, const char *const *extra_args);
  * been stopped or killed. */
 int sidecar_restart(struct sidecar *s);
 
+/* Starts the process again on the same directory, port and arguments, for
+ * a start that must fail: waits up to timeout_ms for it to exit and
+ * returns like sidecar_wait (SIGKILL after timeout_ms: 137). -1 if the
+ * previous process still runs or the new one cannot be started. */
+int sidecar_run_to_exit(struct sidecar *s, int timeout_ms);
+
 /* Replaces the extra arguments of the next sidecar_restart (e.g. flags
  * naming files made in s->dir). 0, or -1 when there are too many. */
 int sidecar_set_args(struct sidecar *s, const char *const *extra_args);
