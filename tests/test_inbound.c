@@ -45,24 +45,13 @@ struct fixture {
 	struct ws_client_set clients;
 };
 
-/* A browser of user whose connection has been answered ("connected"). */
+/* A browser of user, aborted at teardown if the test fails. */
 static struct ws_client *browser_open(struct fixture *fx, const char *user)
 {
-	char path[2048];
-	struct ws_client *ws;
-	char *token = sidecar_token(fx->sc, user, 600);
-	char *first;
+	struct ws_client *ws = sidecar_ws_open(fx->sc, user, CONNECT_MS);
 
-	assert_non_null(token);
-	snprintf(path, sizeof(path), "/ws?access_token=%s", token);
-	free(token);
-	assert_int_equal(
-	    ws_client_connect(&ws, fx->sc->port, path, NULL, CONNECT_MS), 101);
+	assert_non_null(ws);
 	assert_int_equal(ws_client_set_add(&fx->clients, ws), 0);
-	first = ws_client_recv_text(ws, CALL_MS);
-	assert_non_null(first);
-	assert_non_null(strstr(first, "\"connected\""));
-	free(first);
 	return ws;
 }
 
@@ -274,16 +263,12 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
 	struct fixture *fx = *state;
-	int status = -1; /* a sidecar that died in a test stays a failure */
+	int rc;
 
 	ws_client_set_abort_all(&fx->clients);
-	if (fx->sc->pid > 0)
-		status = sidecar_stop(fx->sc, SIDECAR_STOP_TIMEOUT_MS);
-	if (status != 0)
-		fprintf(stderr, "sidecar exited with status %d\n", status);
-	sidecar_free(fx->sc, status != 0 || fx->passed != N_TESTS);
+	rc = sidecar_finish(fx->sc, fx->passed == N_TESTS);
 	free(fx);
-	return status == 0 ? 0 : -1;
+	return rc;
 }
 
 int main(void)

@@ -27,6 +27,7 @@
 /* A refusal comes after the keys and the database are open: seconds
  * under valgrind. */
 #define EXIT_MS SIDECAR_READY_TIMEOUT_MS
+#define N_TESTS 1 /* the tests of main() */
 
 /* Runs s again, which must exit 2 having logged each of the texts (each
  * within one line). */
@@ -125,18 +126,14 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
 	struct fixture *fx = *state;
-	int status = -1;
+	int rc;
 
 	chmod(fx->sc->dir, 0700);
 	if (geteuid() == 0)
 		chown(fx->sc->dir, 0, 0);
-	if (fx->sc->pid > 0)
-		status = sidecar_stop(fx->sc, SIDECAR_STOP_TIMEOUT_MS);
-	if (status != 0)
-		fprintf(stderr, "sidecar exited with status %d\n", status);
-	sidecar_free(fx->sc, status != 0 || fx->passed != 1);
+	rc = sidecar_finish(fx->sc, fx->passed == N_TESTS);
 	free(fx);
-	return status == 0 ? 0 : -1;
+	return rc;
 }
 
 int main(void)

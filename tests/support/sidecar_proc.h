@@ -21,6 +21,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+struct ws_client;
+
 #define SIDECAR_READY_TIMEOUT_MS 10000
 #define SIDECAR_STOP_TIMEOUT_MS  10000
 #define SIDECAR_MAX_ARGS         32
@@ -96,6 +98,13 @@ bool sidecar_running(struct sidecar *s, int *status);
  * malloc'd; NULL on failure. */
 char *sidecar_token(const struct sidecar *s, const char *user, int64_t ttl_s);
 
+/* A browser of user: a WebSocket to the sidecar with a fresh token in
+ * ?access_token=, returned once its first frame, {"type":"connected",...},
+ * has arrived (within timeout_ms for each step). NULL after printing why
+ * on stderr. */
+struct ws_client *sidecar_ws_open(const struct sidecar *s, const char *user,
+                                  int timeout_ms);
+
 /* GET path on the sidecar's HTTP port; see http_get. */
 int sidecar_http_get(const struct sidecar *s, const char *path, char **body);
 
@@ -103,6 +112,13 @@ int sidecar_http_get(const struct sidecar *s, const char *path, char **body);
  * unless failed is true, s->keep_dir is set or WSGATE_TEST_KEEP is in the
  * environment; then its path and the log's path are printed on stderr. */
 void sidecar_free(struct sidecar *s, bool failed);
+
+/* The end of a test file's sidecar: stops it if it still runs, then
+ * sidecar_free (the directory is kept unless passed and it exited 0).
+ * Returns 0 when it exited with status 0, which under a sanitizer or
+ * valgrind also means no report; else -1 after printing the status (a
+ * sidecar that died earlier is a failure too). */
+int sidecar_finish(struct sidecar *s, bool passed);
 
 /* Prints the last lines of the sidecar's log on stderr. */
 void sidecar_print_log(const struct sidecar *s, size_t max_bytes);
