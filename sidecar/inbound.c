@@ -8,7 +8,8 @@
  * queue of at most --inbound-buffer messages, which the first connection
  * to drain or to open takes from, oldest first. A message already handed
  * to a connection's kernel buffer is lost if that backend goes away, as
- * with NNG.
+ * with NNG; one whose send fails (the backend left or stopped reading)
+ * goes to the next backend or back to the queue.
  *
  * Every struct here belongs to the service thread.
  */
@@ -49,25 +50,35 @@ struct inbound {
 	size_t buf_cap;
 };
 
-static int peer_send(struct inbound_peer *peer, const void *data, size_t len)
+/* A send that fails has closed p, and on_close has freed its peer: the
+ * caller must not touch the peer again. */
+static int pipe_send_msg(struct sp_pipe *p, const void *data, size_t len)
 {
 	struct iovec iov = {(void *)data, len};
-	return sp_pipe_send(peer->pipe, &iov, 1);
+	return sp_pipe_send(p, &iov, 1);
 }
 
-/* Sends queued messages to peer while it takes them at once. */
-static void peer_take_queue(struct inbound *in, struct inbound_peer *peer)
+/*
+ * Sends queued messages to p while it takes them at once. A send can
+ * close p (the backend left, or shut its reading side), and on_close then
+ * frees p's peer: the loop looks only at p, which it holds. A message p
+ * did not take stays at the head of the queue for the next backend.
+ */
+static void pipe_take_queue(struct inbound *in, struct sp_pipe *p)
 {
 	struct inbound_msg *m;
-	while ((m = in->queue_head) && sp_pipe_is_open(peer->pipe) &&
-	       sp_pipe_unsent(peer->pipe) == 0) {
+	sp_pipe_hold(p);
+	while ((m = in->queue_head) && sp_pipe_is_open(p) &&
+	       sp_pipe_unsent(p) == 0) {
+		if (pipe_send_msg(p, m->data, m->len) != 0)
+			break;
 		in->queue_head = m->next;
 		if (!in->queue_head)
 			in->queue_tail = NULL;
 		in->queue_len--;
-		peer_send(peer, m->data, m->len);
 		free(m);
 	}
+	sp_pipe_release(p);
 }
 
 static void on_open(void *arg, struct sp_pipe *p)
@@ -83,12 +94,12 @@ static void on_open(void *arg, struct sp_pipe *p)
 	peer->next = in->peers;
 	in->peers = peer;
 	sp_pipe_set_data(p, peer);
-	peer_take_queue(in, peer);
+	pipe_take_queue(in, p);
 }
 
 static void on_drained(void *arg, struct sp_pipe *p)
 {
-	peer_take_queue(arg, sp_pipe_data(p));
+	pipe_take_queue(arg, p);
 }
 
 static void on_close(void *arg, struct sp_pipe *p)
@@ -184,7 +195,7 @@ static int inbound_send(struct inbound *in, const Wsgate__V1__Inbound *msg)
 	size_t len = wsgate__v1__inbound__get_packed_size(msg);
 	struct inbound_peer *peer;
 	/* Waiting messages go first: order is kept while the queue drains. */
-	if (!in->queue_head && (peer = pick_peer(in))) {
+	if (!in->queue_head && in->peers) {
 		if (len > in->buf_cap) {
 			uint8_t *buf = realloc(in->buf, len);
 			if (!buf)
@@ -193,7 +204,12 @@ static int inbound_send(struct inbound *in, const Wsgate__V1__Inbound *msg)
 			in->buf_cap = len;
 		}
 		wsgate__v1__inbound__pack(msg, in->buf);
-		return peer_send(peer, in->buf, len);
+		/* A failed send closed its pipe, and on_close took the peer
+		 * off the list and freed it: the next peer, or else the
+		 * queue, gets the message. */
+		while ((peer = pick_peer(in)))
+			if (pipe_send_msg(peer->pipe, in->buf, len) == 0)
+				return 0;
 	}
 	if (in->queue_len >= in->queue_max)
 		return -1;

@@ -2,9 +2,9 @@
  * main: the wsgate sidecar process. Parses the configuration, opens the
  * pieces in dependency order (keys, registry, event log, router, inbound
  * socket, WebSocket server, control socket), runs the libwebsockets service
- * loop on this thread until SIGINT/SIGTERM, then shuts down in reverse:
- * connections closed with 1001, every accepted event committed and
- * answered, sockets closed, everything freed.
+ * loop on this thread until SIGINT/SIGTERM (SIGHUP is ignored), then shuts
+ * down in reverse: connections closed with 1001, every accepted event
+ * committed and answered, sockets closed, everything freed.
  *
  * Threads: this thread is the service thread: it runs the event loop that
  * serves the browsers, the control socket and the inbound socket, and owns
@@ -60,11 +60,16 @@ struct app {
 	atomic_int stop;
 };
 
+/* SIGHUP is waited for and ignored: a closed terminal or a reload habit
+ * (there is no configuration to reload) must not cut every session and
+ * leave them open in the audit store; SIGINT or SIGTERM stops. */
 static void *signal_thread(void *arg)
 {
 	struct app *app = arg;
-	int sig;
-	sigwait(&app->signals, &sig);
+	int sig = 0;
+	while (sigwait(&app->signals, &sig) == 0 && sig == SIGHUP)
+		log_info("SIGHUP ignored: nothing to reload (SIGTERM stops "
+		         "wsgate)");
 	log_info("signal %d: shutting down", sig);
 	atomic_store(&app->stop, 1);
 	ws_server_wake(app->srv);
@@ -274,7 +279,9 @@ int main(int argc, char **argv)
 	sigemptyset(&app.signals);
 	sigaddset(&app.signals, SIGINT);
 	sigaddset(&app.signals, SIGTERM);
+	sigaddset(&app.signals, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &app.signals, NULL);
+	/* A peer that went away is an error return (EPIPE), not a death. */
 	signal(SIGPIPE, SIG_IGN);
 
 	if (app_open(&app, err, sizeof(err))) {

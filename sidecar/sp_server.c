@@ -486,18 +486,90 @@ static void server_accept(struct ev_loop *loop, ev_io *w, int revents)
 	}
 }
 
-/* mkdir -p of the directory of path. */
-static void make_parent_dirs(const char *path)
+/*
+ * mkdir -p of the directory of path. What it creates is the sidecar's
+ * user's alone (0700, whatever the umask), plus search permission for the
+ * group or others when ipc_mode lets them use the socket: they need it to
+ * reach the file, and nobody else may create or rename entries in it.
+ */
+static void make_parent_dirs(const char *path, int ipc_mode)
 {
 	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	mode_t mode = 0700 | ((ipc_mode & 0070) ? 0010 : 0) |
+	              ((ipc_mode & 0007) ? 0001 : 0);
 	snprintf(dir, sizeof(dir), "%s", path);
 	for (char *c = dir + 1; *c; c++) {
 		if (*c != '/')
 			continue;
 		*c = '\0';
-		mkdir(dir, 0755);
+		if (mkdir(dir, mode) == 0)
+			chmod(dir, mode);
 		*c = '/';
 	}
+}
+
+/*
+ * Refuses a socket directory that someone else could write: its owner, or
+ * whoever may write it, can replace the socket file with one of their own
+ * (then backends talk to them) -- e.g. a /tmp/wsgate created first by
+ * another user. So the directory (and the symbolic link to it, if it is
+ * one) must belong to the effective uid and not be writable by group or
+ * others. /tmp itself (1777) fails this too: its sticky bit keeps others
+ * from replacing our file, but not from binding the name first while we
+ * are not running (docs/SECURITY.md).
+ */
+static int check_parent_dir(const struct sp_server *srv, char *err,
+                            size_t errlen)
+{
+	char dir[sizeof(srv->path)];
+	char *slash;
+	struct stat lst, st;
+	uid_t me = geteuid();
+	snprintf(dir, sizeof(dir), "%s", srv->path);
+	slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		dir[1] = '\0'; /* "/x.ipc" is in "/" */
+	else
+		*slash = '\0';
+	if (lstat(dir, &lst) != 0 || stat(dir, &st) != 0) {
+		snprintf(err, errlen, "%s: cannot listen on ipc://%s: %s: %s",
+		         srv->what, srv->path, dir, strerror(errno));
+		return -1;
+	}
+	if (lst.st_uid != me || st.st_uid != me) {
+		snprintf(err, errlen,
+		         "%s: refusing ipc://%s: its directory %s belongs to "
+		         "uid %u, not to uid %u (this process), who could "
+		         "replace the socket: chown %u %s, or choose another "
+		         "--%s path",
+		         srv->what, srv->path, dir,
+		         (unsigned)(lst.st_uid != me ? lst.st_uid : st.st_uid),
+		         (unsigned)me, (unsigned)me, dir, srv->what);
+		return -1;
+	}
+	if ((st.st_mode & 022) && (st.st_mode & S_ISVTX)) {
+		snprintf(err, errlen,
+		         "%s: refusing ipc://%s: its directory %s is shared "
+		         "(mode %04o): another user could create the socket "
+		         "there before this process; choose another --%s path, "
+		         "in a directory of its own",
+		         srv->what, srv->path, dir,
+		         (unsigned)(st.st_mode & 07777), srv->what);
+		return -1;
+	}
+	if (st.st_mode & 022) {
+		snprintf(err, errlen,
+		         "%s: refusing ipc://%s: its directory %s is writable "
+		         "by group or others (mode %04o), who could replace "
+		         "the socket: chmod go-w %s, or choose another --%s "
+		         "path",
+		         srv->what, srv->path, dir,
+		         (unsigned)(st.st_mode & 07777), dir, srv->what);
+		return -1;
+	}
+	return 0;
 }
 
 /* Whether something accepts connections at addr. */
@@ -611,8 +683,9 @@ int sp_server_listen(struct sp_server **out, struct ev_loop *loop,
 	srv->arg = arg;
 	sp_wire_header(srv->header, cfg->proto);
 	srv->lfd = -1;
-	make_parent_dirs(srv->path);
-	if (server_bind(srv, err, errlen) != 0) {
+	make_parent_dirs(srv->path, cfg->ipc_mode);
+	if (check_parent_dir(srv, err, errlen) != 0 ||
+	    server_bind(srv, err, errlen) != 0) {
 		free(srv);
 		return -1;
 	}

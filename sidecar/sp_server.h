@@ -68,10 +68,12 @@ struct sp_server_config {
 	size_t max_unsent;  /* kept output past which a pipe is not read */
 };
 
-/* Creates the socket file's directory if missing, replaces a stale socket
- * file (one nothing listens on; a live one is "address in use"), binds it
- * with mode ipc_mode from the start, and accepts on loop. 0 and *out, or
- * -1 with a one-line reason in err. */
+/* Creates the socket file's directory if missing (mode 0700, plus search
+ * permission for whom ipc_mode admits), refuses it unless it belongs to
+ * the effective uid and is not writable by group or others, replaces a
+ * stale socket file (one nothing listens on; a live one is "address in
+ * use"), binds it with mode ipc_mode from the start, and accepts on loop.
+ * 0 and *out, or -1 with a one-line reason in err. */
 int sp_server_listen(struct sp_server **out, struct ev_loop *loop,
                      const struct sp_server_config *cfg,
                      const struct sp_server_ops *ops, void *arg, char *err,

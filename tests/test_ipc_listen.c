@@ -200,13 +200,10 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
 	struct fixture *fx = *state;
-	int status = sidecar_stop(fx->sc, SIDECAR_STOP_TIMEOUT_MS);
+	int rc = sidecar_finish(fx->sc, fx->passed == N_TESTS);
 
-	if (status != 0)
-		fprintf(stderr, "sidecar exited with status %d\n", status);
-	sidecar_free(fx->sc, status != 0 || fx->passed != N_TESTS);
 	free(fx);
-	return status == 0 ? 0 : -1;
+	return rc;
 }
 
 int main(int argc, char **argv)

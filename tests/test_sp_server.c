@@ -1017,6 +1017,102 @@ static void test_missing_parent_directories_are_created(void **state)
 	raw_open_pipe(h, fd, SP_PROTO_REQ0, SP_PROTO_REP0);
 }
 
+/* What listen creates is the user's alone, whatever the umask: 0700,
+ * plus search permission (only) for the group when ipc_mode admits it. */
+static void test_created_directories_are_the_users_alone(void **state)
+{
+	struct harness *h = *state;
+	char a[96], ab[112], g[96], path2[PATH_CAP], err[512] = "";
+	struct stat st;
+	snprintf(a, sizeof(a), "%s/a", h->dir);
+	snprintf(ab, sizeof(ab), "%s/b", a);
+	snprintf(h->path, sizeof(h->path), "%s/ctl.ipc", ab);
+	snprintf(g, sizeof(g), "%s/g", h->dir);
+	snprintf(path2, sizeof(path2), "%s/ctl.ipc", g);
+	mode_t old = umask(0);
+	int rc1 =
+	    listen_on(h, &h->srv, h->url, h->path, 0600, err, sizeof(err));
+	umask(077);
+	int rc2 =
+	    listen_on(h, &h->srv2, h->url2, path2, 0660, err, sizeof(err));
+	umask(old);
+	if (rc1 || rc2)
+		print_message("sp_server_listen: %s\n", err);
+	assert_int_equal(rc1, 0);
+	assert_int_equal(rc2, 0);
+	assert_int_equal(stat(a, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+	assert_int_equal(stat(ab, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+	assert_int_equal(stat(g, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0710);
+}
+
+/* Listening in dir fails, with a reason naming dir and containing want,
+ * and leaves no socket file. */
+static void expect_refused(struct harness *h, const char *dir, const char *want)
+{
+	char err[512] = "";
+	struct stat st;
+	int rc = listen_on(h, &h->srv, h->url, h->path, h->cfg.ipc_mode, err,
+	                   sizeof(err));
+	if (rc == 0)
+		fail_msg("listen on %s succeeded", h->path);
+	assert_null(h->srv);
+	if (!strstr(err, dir) || !strstr(err, want))
+		fail_msg("reason without '%s' or '%s': %s", dir, want, err);
+	errno = 0;
+	assert_int_equal(lstat(h->path, &st), -1);
+	assert_int_equal(errno, ENOENT);
+}
+
+/* Whoever can write the directory can replace the socket file: group- or
+ * other-writable directories are refused, with the fix in the reason. */
+static void test_directory_others_can_write_is_refused(void **state)
+{
+	struct harness *h = *state;
+	assert_int_equal(chmod(h->dir, 0777), 0);
+	expect_refused(h, h->dir, "chmod go-w");
+	assert_int_equal(chmod(h->dir, 0730), 0);
+	expect_refused(h, h->dir, "writable by group or others (mode 0730)");
+	assert_int_equal(chmod(h->dir, 0755), 0);
+	start_server(h);
+}
+
+/* So is a directory that belongs to another user, or is reached through
+ * a symbolic link of another user (who could point it elsewhere). */
+static void test_directory_of_another_user_is_refused(void **state)
+{
+	struct harness *h = *state;
+	char real[96], link[96];
+	if (geteuid() != 0)
+		skip(); /* only root can give a directory away */
+	assert_int_equal(chown(h->dir, 65534, 65534), 0);
+	expect_refused(h, h->dir, "belongs to uid 65534");
+	assert_int_equal(chown(h->dir, 0, 0), 0);
+
+	snprintf(real, sizeof(real), "%s/real", h->dir);
+	snprintf(link, sizeof(link), "%s/link", h->dir);
+	assert_int_equal(mkdir(real, 0700), 0);
+	assert_int_equal(symlink(real, link), 0);
+	assert_int_equal(lchown(link, 65534, 65534), 0);
+	snprintf(h->path, sizeof(h->path), "%s/ctl.ipc", link);
+	expect_refused(h, link, "belongs to uid 65534");
+	assert_int_equal(lchown(link, 0, 0), 0);
+	start_server(h);
+}
+
+/* /tmp itself (1777) is refused like any directory others can write:
+ * the socket needs a directory of its own. */
+static void test_socket_directly_in_tmp_is_refused(void **state)
+{
+	struct harness *h = *state;
+	snprintf(h->path, sizeof(h->path), "/tmp/wsgate-sp-%ld.ipc",
+	         (long)getpid());
+	expect_refused(h, "/tmp",
+	               geteuid() == 0 ? "is shared (mode 1777)" : "uid");
+}
+
 /* A socket file nothing listens on (its socket closed, the file left)
  * is replaced, and the new one serves. */
 static void test_stale_socket_file_is_replaced(void **state)
@@ -1310,6 +1406,10 @@ int main(int argc, char **argv)
 	    T(test_frame_split_across_writes_is_delivered_whole),
 	    T(test_socket_file_has_ipc_mode),
 	    T(test_missing_parent_directories_are_created),
+	    T(test_created_directories_are_the_users_alone),
+	    T(test_directory_others_can_write_is_refused),
+	    T(test_directory_of_another_user_is_refused),
+	    T(test_socket_directly_in_tmp_is_refused),
 	    T(test_stale_socket_file_is_replaced),
 	    T(test_listen_on_a_live_socket_fails_with_a_reason),
 	    T(test_close_closes_pipes_and_removes_the_socket_file),

@@ -30,6 +30,7 @@
 
 #include "jwt_mint.h"
 #include "test_dir.h"
+#include "ws_client.h"
 
 #ifndef WSGATE_BIN
 #error "WSGATE_BIN (path of the built sidecar) must be defined by the build"
@@ -477,6 +478,13 @@ int sidecar_restart(struct sidecar *s)
 	return 0;
 }
 
+int sidecar_run_to_exit(struct sidecar *s, int timeout_ms)
+{
+	if (sidecar_running(s, NULL) || spawn(s) < 0)
+		return -1;
+	return sidecar_wait(s, timeout_ms);
+}
+
 int sidecar_set_args(struct sidecar *s, const char *const *extra_args)
 {
 	size_t nargs = 0;
@@ -595,9 +603,52 @@ char *sidecar_token(const struct sidecar *s, const char *user, int64_t ttl_s)
 	                      (int64_t)time(NULL), ttl_s);
 }
 
+struct ws_client *sidecar_ws_open(const struct sidecar *s, const char *user,
+                                  int timeout_ms)
+{
+	char path[2048];
+	struct ws_client *ws;
+	char *token = sidecar_token(s, user, 600);
+	char *first;
+	int status;
+
+	if (!token) {
+		fprintf(stderr, "sidecar: cannot mint a token for %s\n", user);
+		return NULL;
+	}
+	snprintf(path, sizeof(path), "/ws?access_token=%s", token);
+	free(token);
+	status = ws_client_connect(&ws, s->port, path, NULL, timeout_ms);
+	if (status != 101) {
+		fprintf(stderr, "sidecar: WebSocket of %s: %d (%s)\n", user,
+		        status, ws_client_error());
+		return NULL;
+	}
+	first = ws_client_recv_text(ws, timeout_ms);
+	if (!first || !strstr(first, "\"type\":\"connected\"")) {
+		fprintf(stderr, "sidecar: WebSocket of %s: first frame %s\n",
+		        user, first ? first : ws_client_error());
+		free(first);
+		ws_client_abort(ws);
+		return NULL;
+	}
+	free(first);
+	return ws;
+}
+
 int sidecar_http_get(const struct sidecar *s, const char *path, char **body)
 {
 	return http_get(s->port, path, NULL, body, 5000);
+}
+
+int sidecar_finish(struct sidecar *s, bool passed)
+{
+	int status = s->pid > 0 ? sidecar_stop(s, SIDECAR_STOP_TIMEOUT_MS) : -1;
+
+	if (status != 0)
+		fprintf(stderr, "sidecar exited with status %d\n", status);
+	sidecar_free(s, status != 0 || !passed);
+	return status == 0 ? 0 : -1;
 }
 
 void sidecar_free(struct sidecar *s, bool failed)

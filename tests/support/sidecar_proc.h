@@ -21,6 +21,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+struct ws_client;
+
 #define SIDECAR_READY_TIMEOUT_MS 10000
 #define SIDECAR_STOP_TIMEOUT_MS  10000
 #define SIDECAR_MAX_ARGS         32
@@ -57,6 +59,12 @@ int sidecar_start(struct sidecar **out, const char *const *extra_args);
  * been stopped or killed. */
 int sidecar_restart(struct sidecar *s);
 
+/* Starts the process again on the same directory, port and arguments, for
+ * a start that must fail: waits up to timeout_ms for it to exit and
+ * returns like sidecar_wait (SIGKILL after timeout_ms: 137). -1 if the
+ * previous process still runs or the new one cannot be started. */
+int sidecar_run_to_exit(struct sidecar *s, int timeout_ms);
+
 /* Replaces the extra arguments of the next sidecar_restart (e.g. flags
  * naming files made in s->dir). 0, or -1 when there are too many. */
 int sidecar_set_args(struct sidecar *s, const char *const *extra_args);
@@ -83,6 +91,13 @@ bool sidecar_running(struct sidecar *s, int *status);
  * malloc'd; NULL on failure. */
 char *sidecar_token(const struct sidecar *s, const char *user, int64_t ttl_s);
 
+/* A browser of user: a WebSocket to the sidecar with a fresh token in
+ * ?access_token=, returned once its first frame, {"type":"connected",...},
+ * has arrived (within timeout_ms for each step). NULL after printing why
+ * on stderr. */
+struct ws_client *sidecar_ws_open(const struct sidecar *s, const char *user,
+                                  int timeout_ms);
+
 /* GET path on the sidecar's HTTP port; see http_get. */
 int sidecar_http_get(const struct sidecar *s, const char *path, char **body);
 
@@ -90,6 +105,13 @@ int sidecar_http_get(const struct sidecar *s, const char *path, char **body);
  * unless failed is true, s->keep_dir is set or WSGATE_TEST_KEEP is in the
  * environment; then its path and the log's path are printed on stderr. */
 void sidecar_free(struct sidecar *s, bool failed);
+
+/* The end of a test file's sidecar: stops it if it still runs, then
+ * sidecar_free (the directory is kept unless passed and it exited 0).
+ * Returns 0 when it exited with status 0, which under a sanitizer or
+ * valgrind also means no report; else -1 after printing the status (a
+ * sidecar that died earlier is a failure too). */
+int sidecar_finish(struct sidecar *s, bool passed);
 
 /* Prints the last lines of the sidecar's log on stderr. */
 void sidecar_print_log(const struct sidecar *s, size_t max_bytes);
