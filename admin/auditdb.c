@@ -140,34 +140,20 @@ void auditdb_close(struct auditdb *a)
 	a->db = NULL;
 }
 
-int auditdb_anchor(struct auditdb *a, int64_t *id, unsigned char chain[32],
-                   bool *anchored, bool *chain_ok)
+int auditdb_format(struct auditdb *a, int64_t *format)
 {
 	sqlite3_stmt *st = auditdb_prepare(
-	    a, "SELECT (SELECT value FROM meta WHERE key = 'anchor_id'),"
-	       " (SELECT value FROM meta WHERE key = 'anchor_chain')");
+	    a, "SELECT value FROM meta WHERE key = 'audit_format'");
 	int rc;
 
-	*id = 0;
-	memset(chain, 0, 32);
-	*anchored = false;
-	*chain_ok = true;
+	*format = 1;
 	if (st == NULL)
 		return EXIT_USAGE;
 	rc = sqlite3_step(st);
-	if (rc != SQLITE_ROW) {
-		rc = auditdb_fail(a);
-		sqlite3_finalize(st);
-		return rc;
-	}
-	if (auditdb_int(st, 0, id)) {
-		*anchored = true;
-		if (sqlite3_column_type(st, 1) == SQLITE_BLOB &&
-		    sqlite3_column_bytes(st, 1) == 32)
-			memcpy(chain, sqlite3_column_blob(st, 1), 32);
-		else
-			*chain_ok = false;
-	}
+	if (rc == SQLITE_ROW)
+		auditdb_int(st, 0, format);
+	else if (rc != SQLITE_DONE)
+		auditdb_fail(a);
 	sqlite3_finalize(st);
-	return EXIT_OK;
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? EXIT_OK : EXIT_USAGE;
 }

@@ -43,11 +43,9 @@ void auditdb_bind_text(sqlite3_stmt *st, int idx, const char *s);
 /* Column col as an integer; false when it is SQL NULL. */
 bool auditdb_int(sqlite3_stmt *st, int col, int64_t *out);
 
-/* Where the chain starts: the anchor recorded by pruning (meta anchor_id,
- * anchor_chain), or id 0 with 32 zero bytes. *anchored says which;
- * *chain_ok is false when an anchor is recorded but its chain is not a
- * 32-byte blob (then chain is zeros). Returns EXIT_OK or EXIT_USAGE. */
-int auditdb_anchor(struct auditdb *a, int64_t *id, unsigned char chain[32],
-                   bool *anchored, bool *chain_ok);
+/* The database's audit format (meta audit_format; 1 when absent: the
+ * databases of wsgate before format 2 did not record it). Returns EXIT_OK
+ * or EXIT_USAGE. */
+int auditdb_format(struct auditdb *a, int64_t *format);
 
 #endif

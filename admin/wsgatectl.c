@@ -259,32 +259,43 @@ static int call_failed(const struct ctl *ctl, const struct command *cmd,
 	return st > 0 ? EXIT_CHECK : EXIT_USAGE;
 }
 
+/* GetStats from the sidecar; the exit status of a failure otherwise. */
+static int get_stats(const struct ctl *ctl, const struct command *cmd,
+                     struct wsgate_stats *s)
+{
+	enum wsgate_status st;
+	wsgate_client *c;
+	int rc;
+
+	if ((rc = ctl_connect(ctl, &c)) != EXIT_OK)
+		return rc;
+	st = wsgate_get_stats(c, s);
+	rc = st == WSGATE_OK ? EXIT_OK : call_failed(ctl, cmd, c, st);
+	wsgate_client_close(c);
+	return rc;
+}
+
 static int cmd_status(struct ctl *ctl, const struct command *cmd, int argc,
                       char **argv)
 {
 	static const char *const names[] = {NULL};
 	struct wsgate_stats s;
-	enum wsgate_status st;
-	wsgate_client *c;
+	char head[VERIFY_HEAD_TEXT_MAX] = "";
 	uint64_t up;
 	int rc;
 
 	if ((rc = cmd_parse(ctl, cmd, argc, argv, names, NULL)) != GO_ON)
 		return rc;
-	if ((rc = ctl_connect(ctl, &c)) != EXIT_OK)
+	if ((rc = get_stats(ctl, cmd, &s)) != EXIT_OK)
 		return rc;
-	st = wsgate_get_stats(c, &s);
-	if (st != WSGATE_OK) {
-		rc = call_failed(ctl, cmd, c, st);
-		wsgate_client_close(c);
-		return rc;
-	}
-	wsgate_client_close(c);
+	if (s.has_audit_head)
+		verify_head_format((int64_t)s.audit_head_id, s.audit_head_chain,
+		                   head, sizeof(head));
 
 	if (ctl->json)
 		return out_json_line(json_pack(
 		    "{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-		    "s:s}",
+		    "s:s, s:s?}",
 		    "control", ctl->control, "version", s.version, "uptime_s",
 		    JI(s.uptime_s), "connections", JI(s.connections), "users",
 		    JI(s.users), "events_accepted", JI(s.events_accepted),
@@ -292,7 +303,8 @@ static int cmd_status(struct ctl *ctl, const struct command *cmd, int argc,
 		    JI(s.frames_dropped), "audit_backlog", JI(s.audit_backlog),
 		    "notices_dropped", JI(s.notices_dropped),
 		    "storage_failures", JI(s.storage_failures), "storage_error",
-		    s.storage_error));
+		    s.storage_error, "audit_head",
+		    s.has_audit_head ? head : NULL));
 
 	up = s.uptime_s;
 	printf("%-16s %s\n", "control", ctl->control);
@@ -310,6 +322,8 @@ static int cmd_status(struct ctl *ctl, const struct command *cmd, int argc,
 	printf("%-16s %" PRIu64 "%s%s\n", "storage_failures",
 	       s.storage_failures, s.storage_error[0] ? "  last: " : "",
 	       s.storage_error);
+	/* What `verify --head` takes, to be kept off this machine. */
+	printf("%-16s %s\n", "audit_head", s.has_audit_head ? head : "-");
 	return EXIT_OK;
 }
 
@@ -661,15 +675,55 @@ static int cmd_trace(struct ctl *ctl, const struct command *cmd, int argc,
 	return forensics_trace(ctl->db, ctl->json, event_id, vals[0]);
 }
 
+/* The running sidecar's audit chain head, for verify --head live. */
+static int live_head(const struct ctl *ctl, const struct command *cmd,
+                     struct verify_head *head)
+{
+	struct wsgate_stats s;
+	int rc;
+
+	/* Not reaching the sidecar is not a failed check of the log. */
+	if ((rc = get_stats(ctl, cmd, &s)) != EXIT_OK)
+		return EXIT_USAGE;
+	if (!s.has_audit_head) {
+		fprintf(stderr,
+		        "wsgatectl: verify: the sidecar at %s does not report "
+		        "its audit chain head (version %s)\n",
+		        ctl->control, s.version);
+		return EXIT_USAGE;
+	}
+	head->id = (int64_t)s.audit_head_id;
+	memcpy(head->chain, s.audit_head_chain, sizeof(head->chain));
+	head->live = true;
+	return EXIT_OK;
+}
+
 static int cmd_verify(struct ctl *ctl, const struct command *cmd, int argc,
                       char **argv)
 {
-	static const char *const names[] = {NULL};
+	static const char *const names[] = {"head", NULL};
+	const char *vals[1] = {NULL};
+	struct verify_head head;
 	int rc;
 
-	if ((rc = cmd_parse(ctl, cmd, argc, argv, names, NULL)) != GO_ON)
+	if ((rc = cmd_parse(ctl, cmd, argc, argv, names, vals)) != GO_ON)
 		return rc;
-	return verify_run(ctl->db, ctl->audit_key_file, ctl->json);
+	if (vals[0] == NULL)
+		return verify_run(ctl->db, ctl->audit_key_file, ctl->json,
+		                  NULL);
+	if (strcmp(vals[0], "live") == 0) {
+		/* Asked before the database is read: every row up to the
+		 * head it names is then in the snapshot verify reads. */
+		if ((rc = live_head(ctl, cmd, &head)) != EXIT_OK)
+			return rc;
+	} else if (!verify_head_parse(vals[0], &head)) {
+		cmd_usage_error(cmd,
+		                "--head wants live or ID:HEX (64 hex digits), "
+		                "not '%s'",
+		                vals[0]);
+		return EXIT_USAGE;
+	}
+	return verify_run(ctl->db, ctl->audit_key_file, ctl->json, &head);
 }
 
 static int cmd_help(struct ctl *ctl, const struct command *cmd, int argc,
@@ -722,11 +776,18 @@ static const struct command commands[] = {
      "  --user U   only the event of user U (event ids are unique per "
      "user)\n"
      "Exit status 1 when there is no such event.\n"},
-    {"verify", cmd_verify, "",
-     "isolation invariant, dense ids, hash chain and tail of the whole log",
-     "Uses --db and --audit-key-file. Exit status 1 on any violation (each\n"
-     "named on one line); else 2 when the chain could not be checked for\n"
-     "want of the key; else 0.\n"},
+    {"verify", cmd_verify, "[--head live|ID:HEX]",
+     "isolation invariant, dense ids, hash chains, event digests and tail "
+     "of the whole log",
+     "Uses --db and --audit-key-file.\n"
+     "  --head ID:HEX  also check that the log reaches this chain head, as\n"
+     "                 `status` or the sidecar's log printed it earlier\n"
+     "  --head live    the same with the running sidecar's head (--control)\n"
+     "Without --head, rows cut off the end together with their chain heads\n"
+     "cannot be told from the database alone (\"tail ok (database only)\").\n"
+     "Exit status 1 on any violation (each named on one line); else 2 when\n"
+     "the chain could not be checked for want of the key, or the given head\n"
+     "was pruned; else 0.\n"},
     {"help", cmd_help, "", "this text", NULL},
 };
 

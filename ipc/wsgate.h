@@ -99,6 +99,11 @@ struct wsgate_stats {
 	uint64_t storage_failures; /* event-log commits that failed */
 	char storage_error[256];   /* the last one; "" when none */
 	char version[32];
+	/* The audit chain's committed head (the last delivery row's id and
+	 * chain), when the sidecar reports it. */
+	int has_audit_head;
+	uint64_t audit_head_id;
+	unsigned char audit_head_chain[32];
 };
 
 typedef struct wsgate_client wsgate_client;

@@ -742,6 +742,12 @@ enum wsgate_status wsgate_get_stats(wsgate_client *c, struct wsgate_stats *out)
 	copy_str(out->storage_error, sizeof(out->storage_error),
 	         s->storage_error);
 	copy_str(out->version, sizeof(out->version), s->version);
+	if (s->audit_head_chain.len == sizeof(out->audit_head_chain)) {
+		out->has_audit_head = 1;
+		out->audit_head_id = s->audit_head_id;
+		memcpy(out->audit_head_chain, s->audit_head_chain.data,
+		       sizeof(out->audit_head_chain));
+	}
 	wsgate__v1__reply__free_unpacked(rep, NULL);
 	return WSGATE_OK;
 }

@@ -1,4 +1,5 @@
-/* audit_chain: HMAC chain of delivery rows and its key file (see .h). */
+/* audit_chain: HMAC chains of delivery rows and chain heads, and the key
+ * file (see .h). */
 #include "audit_chain.h"
 
 #include <errno.h>
@@ -43,6 +44,24 @@ static int key_create(const char *path, char *err, size_t errlen)
 	return 0;
 }
 
+/* An HMAC-SHA256 context keyed with (k, len); NULL on failure. */
+static EVP_MAC_CTX *hmac_new(const unsigned char *k, size_t len)
+{
+	EVP_MAC *hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	EVP_MAC_CTX *ctx = hmac ? EVP_MAC_CTX_new(hmac) : NULL;
+	EVP_MAC_free(hmac); /* the context keeps its own reference */
+	OSSL_PARAM params[] = {
+	    OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+	                                     (char *)"SHA256", 0),
+	    OSSL_PARAM_construct_end(),
+	};
+	if (ctx && !EVP_MAC_init(ctx, k, len, params)) {
+		EVP_MAC_CTX_free(ctx);
+		ctx = NULL;
+	}
+	return ctx;
+}
+
 int audit_key_load(struct audit_key *key, const char *path, int create,
                    char *err, size_t errlen)
 {
@@ -67,20 +86,11 @@ int audit_key_load(struct audit_key *key, const char *path, int create,
 		         AUDIT_KEY_MAX - 1);
 		return -1;
 	}
-	EVP_MAC *hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	EVP_MAC_CTX *ctx = hmac ? EVP_MAC_CTX_new(hmac) : NULL;
-	EVP_MAC_free(hmac);
-	OSSL_PARAM params[] = {
-	    OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
-	                                     (char *)"SHA256", 0),
-	    OSSL_PARAM_construct_end(),
-	};
-	if (!ctx || !EVP_MAC_init(ctx, key->bytes, key->len, params)) {
-		EVP_MAC_CTX_free(ctx);
+	key->mac = hmac_new(key->bytes, key->len);
+	if (!key->mac) {
 		snprintf(err, errlen, "%s: cannot set up HMAC-SHA256", path);
 		return -1;
 	}
-	key->mac = ctx;
 	return 0;
 }
 
@@ -90,26 +100,80 @@ void audit_key_clear(struct audit_key *key)
 	key->mac = NULL;
 }
 
-static unsigned char *put_field(unsigned char *p, const char *s, size_t len)
+/* One MAC being computed. Fields are gathered in buf and handed to
+ * OpenSSL in one update per row (an update per field cost more than the
+ * MAC of a typical row); a field too big for buf goes straight through,
+ * so no field has a length limit. */
+struct mac_run {
+	EVP_MAC_CTX *ctx;
+	EVP_MAC_CTX *own; /* made here for a key filled in by hand (tests) */
+	int ok;
+	size_t len;
+	unsigned char buf[1024];
+};
+
+static void mac_flush(struct mac_run *m)
 {
-	p[0] = (unsigned char)(len >> 24);
-	p[1] = (unsigned char)(len >> 16);
-	p[2] = (unsigned char)(len >> 8);
-	p[3] = (unsigned char)len;
-	memcpy(p + 4, s, len);
-	return p + 4 + len;
+	m->ok =
+	    m->ok && (m->len == 0 || EVP_MAC_update(m->ctx, m->buf, m->len));
+	m->len = 0;
 }
 
-static unsigned char *put_str(unsigned char *p, const char *s)
+static void mac_put(struct mac_run *m, const void *x, size_t len)
 {
-	return put_field(p, s, strlen(s));
+	if (m->len + len > sizeof(m->buf)) {
+		mac_flush(m);
+		if (len > sizeof(m->buf)) {
+			m->ok = m->ok && EVP_MAC_update(m->ctx, x, len);
+			return;
+		}
+	}
+	if (len)
+		memcpy(m->buf + m->len, x, len);
+	m->len += len;
 }
 
-static unsigned char *put_int(unsigned char *p, int64_t v)
+static void mac_begin(struct mac_run *m, const struct audit_key *key,
+                      const unsigned char prev[AUDIT_CHAIN_LEN])
+{
+	m->own = key->mac ? NULL : hmac_new(key->bytes, key->len);
+	m->ctx = key->mac ? key->mac : m->own;
+	m->len = 0;
+	/* init with a NULL key: a fresh MAC under the loaded key */
+	m->ok = m->ctx && EVP_MAC_init(m->ctx, NULL, 0, NULL);
+	mac_put(m, prev, AUDIT_CHAIN_LEN);
+}
+
+/* f(x): 4-byte big-endian length, then x. */
+static void mac_field(struct mac_run *m, const void *x, size_t len)
+{
+	unsigned char be[4] = {(unsigned char)(len >> 24),
+	                       (unsigned char)(len >> 16),
+	                       (unsigned char)(len >> 8), (unsigned char)len};
+	mac_put(m, be, 4);
+	mac_put(m, x, len);
+}
+
+static void mac_str(struct mac_run *m, const char *s)
+{
+	mac_field(m, s ? s : "", s ? strlen(s) : 0);
+}
+
+static void mac_int(struct mac_run *m, int64_t v)
 {
 	char num[24];
 	int n = snprintf(num, sizeof(num), "%" PRId64, v);
-	return put_field(p, num, (size_t)n);
+	mac_field(m, num, (size_t)n);
+}
+
+static void mac_end(struct mac_run *m, unsigned char out[AUDIT_CHAIN_LEN])
+{
+	size_t outlen = AUDIT_CHAIN_LEN;
+	mac_flush(m);
+	m->ok = m->ok && EVP_MAC_final(m->ctx, out, &outlen, AUDIT_CHAIN_LEN);
+	if (!m->ok)
+		memset(out, 0, AUDIT_CHAIN_LEN); /* never matches a real MAC */
+	EVP_MAC_CTX_free(m->own);
 }
 
 void audit_chain_next(const struct audit_key *key,
@@ -117,37 +181,32 @@ void audit_chain_next(const struct audit_key *key,
                       const struct audit_row *row,
                       unsigned char out[AUDIT_CHAIN_LEN])
 {
-	/* Ids are at most 256 bytes and status a short word. A longer string
-	 * (never written by the sidecar) counts as empty: the MAC still
-	 * depends on the key, so such a row cannot be forged either. */
-	unsigned char buf[AUDIT_CHAIN_LEN + 8 * 4 + 6 * 300 + 3 * 24];
-	unsigned char *p = buf;
-	const char *strs[] = {row->user_id, row->event_id, row->conn_id,
-	                      row->conn_user_id, row->status};
-	for (int i = 0; i < 5; i++)
-		if (strlen(strs[i]) > 300)
-			strs[i] = "";
-	memcpy(p, prev, AUDIT_CHAIN_LEN);
-	p += AUDIT_CHAIN_LEN;
-	p = put_int(p, row->id);
-	p = put_str(p, strs[0]);
-	p = put_int(p, (int64_t)row->seq);
-	p = put_str(p, strs[1]);
-	p = put_str(p, strs[2]);
-	p = put_str(p, strs[3]);
-	p = put_str(p, strs[4]);
-	p = put_int(p, row->at);
-	size_t outlen = AUDIT_CHAIN_LEN;
-	EVP_MAC_CTX *ctx = key->mac;
-	int ok;
-	if (ctx) /* init with a NULL key: a fresh MAC under the loaded key */
-		ok = EVP_MAC_init(ctx, NULL, 0, NULL) &&
-		     EVP_MAC_update(ctx, buf, (size_t)(p - buf)) &&
-		     EVP_MAC_final(ctx, out, &outlen, AUDIT_CHAIN_LEN);
-	else /* a key filled in by hand (tests) */
-		ok = EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key->bytes,
-		               key->len, buf, (size_t)(p - buf), out,
-		               AUDIT_CHAIN_LEN, &outlen) != NULL;
-	if (!ok)
-		memset(out, 0, AUDIT_CHAIN_LEN); /* never matches a real row */
+	struct mac_run m;
+	mac_begin(&m, key, prev);
+	mac_int(&m, row->id);
+	mac_str(&m, row->user_id);
+	mac_int(&m, (int64_t)row->seq);
+	mac_str(&m, row->event_id);
+	mac_str(&m, row->conn_id);
+	mac_str(&m, row->conn_user_id);
+	mac_str(&m, row->status);
+	mac_int(&m, row->at);
+	mac_field(&m, row->payload_sha256, row->payload_sha256_len);
+	mac_end(&m, out);
+}
+
+void audit_head_mac(const struct audit_key *key,
+                    const unsigned char prev_mac[AUDIT_CHAIN_LEN],
+                    const struct audit_head *head,
+                    unsigned char out[AUDIT_CHAIN_LEN])
+{
+	struct mac_run m;
+	mac_begin(&m, key, prev_mac);
+	mac_str(&m, "head");
+	mac_int(&m, head->n);
+	mac_int(&m, head->at);
+	mac_int(&m, head->id);
+	mac_field(&m, head->chain, head->chain_len);
+	mac_str(&m, head->reason);
+	mac_end(&m, out);
 }

@@ -259,6 +259,12 @@ static void do_get_stats(struct dispatch *d, struct control_request *req)
 	char storage_error[256];
 	store_failures(d->store, storage_error, sizeof(storage_error));
 	st.storage_error = storage_error;
+	int64_t head_id;
+	unsigned char head_chain[AUDIT_CHAIN_LEN];
+	store_chain_head(d->store, &head_id, head_chain);
+	st.audit_head_id = (uint64_t)head_id;
+	st.audit_head_chain.data = head_chain;
+	st.audit_head_chain.len = AUDIT_CHAIN_LEN;
 	st.version = WSGATE_VERSION;
 	reply.status = WSGATE__V1__STATUS__OK;
 	reply.body_case = WSGATE__V1__REPLY__BODY_STATS;

@@ -30,6 +30,7 @@ static struct frame *frame_alloc(size_t cap)
 	f->event_id = NULL;
 	f->user_id = NULL;
 	f->pending = 0;
+	memset(f->payload_sha256, 0, sizeof(f->payload_sha256));
 	f->payload = f->storage + FRAME_HEADROOM;
 	return f;
 }

@@ -27,6 +27,9 @@ struct frame {
 	const char *event_id;
 	const char *user_id;
 	int pending;
+	/* Event frames: SHA-256 of the payload, for the same rows (set from
+	 * the event's commit, before the frame is sent anywhere). */
+	unsigned char payload_sha256[32];
 	unsigned char *payload; /* = storage + FRAME_HEADROOM */
 	unsigned char storage[];
 };

@@ -59,6 +59,8 @@ static void record_row(struct router *rt, const char *conn_id,
 		return;
 	}
 	memcpy(job->delivery.conn_id, conn_id, sizeof(job->delivery.conn_id));
+	memcpy(job->delivery.payload_sha256, f->payload_sha256,
+	       sizeof(job->delivery.payload_sha256));
 	job->delivery.status = status;
 	job->delivery.seq = f->seq;
 	job->delivery.at = clock_now_us();
@@ -278,6 +280,8 @@ static void event_committed(struct router *rt, struct store_job *job)
 		    .error = "event log: cannot commit (see sidecar log)"};
 	} else {
 		registry_counters(rt->reg)->events_accepted++;
+		memcpy(f->payload_sha256, job->event.payload_sha256,
+		       sizeof(f->payload_sha256));
 		for (uint32_t i = 0; i < job->event.n_conns; i++) {
 			struct conn *c = registry_find_conn(
 			    rt->reg, job->event.conns[i].conn_id);

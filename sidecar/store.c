@@ -10,6 +10,12 @@
  *   chain(id) = HMAC(key, chain(id-1) || fields(id)). Only the committer
  *   (the holder of `writing`) appends, so prev_chain/next_id in memory
  *   equal the table's tail; a rolled-back transaction restores them.
+ * - chain_heads.n is dense and increasing too, each head MAC'd over the
+ *   previous head's mac (audit_chain.h); heads are written by the
+ *   committer only: at start, every 10 s when the chain moved, at
+ *   shutdown, and by pruning, which writes a prune record naming the
+ *   anchor and deletes the rows and heads before it in one transaction,
+ *   so that the first head left always says where the chain starts.
  * - Jobs are committed in submission order: a committer always takes the
  *   queue from its head, and gives back (jobs_requeue) what it could not
  *   begin, at the head again.
@@ -22,7 +28,6 @@
 #include "store.h"
 
 #include <openssl/evp.h>
-#include <openssl/sha.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -76,14 +81,16 @@ static const char schema_sql[] =
     " id INTEGER PRIMARY KEY, user_id TEXT NOT NULL, seq INTEGER NOT NULL,"
     " event_id TEXT NOT NULL, conn_id TEXT NOT NULL,"
     " conn_user_id TEXT NOT NULL, status TEXT NOT NULL, at INTEGER NOT NULL,"
-    " chain BLOB NOT NULL);"
+    " payload_sha256 BLOB NOT NULL, chain BLOB NOT NULL);"
     "CREATE TABLE IF NOT EXISTS auth_failures("
     " at INTEGER NOT NULL, peer TEXT, reason TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS chain_heads("
-    " at INTEGER NOT NULL, id INTEGER NOT NULL, chain BLOB NOT NULL,"
-    " reason TEXT NOT NULL);"
+    " n INTEGER PRIMARY KEY, at INTEGER NOT NULL, id INTEGER NOT NULL,"
+    " chain BLOB NOT NULL, reason TEXT NOT NULL, mac BLOB NOT NULL);"
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value)"
-    " WITHOUT ROWID;";
+    " WITHOUT ROWID;"
+    "INSERT OR IGNORE INTO meta(key, value)"
+    " VALUES('audit_format', 2);";
 
 const char *store_schema_sql(void)
 {
@@ -100,6 +107,9 @@ enum stmt_id {
 	ST_AUTH_FAILURE,
 	ST_PENDING_DONE,
 	ST_CHAIN_HEAD,
+	ST_PRUNE_POINT,
+	ST_PRUNE_ROWS,
+	ST_PRUNE_HEADS,
 	ST_COUNT
 };
 
@@ -110,7 +120,8 @@ static const char *const stmt_sql[ST_COUNT] = {
         " VALUES(?,?,?,?,?,?,?,?,?,?)",
     [ST_INSERT_DELIVERY] =
         "INSERT INTO deliveries(id, user_id, seq, event_id, conn_id,"
-        " conn_user_id, status, at, chain) VALUES(?,?,?,?,?,?,?,?,?)",
+        " conn_user_id, status, at, payload_sha256, chain)"
+        " VALUES(?,?,?,?,?,?,?,?,?,?)",
     [ST_REPLAY_ROWS] =
         "SELECT seq, event_id, type, thread_id, run_id, accepted_at,"
         " payload, pending, user_id FROM events"
@@ -127,8 +138,14 @@ static const char *const stmt_sql[ST_COUNT] = {
         "INSERT INTO auth_failures(at, peer, reason) VALUES(?,?,?)",
     [ST_PENDING_DONE] = "UPDATE events SET pending = 0"
                         " WHERE user_id = ? AND seq <= ? AND pending = 1",
-    [ST_CHAIN_HEAD] =
-        "INSERT INTO chain_heads(at, id, chain, reason) VALUES(?,?,?,?)",
+    [ST_CHAIN_HEAD] = "INSERT INTO chain_heads(n, at, id, chain, reason,"
+                      " mac) VALUES(?,?,?,?,?,?)",
+    /* Where retention cuts the chain: the newest head older than the
+     * cutoff (heads are few: one per 10 s at most). */
+    [ST_PRUNE_POINT] = "SELECT id, chain FROM chain_heads WHERE at < ?"
+                       " ORDER BY n DESC LIMIT 1",
+    [ST_PRUNE_ROWS] = "DELETE FROM deliveries WHERE id <= ?",
+    [ST_PRUNE_HEADS] = "DELETE FROM chain_heads WHERE n < ?",
 };
 
 /* One per sidecar. */
@@ -148,6 +165,9 @@ struct store {
 	                     * SHA256() looks the algorithm up per call */
 	int64_t next_id;
 	unsigned char prev_chain[AUDIT_CHAIN_LEN];
+	int64_t anchor_id; /* rows up to it are pruned */
+	int64_t head_n;    /* the last chain head's number and mac */
+	unsigned char head_mac[AUDIT_CHAIN_LEN];
 	int64_t head_logged_id;
 	int64_t last_head_us;
 	int64_t last_prune_us;
@@ -177,6 +197,9 @@ struct store {
 	int stopping;
 	uint64_t failures;
 	char last_error[256];
+	/* The committed tail of the chain (store_chain_head). */
+	int64_t committed_id;
+	unsigned char committed_chain[AUDIT_CHAIN_LEN];
 
 	atomic_uint_fast64_t backlog;
 };
@@ -352,6 +375,10 @@ static int writer_has_work(const struct store *s)
 static void committer_release(struct store *s)
 {
 	pthread_mutex_lock(&s->lk);
+	/* next_id and prev_chain are the committed tail again here (a failed
+	 * transaction restored them). */
+	s->committed_id = s->next_id - 1;
+	memcpy(s->committed_chain, s->prev_chain, AUDIT_CHAIN_LEN);
 	s->writing = 0;
 	pthread_cond_broadcast(&s->flushed);
 	if (s->writer_parked || writer_has_work(s))
@@ -451,6 +478,15 @@ uint64_t store_backlog(const struct store *s)
 	return atomic_load(&((struct store *)s)->backlog);
 }
 
+void store_chain_head(struct store *s, int64_t *id,
+                      unsigned char chain[AUDIT_CHAIN_LEN])
+{
+	pthread_mutex_lock(&s->lk);
+	*id = s->committed_id;
+	memcpy(chain, s->committed_chain, AUDIT_CHAIN_LEN);
+	pthread_mutex_unlock(&s->lk);
+}
+
 uint64_t store_failures(struct store *s, char *last_error, size_t cap)
 {
 	pthread_mutex_lock(&s->lk);
@@ -495,11 +531,26 @@ static int insert_delivery(struct store *s, const struct audit_row *row_in)
 	bind_text(st, 6, row.conn_user_id);
 	bind_text(st, 7, row.status);
 	sqlite3_bind_int64(st, 8, row.at);
-	sqlite3_bind_blob(st, 9, chain, AUDIT_CHAIN_LEN, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 9, row.payload_sha256,
+	                  (int)row.payload_sha256_len, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 10, chain, AUDIT_CHAIN_LEN, SQLITE_STATIC);
 	if (step_done(s, st))
 		return -1;
 	s->next_id++;
 	memcpy(s->prev_chain, chain, AUDIT_CHAIN_LEN);
+	return 0;
+}
+
+/* SHA-256 of a payload into out; -1 on failure. */
+static int payload_digest(struct store *s, const void *payload, size_t len,
+                          unsigned char out[AUDIT_DIGEST_LEN])
+{
+	if (!EVP_DigestInit_ex2(s->sha256, NULL, NULL) ||
+	    !EVP_DigestUpdate(s->sha256, payload, len) ||
+	    !EVP_DigestFinal_ex(s->sha256, out, NULL)) {
+		log_error("store: SHA-256 of a payload failed");
+		return -1;
+	}
 	return 0;
 }
 
@@ -509,13 +560,9 @@ static int run_event(struct store *s, struct store_job *job)
 	const void *payload =
 	    job->event.payload_len ? job->event.payload : empty;
 	size_t plen = job->event.payload_len ? job->event.payload_len : 2;
-	unsigned char digest[SHA256_DIGEST_LENGTH];
-	if (!EVP_DigestInit_ex2(s->sha256, NULL, NULL) ||
-	    !EVP_DigestUpdate(s->sha256, payload, plen) ||
-	    !EVP_DigestFinal_ex(s->sha256, digest, NULL)) {
-		log_error("store: SHA-256 of a payload failed");
+	unsigned char *digest = job->event.payload_sha256;
+	if (payload_digest(s, payload, plen, digest))
 		return -1;
-	}
 
 	sqlite3_stmt *st = s->stmt[ST_INSERT_EVENT];
 	bind_text(st, 1, job->event.user_id);
@@ -526,7 +573,7 @@ static int run_event(struct store *s, struct store_job *job)
 	bind_text(st, 6, job->event.run_id);
 	sqlite3_bind_int64(st, 7, job->event.accepted_at);
 	sqlite3_bind_blob(st, 8, payload, (int)plen, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 9, digest, sizeof(digest), SQLITE_STATIC);
+	sqlite3_bind_blob(st, 9, digest, AUDIT_DIGEST_LEN, SQLITE_STATIC);
 	sqlite3_bind_int(st, 10, job->event.pending);
 	if (step_done(s, st))
 		return -1;
@@ -539,6 +586,8 @@ static int run_event(struct store *s, struct store_job *job)
 		    .conn_user_id = job->event.conns[i].conn_user_id,
 		    .status = "queued",
 		    .at = job->event.accepted_at,
+		    .payload_sha256 = digest,
+		    .payload_sha256_len = AUDIT_DIGEST_LEN,
 		};
 		if (insert_delivery(s, &row))
 			return -1;
@@ -619,6 +668,13 @@ static int run_replay(struct store *s, struct store_job *job)
 			break;
 		}
 		f->pending = sqlite3_column_int(st, 7);
+		/* The digest of the payload this frame carries, as read: its
+		 * rows record what was sent. */
+		if (payload_digest(s, fe.payload, fe.payload_len,
+		                   f->payload_sha256)) {
+			rc = SQLITE_ERROR;
+			break;
+		}
 	}
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
@@ -636,6 +692,8 @@ static int run_replay(struct store *s, struct store_job *job)
 		    .conn_user_id = job->replay.conn_user_id,
 		    .status = "queued",
 		    .at = now,
+		    .payload_sha256 = f->payload_sha256,
+		    .payload_sha256_len = AUDIT_DIGEST_LEN,
 		};
 		if (insert_delivery(s, &row))
 			return -1;
@@ -660,6 +718,8 @@ static int run_job(struct store *s, struct store_job *job)
 		    .conn_user_id = job->delivery.conn_user_id,
 		    .status = job->delivery.status,
 		    .at = job->delivery.at,
+		    .payload_sha256 = job->delivery.payload_sha256,
+		    .payload_sha256_len = AUDIT_DIGEST_LEN,
 		};
 		return insert_delivery(s, &row);
 	}
@@ -702,41 +762,141 @@ static int exec(struct store *s, const char *sql)
 	return sqlite3_exec(s->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
 }
 
+/* The head chain's state, saved around a transaction that may fail. */
+struct head_state {
+	int64_t n, anchor_id;
+	unsigned char mac[AUDIT_CHAIN_LEN];
+};
+
+static void head_state_save(const struct store *s, struct head_state *h)
+{
+	h->n = s->head_n;
+	h->anchor_id = s->anchor_id;
+	memcpy(h->mac, s->head_mac, AUDIT_CHAIN_LEN);
+}
+
+static void head_state_restore(struct store *s, const struct head_state *h)
+{
+	s->head_n = h->n;
+	s->anchor_id = h->anchor_id;
+	memcpy(s->head_mac, h->mac, AUDIT_CHAIN_LEN);
+}
+
+/* Appends chain head n + 1 naming row id and its chain, MAC'd over the
+ * last head's mac (zeros for a prune record), inside the caller's
+ * transaction. */
+static int append_head(struct store *s, const char *reason, int64_t id,
+                       const unsigned char chain[AUDIT_CHAIN_LEN], int64_t now)
+{
+	static const unsigned char zeros[AUDIT_CHAIN_LEN];
+	struct audit_head h = {
+	    .n = s->head_n + 1,
+	    .at = now,
+	    .id = id,
+	    .chain = chain,
+	    .chain_len = AUDIT_CHAIN_LEN,
+	    .reason = reason,
+	};
+	unsigned char mac[AUDIT_CHAIN_LEN];
+	int pruned = strcmp(reason, AUDIT_HEAD_PRUNED) == 0;
+	audit_head_mac(s->key, pruned || h.n == 1 ? zeros : s->head_mac, &h,
+	               mac);
+	sqlite3_stmt *st = s->stmt[ST_CHAIN_HEAD];
+	sqlite3_bind_int64(st, 1, h.n);
+	sqlite3_bind_int64(st, 2, h.at);
+	sqlite3_bind_int64(st, 3, h.id);
+	sqlite3_bind_blob(st, 4, chain, AUDIT_CHAIN_LEN, SQLITE_STATIC);
+	bind_text(st, 5, reason);
+	sqlite3_bind_blob(st, 6, mac, AUDIT_CHAIN_LEN, SQLITE_STATIC);
+	if (step_done(s, st))
+		return -1;
+	s->head_n = h.n;
+	memcpy(s->head_mac, mac, AUDIT_CHAIN_LEN);
+	return 0;
+}
+
+/* The head as `wsgatectl verify --head` takes it: "ID:HEX". */
+static void log_head(const char *reason, int64_t id,
+                     const unsigned char chain[AUDIT_CHAIN_LEN])
+{
+	char hex[2 * AUDIT_CHAIN_LEN + 1];
+	for (int i = 0; i < AUDIT_CHAIN_LEN; i++)
+		sprintf(hex + 2 * i, "%02x", chain[i]);
+	log_info("audit chain head (%s): %lld:%s", reason, (long long)id, hex);
+}
+
 static void log_chain_head(struct store *s, const char *reason, int64_t now)
 {
 	if (s->next_id - 1 == s->head_logged_id &&
 	    strcmp(reason, "interval") == 0)
 		return;
-	sqlite3_stmt *st = s->stmt[ST_CHAIN_HEAD];
-	sqlite3_bind_int64(st, 1, now);
-	sqlite3_bind_int64(st, 2, s->next_id - 1);
-	sqlite3_bind_blob(st, 3, s->prev_chain, AUDIT_CHAIN_LEN, SQLITE_STATIC);
-	bind_text(st, 4, reason);
-	if (exec(s, "BEGIN") == 0 && step_done(s, st) == 0 &&
+	struct head_state saved;
+	head_state_save(s, &saved);
+	if (exec(s, "BEGIN") == 0 &&
+	    append_head(s, reason, s->next_id - 1, s->prev_chain, now) == 0 &&
 	    exec(s, "COMMIT") == 0) {
-		char hex[2 * AUDIT_CHAIN_LEN + 1];
-		for (int i = 0; i < AUDIT_CHAIN_LEN; i++)
-			sprintf(hex + 2 * i, "%02x", s->prev_chain[i]);
-		log_info("audit chain head (%s): id=%lld chain=%s", reason,
-		         (long long)(s->next_id - 1), hex);
+		log_head(reason, s->next_id - 1, s->prev_chain);
 		s->head_logged_id = s->next_id - 1;
 	} else {
+		log_warn("store: chain head (%s) not written: %s", reason,
+		         sqlite3_errmsg(s->db));
 		exec(s, "ROLLBACK");
+		head_state_restore(s, &saved);
 	}
 	s->last_head_us = now;
 }
 
+/* Deliveries: cut at the newest head older than cutoff, if it is past the
+ * anchor. The prune record (reason "pruned", its mac over zeros) names
+ * that head's row and chain, the new anchor; the rows up to it and every
+ * earlier head go, so that the record is the first head; a head naming
+ * the tail follows it. Inside the caller's transaction. */
+static int prune_deliveries(struct store *s, int64_t cutoff, int64_t now)
+{
+	sqlite3_stmt *st = s->stmt[ST_PRUNE_POINT];
+	sqlite3_bind_int64(st, 1, cutoff);
+	int rc = sqlite3_step(st);
+	int64_t id = 0;
+	unsigned char chain[AUDIT_CHAIN_LEN];
+	int found =
+	    rc == SQLITE_ROW && sqlite3_column_bytes(st, 1) == AUDIT_CHAIN_LEN;
+	if (found) {
+		id = sqlite3_column_int64(st, 0);
+		memcpy(chain, sqlite3_column_blob(st, 1), AUDIT_CHAIN_LEN);
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return -1;
+	if (!found || id <= s->anchor_id)
+		return 0;
+	if (append_head(s, AUDIT_HEAD_PRUNED, id, chain, now))
+		return -1;
+	st = s->stmt[ST_PRUNE_ROWS];
+	sqlite3_bind_int64(st, 1, id);
+	if (step_done(s, st))
+		return -1;
+	st = s->stmt[ST_PRUNE_HEADS];
+	sqlite3_bind_int64(st, 1, s->head_n);
+	if (step_done(s, st))
+		return -1;
+	s->anchor_id = id;
+	if (s->next_id - 1 > id &&
+	    append_head(s, "interval", s->next_id - 1, s->prev_chain, now))
+		return -1;
+	return 0;
+}
+
 /*
- * Retention: events, sessions and auth failures older than --retention go.
- * Deliveries are cut at the newest logged chain head older than the
- * cutoff, and that head becomes the anchor the chain is verified from.
+ * Retention: events, sessions and auth failures older than --retention go,
+ * and deliveries up to a head older than that (prune_deliveries).
  * Users whose events all go keep their last seq in user_seqs.
  */
 static void prune(struct store *s, int64_t now)
 {
 	s->last_prune_us = now;
 	int64_t cutoff = now - s->retention_us;
-	char sql[1024];
+	char sql[768];
 	snprintf(
 	    sql, sizeof(sql),
 	    "BEGIN;"
@@ -747,25 +907,25 @@ static void prune(struct store *s, int64_t now)
 	    " SET last_seq = MAX(last_seq, excluded.last_seq);"
 	    "DELETE FROM events WHERE accepted_at < %lld;"
 	    "DELETE FROM sessions WHERE closed_at < %lld;"
-	    "DELETE FROM auth_failures WHERE at < %lld;"
-	    "INSERT OR REPLACE INTO meta(key, value)"
-	    " SELECT 'anchor_id', id FROM chain_heads WHERE at < %lld"
-	    " ORDER BY at DESC LIMIT 1;"
-	    "INSERT OR REPLACE INTO meta(key, value)"
-	    " SELECT 'anchor_chain', chain FROM chain_heads WHERE at < %lld"
-	    " ORDER BY at DESC LIMIT 1;"
-	    "DELETE FROM deliveries WHERE id <="
-	    " (SELECT value FROM meta WHERE key = 'anchor_id');"
-	    "DELETE FROM chain_heads WHERE at < %lld AND id <"
-	    " (SELECT value FROM meta WHERE key = 'anchor_id');"
-	    "COMMIT;",
-	    (long long)cutoff, (long long)cutoff, (long long)cutoff,
+	    "DELETE FROM auth_failures WHERE at < %lld;",
 	    (long long)cutoff, (long long)cutoff, (long long)cutoff,
 	    (long long)cutoff);
-	if (exec(s, sql)) {
+	struct head_state saved;
+	head_state_save(s, &saved);
+	int64_t anchor = s->anchor_id;
+	if (exec(s, sql) || prune_deliveries(s, cutoff, now) ||
+	    exec(s, "COMMIT")) {
 		log_warn("store: retention pass failed: %s",
 		         sqlite3_errmsg(s->db));
 		exec(s, "ROLLBACK");
+		head_state_restore(s, &saved);
+		return;
+	}
+	if (s->anchor_id != anchor) {
+		log_info("store: audit rows through id %lld pruned",
+		         (long long)s->anchor_id);
+		log_head("after prune", s->next_id - 1, s->prev_chain);
+		s->head_logged_id = s->next_id - 1;
 	}
 }
 
@@ -911,6 +1071,123 @@ static void *writer_main(void *arg)
 
 /* --- open / close --- */
 
+/* The first row of sql: column 0 into *id, column 1 into blob (zeros
+ * unless it is AUDIT_CHAIN_LEN bytes), column 2 as text into text_buf when
+ * text is given. 1 when there was a row, 0 when none, -1 on error. */
+static int query_point(struct store *s, const char *sql, int64_t *id,
+                       unsigned char blob[AUDIT_CHAIN_LEN], const char **text,
+                       char *text_buf, size_t text_cap)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*id = sqlite3_column_int64(st, 0);
+		memset(blob, 0, AUDIT_CHAIN_LEN);
+		if (sqlite3_column_bytes(st, 1) == AUDIT_CHAIN_LEN)
+			memcpy(blob, sqlite3_column_blob(st, 1),
+			       AUDIT_CHAIN_LEN);
+		if (text) {
+			const char *t =
+			    (const char *)sqlite3_column_text(st, 2);
+			snprintf(text_buf, text_cap, "%s", t ? t : "");
+			*text = text_buf;
+		}
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Where the delivery chain and the head chain go on: after the last row,
+ * or the anchor (the first head, when it is a prune record; else id 0
+ * and 32 zero bytes), and after the last head. */
+static int load_chain(struct store *s)
+{
+	char reason[16];
+	const char *first_reason = "";
+	int64_t id;
+	unsigned char chain[AUDIT_CHAIN_LEN];
+	s->next_id = 1;
+	memset(s->prev_chain, 0, AUDIT_CHAIN_LEN);
+	s->anchor_id = 0;
+	s->head_n = 0;
+	memset(s->head_mac, 0, AUDIT_CHAIN_LEN);
+	int rc = query_point(s,
+	                     "SELECT id, chain, reason FROM chain_heads"
+	                     " ORDER BY n LIMIT 1",
+	                     &id, chain, &first_reason, reason, sizeof(reason));
+	if (rc < 0)
+		return -1;
+	if (rc && strcmp(first_reason, AUDIT_HEAD_PRUNED) == 0) {
+		s->anchor_id = id;
+		s->next_id = id + 1;
+		memcpy(s->prev_chain, chain, AUDIT_CHAIN_LEN);
+	}
+	rc = query_point(s,
+	                 "SELECT n, mac FROM chain_heads ORDER BY n DESC"
+	                 " LIMIT 1",
+	                 &s->head_n, s->head_mac, NULL, NULL, 0);
+	if (rc < 0)
+		return -1;
+	rc = query_point(s,
+	                 "SELECT id, chain FROM deliveries ORDER BY id DESC"
+	                 " LIMIT 1",
+	                 &id, chain, NULL, NULL, 0);
+	if (rc < 0)
+		return -1;
+	if (rc && id >= s->next_id) {
+		s->next_id = id + 1;
+		memcpy(s->prev_chain, chain, AUDIT_CHAIN_LEN);
+	}
+	s->head_logged_id = s->next_id - 1;
+	s->committed_id = s->next_id - 1;
+	memcpy(s->committed_chain, s->prev_chain, AUDIT_CHAIN_LEN);
+	return 0;
+}
+
+/* A database with a deliveries table must say it is in this audit format:
+ * the chains of another cannot be continued (format 1 had no payload
+ * digests and no MAC'd heads). */
+static int check_format(struct store *s, const char *path, char *err,
+                        size_t errlen)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(
+	        s->db,
+	        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table'"
+	        " AND name = 'deliveries'), EXISTS(SELECT 1 FROM sqlite_master"
+	        " WHERE type = 'table' AND name = 'meta')",
+	        -1, &st, NULL) != SQLITE_OK ||
+	    sqlite3_step(st) != SQLITE_ROW) {
+		snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(s->db));
+		sqlite3_finalize(st);
+		return -1;
+	}
+	int has_rows_table = sqlite3_column_int(st, 0);
+	int has_meta = sqlite3_column_int(st, 1);
+	sqlite3_finalize(st);
+	if (!has_rows_table)
+		return 0; /* a new database */
+	int64_t format = 1;
+	if (has_meta && sqlite3_prepare_v2(s->db,
+	                                   "SELECT value FROM meta"
+	                                   " WHERE key = 'audit_format'",
+	                                   -1, &st, NULL) == SQLITE_OK) {
+		if (sqlite3_step(st) == SQLITE_ROW)
+			format = sqlite3_column_int64(st, 0);
+		sqlite3_finalize(st);
+	}
+	if (format == AUDIT_FORMAT)
+		return 0;
+	snprintf(err, errlen,
+	         "%s: audit format %lld database; this wsgate writes format %d"
+	         " and cannot continue it: start with a new --db (wsgatectl"
+	         " audit, trace and sessions still read the old one)",
+	         path, (long long)format, AUDIT_FORMAT);
+	return -1;
+}
+
 static int load_state(struct store *s, const struct store_config *cfg,
                       char *err, size_t errlen)
 {
@@ -954,37 +1231,8 @@ static int load_state(struct store *s, const struct store_config *cfg,
 		                 sqlite3_column_int64(st, 3));
 	sqlite3_finalize(st);
 
-	/* The chain continues from the last row, or from the anchor. */
-	s->next_id = 1;
-	memset(s->prev_chain, 0, AUDIT_CHAIN_LEN);
-	if (sqlite3_prepare_v2(s->db,
-	                       "SELECT id, chain FROM deliveries"
-	                       " ORDER BY id DESC LIMIT 1",
-	                       -1, &st, NULL) != SQLITE_OK)
+	if (load_chain(s))
 		goto fail;
-	if (sqlite3_step(st) == SQLITE_ROW &&
-	    sqlite3_column_bytes(st, 1) == AUDIT_CHAIN_LEN) {
-		s->next_id = sqlite3_column_int64(st, 0) + 1;
-		memcpy(s->prev_chain, sqlite3_column_blob(st, 1),
-		       AUDIT_CHAIN_LEN);
-	}
-	sqlite3_finalize(st);
-	if (s->next_id == 1 &&
-	    sqlite3_prepare_v2(s->db,
-	                       "SELECT (SELECT value FROM meta WHERE key ="
-	                       " 'anchor_id'), (SELECT value FROM meta WHERE"
-	                       " key = 'anchor_chain')",
-	                       -1, &st, NULL) == SQLITE_OK) {
-		if (sqlite3_step(st) == SQLITE_ROW &&
-		    sqlite3_column_type(st, 0) != SQLITE_NULL &&
-		    sqlite3_column_bytes(st, 1) == AUDIT_CHAIN_LEN) {
-			s->next_id = sqlite3_column_int64(st, 0) + 1;
-			memcpy(s->prev_chain, sqlite3_column_blob(st, 1),
-			       AUDIT_CHAIN_LEN);
-		}
-		sqlite3_finalize(st);
-	}
-	s->head_logged_id = s->next_id - 1;
 	return 0;
 fail:
 	snprintf(err, errlen, "%s: %s", cfg->path, sqlite3_errmsg(s->db));
@@ -1040,6 +1288,8 @@ int store_open(struct store **out, const struct store_config *cfg, char *err,
 		goto fail;
 	}
 	sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+	if (check_format(s, cfg->path, err, errlen))
+		goto fail;
 	if (exec(s, schema_sql)) {
 		snprintf(err, errlen, "%s: %s", cfg->path,
 		         sqlite3_errmsg(s->db));
@@ -1059,8 +1309,11 @@ int store_open(struct store **out, const struct store_config *cfg, char *err,
 	if (checkpointer_start(&s->checkpointer, s->db, cfg->path, err, errlen))
 		goto fail;
 	int64_t now = clock_now_us();
+	/* Head 1 of a new database says the chain starts at id 0; a head at
+	 * every start marks restarts (after a crash: without a shutdown
+	 * head before it). */
+	log_chain_head(s, "start", now);
 	prune(s, now);
-	s->last_head_us = now;
 	if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
 		snprintf(err, errlen, "store: cannot start the writer thread");
 		goto fail;

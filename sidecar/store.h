@@ -13,8 +13,8 @@
  *
  * Tables (DESIGN.md): events, sessions, deliveries, auth_failures; plus
  * user_seqs (last seq of users whose events were all pruned), chain_heads
- * (the chain head logged at intervals and at shutdown) and meta (the chain
- * anchor after pruning).
+ * (the MAC'd chain heads: at start, at intervals, at shutdown, and the
+ * prune record naming the anchor) and meta (audit_format).
  *
  * Threads: store_submit, store_group_*, store_take_done and store_backlog
  * may be called from the service thread while the writer runs; store_open's
@@ -69,6 +69,8 @@ struct store_job {
 			int64_t accepted_at;
 			int pending;
 			int audit; /* write the queued rows */
+			/* Set by the writer: the payload's SHA-256. */
+			unsigned char payload_sha256[AUDIT_DIGEST_LEN];
 			/* The service thread's: not touched by the writer. */
 			struct frame *frame;
 			void *owner;
@@ -99,6 +101,8 @@ struct store_job {
 			const char *status; /* "written", "dropped", "acked" */
 			uint64_t seq;
 			int64_t at;
+			/* The event's, from its frame. */
+			unsigned char payload_sha256[AUDIT_DIGEST_LEN];
 			/* Copies, in the job's own allocation (one
 			 * malloc per row: see store_job_new_delivery). */
 			const char *user_id;
@@ -154,8 +158,8 @@ int store_open(struct store **out, const struct store_config *cfg, char *err,
 /* Waits until every job submitted so far is committed (or failed) and in
  * the done queue. For shutdown. */
 void store_flush(struct store *s);
-/* Commits what is queued, logs the chain head, stops the writer, closes
- * the database. Jobs still in the done queue are freed. */
+/* Commits what is queued, writes the shutdown chain head, stops the
+ * writer, closes the database. Jobs still in the done queue are freed. */
 void store_close(struct store *s);
 
 /* The SQL that creates the tables, for tests and tools that build a
@@ -185,6 +189,11 @@ void store_group_end(struct store *s);
 struct store_job *store_take_done(struct store *s);
 /* Jobs submitted and not yet committed. */
 uint64_t store_backlog(const struct store *s);
+/* The last committed delivery row's id and chain (the anchor's when there
+ * is none): what `wsgatectl verify --head live` looks for in the database.
+ * Any thread. */
+void store_chain_head(struct store *s, int64_t *id,
+                      unsigned char chain[AUDIT_CHAIN_LEN]);
 /* Failed commits so far, and the last failure's text ("" when none). */
 uint64_t store_failures(struct store *s, char *last_error, size_t cap);
 

@@ -10,6 +10,13 @@
  *   a reason at restart, every frame a client received has a committed
  *   queued row naming its connection, queued rows without an outcome read
  *   as "outcome unknown: sidecar stopped", and the chain still verifies.
+ * - The ends of the trail (docs/DESIGN.md, "Audit chain format"): edits
+ *   made with sqlite3 alone, without the key, to a database the sidecar
+ *   wrote -- the start cut and the anchor moved, the tail cut with its
+ *   heads, an event's payload changed, a chain head forged or dropped --
+ *   make verify exit 1 (the tail: against the running sidecar's head or a
+ *   head kept elsewhere), and the untouched database verifies across a
+ *   prune and restarts.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -31,6 +38,7 @@
 
 #include "jwt_mint.h"
 #include "sidecar_proc.h"
+#include "test_clock.h"
 #include "ws_client.h"
 #include "wsgate.h"
 
@@ -65,6 +73,19 @@ static int ctl(const struct sidecar *s, const char *args, char **out)
 	else
 		free(buf);
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Runs sql on s's database with a writable connection of the test's own:
+ * what anyone with sqlite3 and no key can do. */
+static void db_edit(const struct sidecar *s, const char *sql)
+{
+	sqlite3 *db;
+	char *err = NULL;
+	assert_int_equal(sqlite3_open(s->db_path, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+		fail_msg("%s: %s", sql, err);
+	sqlite3_close(db);
 }
 
 static sqlite3 *db_open(const struct sidecar *s)
@@ -483,12 +504,323 @@ static void test_crash_leaves_a_consistent_record(void **state)
 	sidecar_free(s, false);
 }
 
+/* --- the ends of the trail --- */
+
+#define ENDS_EVENTS 4
+
+/* Runs `wsgatectl ARGS` and checks its exit status; prints its output
+ * when the status is not the one wanted. */
+static void expect_ctl(const struct sidecar *s, const char *args, int want,
+                       const char *needle)
+{
+	char *out;
+	int rc = ctl(s, args, &out);
+	if (rc != want)
+		fail_msg("wsgatectl %s: exit %d, want %d:\n%s", args, rc, want,
+		         out);
+	if (needle && !strstr(out, needle))
+		fail_msg("wsgatectl %s: no \"%s\" in:\n%s", args, needle, out);
+	free(out);
+}
+
+/* Waits until the sidecar has committed everything submitted so far. */
+static void wait_committed(wsgate_client *b)
+{
+	int64_t deadline = test_now_ms() + 10000;
+	struct wsgate_stats st;
+	for (;;) {
+		assert_int_equal(wsgate_get_stats(b, &st), WSGATE_OK);
+		if (st.audit_backlog == 0)
+			return;
+		if (test_now_ms() > deadline)
+			fail_msg("audit backlog still %llu",
+			         (unsigned long long)st.audit_backlog);
+		test_pause_ms(20);
+	}
+}
+
+/* One connection of user gets n events (ids PREFIX-1..n), acks the last
+ * and closes: queued, written and acked rows; with replay, a second one
+ * then reads them from the log. */
+static void traffic(const struct sidecar *s, wsgate_client *b, const char *user,
+                    const char *prefix, int n, bool replay)
+{
+	char conn_id[64];
+	struct ws_client *c = connect_user(s, user, NULL, conn_id);
+	int64_t last = 0;
+	for (int i = 1; i <= n; i++) {
+		char id[64], got[160];
+		snprintf(id, sizeof(id), "%s-%d", prefix, i);
+		send_one(b, user, id, WSGATE_AGENT_THINKING, "r1");
+		last = recv_event(c, got, RECV_MS);
+		assert_true(last > 0);
+		assert_string_equal(got, id);
+	}
+	char ack[64];
+	snprintf(ack, sizeof(ack), "{\"type\":\"ack\",\"seq\":%lld}",
+	         (long long)last);
+	assert_int_equal(ws_client_send_text(c, ack), WS_CLIENT_OK);
+	ws_client_send_text(c, "{\"type\":\"ping\"}");
+	char *pong = ws_client_recv_text(c, RECV_MS);
+	assert_non_null(pong);
+	assert_non_null(strstr(pong, "pong"));
+	free(pong);
+	ws_client_close(c, RECV_MS);
+	if (replay) {
+		c = connect_user(s, user, "&since=0", conn_id);
+		for (int i = 1; i <= n; i++) {
+			char got[160];
+			assert_true(recv_event(c, got, RECV_MS) > 0);
+		}
+		ws_client_close(c, RECV_MS);
+	}
+	wait_committed(b);
+}
+
+/* The sidecar's current chain head as `wsgatectl status` prints it for
+ * `verify --head`: "ID:HEX". */
+static void live_head(const struct sidecar *s, char head[128])
+{
+	char *out;
+	assert_int_equal(ctl(s, "--json status", &out), 0);
+	json_t *o = json_loads(out, 0, NULL);
+	const char *h = json_string_value(json_object_get(o, "audit_head"));
+	if (!h)
+		fail_msg("no audit_head in: %s", out);
+	snprintf(head, 128, "%s", h);
+	json_decref(o);
+	free(out);
+}
+
+/* Deletes the rows after id and the heads naming them: the tail cut so
+ * that the database alone looks whole. */
+static void cut_tail(const struct sidecar *s, int64_t id)
+{
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+	         "DELETE FROM deliveries WHERE id > %lld;"
+	         "DELETE FROM chain_heads WHERE id > %lld;",
+	         (long long)id, (long long)id);
+	db_edit(s, sql);
+}
+
+/* A run with a restart between two batches of traffic, so that the
+ * database holds several chain heads; the sidecar is stopped after it. */
+static struct sidecar *ends_run(void)
+{
+	struct sidecar *s;
+	wsgate_client *b;
+	assert_int_equal(sidecar_start(&s, NULL), 0);
+	assert_int_equal(wsgate_client_open(&b, s->control_url, CALL_MS),
+	                 WSGATE_OK);
+	traffic(s, b, "ends-a", "ends-e", ENDS_EVENTS, true);
+	wsgate_client_close(b);
+	assert_int_equal(sidecar_stop(s, SIDECAR_STOP_TIMEOUT_MS), 0);
+	assert_int_equal(sidecar_restart(s), 0);
+	assert_int_equal(wsgate_client_open(&b, s->control_url, CALL_MS),
+	                 WSGATE_OK);
+	traffic(s, b, "ends-a", "ends-f", ENDS_EVENTS, true);
+	wsgate_client_close(b);
+	assert_int_equal(sidecar_stop(s, SIDECAR_STOP_TIMEOUT_MS), 0);
+	expect_ctl(s, "verify", 0, NULL);
+	return s;
+}
+
+/* Cutting the oldest rows and moving the anchor over them, as pruning
+ * would, without the key. */
+static void test_verify_catches_a_cut_start(void **state)
+{
+	(void)state;
+	struct sidecar *s = ends_run();
+	sqlite3 *db = db_open(s);
+	int64_t k =
+	    db_int(db, "SELECT max(id) / 2 FROM deliveries", NULL, NULL, NULL);
+	sqlite3_close(db);
+	assert_true(k > 2);
+	char sql[1024];
+	/* What pruning at row k once wrote: an anchor in meta. */
+	snprintf(
+	    sql, sizeof(sql),
+	    "INSERT OR REPLACE INTO meta(key, value)"
+	    " VALUES('anchor_id', %lld);"
+	    "INSERT OR REPLACE INTO meta(key, value)"
+	    " SELECT 'anchor_chain', chain FROM deliveries WHERE id = %lld;"
+	    "DELETE FROM deliveries WHERE id <= %lld;"
+	    "DELETE FROM chain_heads WHERE id < %lld;",
+	    (long long)k, (long long)k, (long long)k, (long long)k);
+	db_edit(s, sql);
+	expect_ctl(s, "verify", 1, "(the start of the log was cut)");
+	/* And the first head left made to look like a prune record. */
+	db_edit(s, "UPDATE chain_heads SET reason = 'pruned' WHERE rowid ="
+	           " (SELECT min(rowid) FROM chain_heads)");
+	expect_ctl(s, "verify", 1, "its mac does not match");
+	sidecar_free(s, false);
+}
+
+/* Rows cut off the end together with the heads naming them, while the
+ * sidecar runs: only its own head can tell; its shutdown head then tells
+ * the database too. */
+static void test_verify_against_the_live_head_catches_a_cut_tail(void **state)
+{
+	(void)state;
+	struct sidecar *s;
+	wsgate_client *b;
+	assert_int_equal(sidecar_start(&s, NULL), 0);
+	assert_int_equal(wsgate_client_open(&b, s->control_url, CALL_MS),
+	                 WSGATE_OK);
+	traffic(s, b, "tail-a", "tail-e", ENDS_EVENTS, true);
+	expect_ctl(s, "verify --head live", 0, NULL);
+	sqlite3 *db = db_open(s);
+	int64_t k =
+	    db_int(db, "SELECT max(id) / 2 FROM deliveries", NULL, NULL, NULL);
+	sqlite3_close(db);
+	cut_tail(s, k);
+	expect_ctl(s, "verify --head live", 1, "cut off the end");
+	wsgate_client_close(b);
+	assert_int_equal(sidecar_stop(s, SIDECAR_STOP_TIMEOUT_MS), 0);
+	expect_ctl(s, "verify", 1, "cut off the end");
+	sidecar_free(s, false);
+}
+
+/* The same cut after the sidecar stopped: the database alone cannot tell
+ * (it says so: "database only"), a head kept elsewhere can. */
+static void test_verify_against_a_kept_head_catches_a_cut_tail(void **state)
+{
+	(void)state;
+	struct sidecar *s;
+	wsgate_client *b;
+	char head[128], args[256];
+	assert_int_equal(sidecar_start(&s, NULL), 0);
+	assert_int_equal(wsgate_client_open(&b, s->control_url, CALL_MS),
+	                 WSGATE_OK);
+	traffic(s, b, "kept-a", "kept-e", ENDS_EVENTS, true);
+	live_head(s, head);
+	wsgate_client_close(b);
+	assert_int_equal(sidecar_stop(s, SIDECAR_STOP_TIMEOUT_MS), 0);
+	snprintf(args, sizeof(args), "verify --head %s", head);
+	expect_ctl(s, args, 0, NULL);
+
+	int64_t id = strtoll(head, NULL, 10);
+	assert_true(id > 4);
+	cut_tail(s, id - 3);
+	expect_ctl(s, "verify", 0, "database only");
+	expect_ctl(s, args, 1, "cut off the end");
+	sidecar_free(s, false);
+}
+
+/* An event's payload changed after it was delivered: alone, and with its
+ * payload_sha256 recomputed to match. */
+static void test_verify_catches_an_altered_payload(void **state)
+{
+	(void)state;
+	struct sidecar *s = ends_run();
+	db_edit(s, "UPDATE events SET payload = '{\"ok\":false}'"
+	           " WHERE event_id = 'ends-e-2'");
+	expect_ctl(s, "verify", 1, "does not hash to its payload_sha256");
+
+	static const char forged[] = "{\"ok\":\"forged\"}";
+	unsigned char sha[SHA256_DIGEST_LENGTH];
+	char hex[2 * SHA256_DIGEST_LENGTH + 1], sql[512];
+	SHA256((const unsigned char *)forged, strlen(forged), sha);
+	for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+		snprintf(hex + 2 * i, 3, "%02x", sha[i]);
+	snprintf(sql, sizeof(sql),
+	         "UPDATE events SET payload = '%s', payload_sha256 = x'%s'"
+	         " WHERE event_id IN ('ends-e-2', 'ends-f-3')",
+	         forged, hex);
+	db_edit(s, sql);
+	expect_ctl(s, "verify", 1, "has another payload_sha256 than the row");
+	sidecar_free(s, false);
+}
+
+/* A chain head altered, then one dropped from the middle. */
+static void test_verify_catches_forged_and_dropped_heads(void **state)
+{
+	(void)state;
+	struct sidecar *s = ends_run();
+	static const char second[] =
+	    "(SELECT rowid FROM chain_heads ORDER BY rowid LIMIT 1 OFFSET 1)";
+	sqlite3 *db = db_open(s);
+	assert_true(db_int(db, "SELECT count(*) FROM chain_heads", NULL, NULL,
+	                   NULL) >= 2);
+	sqlite3_close(db);
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+	         "UPDATE chain_heads SET at = at - 1 WHERE rowid = %s", second);
+	db_edit(s, sql);
+	expect_ctl(s, "verify", 1, "its mac does not match");
+	snprintf(sql, sizeof(sql),
+	         "UPDATE chain_heads SET at = at + 1 WHERE rowid = %s", second);
+	db_edit(s, sql);
+	expect_ctl(s, "verify", 0, NULL);
+	snprintf(sql, sizeof(sql), "DELETE FROM chain_heads WHERE rowid = %s",
+	         second);
+	db_edit(s, sql);
+	expect_ctl(s, "verify", 1, "missing, between heads");
+	sidecar_free(s, false);
+}
+
+/* Untouched, the trail verifies across a prune (--retention 1s) and
+ * restarts, offline and against the live head. */
+static void test_untouched_trail_verifies_across_prune_and_restart(void **state)
+{
+	(void)state;
+	struct sidecar *s;
+	wsgate_client *b;
+	const char *args[] = {"--retention", "1s", NULL};
+	assert_int_equal(sidecar_start(&s, args), 0);
+	assert_int_equal(wsgate_client_open(&b, s->control_url, CALL_MS),
+	                 WSGATE_OK);
+	traffic(s, b, "prune-a", "prune-e", ENDS_EVENTS, false);
+	wsgate_client_close(b);
+	assert_int_equal(sidecar_stop(s, SIDECAR_STOP_TIMEOUT_MS), 0);
+	expect_ctl(s, "verify", 0, NULL);
+	assert_int_equal(sidecar_restart(s), 0);
+	/* Row 1 goes once a head older than a second exists. */
+	int64_t deadline = test_now_ms() + 20000;
+	for (;;) {
+		sqlite3 *db = db_open(s);
+		int64_t left = db_int(db,
+		                      "SELECT count(*) FROM deliveries"
+		                      " WHERE id = 1",
+		                      NULL, NULL, NULL);
+		sqlite3_close(db);
+		if (left == 0)
+			break;
+		if (test_now_ms() > deadline)
+			fail_msg("row 1 not pruned within 20 s");
+		test_pause_ms(50);
+	}
+	expect_ctl(s, "verify --head live", 0, NULL);
+	assert_int_equal(wsgate_client_open(&b, s->control_url, CALL_MS),
+	                 WSGATE_OK);
+	traffic(s, b, "prune-a", "prune-f", ENDS_EVENTS, false);
+	expect_ctl(s, "verify --head live", 0, NULL);
+	wsgate_client_close(b);
+	assert_int_equal(sidecar_stop(s, SIDECAR_STOP_TIMEOUT_MS), 0);
+	expect_ctl(s, "verify", 0, NULL);
+	assert_int_equal(sidecar_restart(s), 0);
+	expect_ctl(s, "verify --head live", 0, NULL);
+	assert_int_equal(sidecar_stop(s, SIDECAR_STOP_TIMEOUT_MS), 0);
+	expect_ctl(s, "verify", 0, NULL);
+	sidecar_free(s, false);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_golden_run_verifies_and_is_attributed),
 	    cmocka_unit_test(test_each_refused_handshake_leaves_a_row),
 	    cmocka_unit_test(test_crash_leaves_a_consistent_record),
+	    cmocka_unit_test(test_verify_catches_a_cut_start),
+	    cmocka_unit_test(
+	        test_verify_against_the_live_head_catches_a_cut_tail),
+	    cmocka_unit_test(
+	        test_verify_against_a_kept_head_catches_a_cut_tail),
+	    cmocka_unit_test(test_verify_catches_an_altered_payload),
+	    cmocka_unit_test(test_verify_catches_forged_and_dropped_heads),
+	    cmocka_unit_test(
+	        test_untouched_trail_verifies_across_prune_and_restart),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,8 +1,9 @@
 /*
  * Tests of the forensic commands of wsgatectl (sessions, audit, trace,
  * verify) against databases built here: the sidecar's own schema
- * (store_schema_sql()), delivery rows chained with the real
- * audit_chain_next, then tampered with in the ways verify must catch. Each
+ * (store_schema_sql()), delivery rows and chain heads MAC'd with the real
+ * audit_chain_next and audit_head_mac, then tampered with in the ways
+ * verify must catch. Each
  * test runs the real WSGATECTL_BIN with --db/--audit-key-file and checks its
  * exit status and output. No sidecar, no sleeps.
  */
@@ -17,6 +18,7 @@
 #include "test_dir.h"
 
 #include <jansson.h>
+#include <openssl/sha.h>
 #include <sqlite3.h>
 
 #include <errno.h>
@@ -46,6 +48,8 @@ struct fx {
 	struct audit_key key;
 	unsigned char prev[AUDIT_CHAIN_LEN]; /* chain of the last row */
 	int64_t next_id;
+	int64_t head_n; /* the last chain head's number and mac */
+	unsigned char head_mac[AUDIT_CHAIN_LEN];
 };
 
 struct run {
@@ -96,9 +100,10 @@ static void add_session(struct fx *f, const char *conn, const char *user,
 static void add_event(struct fx *f, const char *user, int64_t seq,
                       const char *event_id, const char *run, int64_t at)
 {
-	static const unsigned char sha[32] = {0xab, 0xcd};
+	unsigned char sha[SHA256_DIGEST_LENGTH];
 	sqlite3_stmt *st;
 
+	SHA256((const unsigned char *)"{}", 2, sha);
 	assert_int_equal(
 	    sqlite3_prepare_v2(f->db,
 	                       "INSERT INTO events(user_id, seq, event_id, "
@@ -118,6 +123,26 @@ static void add_event(struct fx *f, const char *user, int64_t seq,
 	sqlite3_finalize(st);
 }
 
+/* The payload digest of user's event seq, as the sidecar records it in
+ * each delivery row of the event. */
+static void event_digest(struct fx *f, const char *user, uint64_t seq,
+                         unsigned char out[AUDIT_DIGEST_LEN])
+{
+	sqlite3_stmt *st;
+
+	assert_int_equal(sqlite3_prepare_v2(f->db,
+	                                    "SELECT payload_sha256 FROM events"
+	                                    " WHERE user_id = ? AND seq = ?",
+	                                    -1, &st, NULL),
+	                 SQLITE_OK);
+	sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (int64_t)seq);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_bytes(st, 0), AUDIT_DIGEST_LEN);
+	memcpy(out, sqlite3_column_blob(st, 0), AUDIT_DIGEST_LEN);
+	sqlite3_finalize(st);
+}
+
 static void insert_delivery(struct fx *f, const struct audit_row *r,
                             const unsigned char chain[AUDIT_CHAIN_LEN])
 {
@@ -127,7 +152,8 @@ static void insert_delivery(struct fx *f, const struct audit_row *r,
 	    sqlite3_prepare_v2(f->db,
 	                       "INSERT INTO deliveries(id, user_id, seq, "
 	                       "event_id, conn_id, conn_user_id, status, at, "
-	                       "chain) VALUES(?,?,?,?,?,?,?,?,?)",
+	                       "payload_sha256, chain) "
+	                       "VALUES(?,?,?,?,?,?,?,?,?,?)",
 	                       -1, &st, NULL),
 	    SQLITE_OK);
 	sqlite3_bind_int64(st, 1, r->id);
@@ -138,7 +164,9 @@ static void insert_delivery(struct fx *f, const struct audit_row *r,
 	sqlite3_bind_text(st, 6, r->conn_user_id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 7, r->status, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 8, r->at);
-	sqlite3_bind_blob(st, 9, chain, AUDIT_CHAIN_LEN, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 9, r->payload_sha256, (int)r->payload_sha256_len,
+	                  SQLITE_STATIC);
+	sqlite3_bind_blob(st, 10, chain, AUDIT_CHAIN_LEN, SQLITE_STATIC);
 	assert_int_equal(sqlite3_step(st), SQLITE_DONE);
 	sqlite3_finalize(st);
 }
@@ -149,6 +177,7 @@ static int64_t add_delivery(struct fx *f, const char *user, uint64_t seq,
                             const char *conn_user, const char *status,
                             int64_t at)
 {
+	unsigned char digest[AUDIT_DIGEST_LEN];
 	struct audit_row r = {
 	    .id = f->next_id++,
 	    .user_id = user,
@@ -158,32 +187,59 @@ static int64_t add_delivery(struct fx *f, const char *user, uint64_t seq,
 	    .conn_user_id = conn_user,
 	    .status = status,
 	    .at = at,
+	    .payload_sha256 = digest,
+	    .payload_sha256_len = AUDIT_DIGEST_LEN,
 	};
 	unsigned char chain[AUDIT_CHAIN_LEN];
 
+	event_digest(f, user, seq, digest);
 	audit_chain_next(&f->key, f->prev, &r, chain);
 	insert_delivery(f, &r, chain);
 	memcpy(f->prev, chain, AUDIT_CHAIN_LEN);
 	return r.id;
 }
 
+/* Appends chain head n + 1 naming row id and its chain, MAC'd the way the
+ * sidecar does (over the last head's mac; zeros for a prune record). */
+static void add_head(struct fx *f, int64_t at, int64_t id,
+                     const unsigned char chain[AUDIT_CHAIN_LEN],
+                     const char *reason)
+{
+	static const unsigned char zeros[AUDIT_CHAIN_LEN];
+	struct audit_head h = {
+	    .n = f->head_n + 1,
+	    .at = at,
+	    .id = id,
+	    .chain = chain,
+	    .chain_len = AUDIT_CHAIN_LEN,
+	    .reason = reason,
+	};
+	bool pruned = strcmp(reason, AUDIT_HEAD_PRUNED) == 0;
+	sqlite3_stmt *st;
+
+	audit_head_mac(&f->key, pruned || h.n == 1 ? zeros : f->head_mac, &h,
+	               f->head_mac);
+	f->head_n = h.n;
+	assert_int_equal(sqlite3_prepare_v2(f->db,
+	                                    "INSERT INTO chain_heads(n, at, id,"
+	                                    " chain, reason, mac)"
+	                                    " VALUES(?,?,?,?,?,?)",
+	                                    -1, &st, NULL),
+	                 SQLITE_OK);
+	sqlite3_bind_int64(st, 1, h.n);
+	sqlite3_bind_int64(st, 2, at);
+	sqlite3_bind_int64(st, 3, id);
+	sqlite3_bind_blob(st, 4, chain, AUDIT_CHAIN_LEN, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, reason, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 6, f->head_mac, AUDIT_CHAIN_LEN, SQLITE_STATIC);
+	assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+	sqlite3_finalize(st);
+}
+
 /* What the sidecar logs every 10 s: the last id and its chain. */
 static void add_chain_head(struct fx *f, int64_t at, const char *reason)
 {
-	sqlite3_stmt *st;
-
-	assert_int_equal(
-	    sqlite3_prepare_v2(f->db,
-	                       "INSERT INTO chain_heads(at, id, chain, reason)"
-	                       " VALUES(?,?,?,?)",
-	                       -1, &st, NULL),
-	    SQLITE_OK);
-	sqlite3_bind_int64(st, 1, at);
-	sqlite3_bind_int64(st, 2, f->next_id - 1);
-	sqlite3_bind_blob(st, 3, f->prev, AUDIT_CHAIN_LEN, SQLITE_STATIC);
-	sqlite3_bind_text(st, 4, reason, -1, SQLITE_STATIC);
-	assert_int_equal(sqlite3_step(st), SQLITE_DONE);
-	sqlite3_finalize(st);
+	add_head(f, at, f->next_id - 1, f->prev, reason);
 }
 
 /*
@@ -204,10 +260,11 @@ static void add_chain_head(struct fx *f, int64_t at, const char *reason)
  *    9  alice  2   e-3   c-a2  queued    no outcome, session open
  *   10  alice  2   e-3   c-a1  dropped
  *   11  alice  1   e-1   c-a1  acked
- *   chain head: id 11.
+ *   chain heads: 1 at start (id 0), 2 at id 11.
  */
 static void build_log(struct fx *f)
 {
+	add_chain_head(f, T0 - 90 * SEC, "start");
 	add_session(f, "c-a1", "alice", T0 - 60 * SEC, T0 + 60 * SEC, 1000,
 	            "client closed");
 	add_session(f, "c-a2", "alice", T0 - 30 * SEC, 0, 0, NULL);
@@ -402,7 +459,8 @@ static void test_verify_passes_on_a_clean_log(void **state)
 
 	assert_status(r, 0);
 	assert_has(r.out, "verify: 11 rows (ids 1..11), isolation ok, ids ok, "
-	                  "chain ok, tail ok\n");
+	                  "chain ok, events ok, heads ok, tail ok (database "
+	                  "only)\n");
 	assert_string_equal(r.err, "");
 	run_free(&r);
 }
@@ -419,8 +477,10 @@ static void test_verify_names_an_altered_row_once(void **state)
 	/* The check goes on from the stored chain: its successor is fine. */
 	assert_lacks(r.out, "row 5");
 	assert_lacks(r.out, "row 3");
-	assert_has(r.out, "verify: FAILED: 11 rows (ids 1..11), isolation ok, "
-	                  "ids ok, chain: 1 mismatch, tail ok\n");
+	assert_has(r.out,
+	           "verify: FAILED: 11 rows (ids 1..11), isolation ok, "
+	           "ids ok, chain: 1 mismatch, events ok, heads ok, tail "
+	           "ok (database only)\n");
 	run_free(&r);
 	/* Pointed at another user's connection: its session says so. */
 	exec_sql(f, "UPDATE deliveries SET conn_id = 'c-b1' WHERE id = 4");
@@ -471,8 +531,12 @@ static void test_verify_names_a_row_for_another_user(void **state)
 	    .status = "queued",
 	    .at = T0 + 4000,
 	};
+	unsigned char digest[AUDIT_DIGEST_LEN];
 	struct run r;
 
+	event_digest(f, "alice", 2, digest);
+	row.payload_sha256 = digest;
+	row.payload_sha256_len = AUDIT_DIGEST_LEN;
 	/* A chain that looks like one: random bytes. */
 	for (int i = 0; i < AUDIT_CHAIN_LEN; i++)
 		chain[i] = (unsigned char)(i * 37 + 11);
@@ -507,7 +571,8 @@ static void test_verify_names_a_row_for_another_user(void **state)
 	assert_has(r.out, "isolation: row 12: ");
 	assert_lacks(r.out, "chain: row");
 	assert_has(r.out, "verify: FAILED: 12 rows (ids 1..12), isolation: 1 "
-	                  "violation, ids ok, chain ok, tail ok\n");
+	                  "violation, ids ok, chain ok, events ok, heads ok, "
+	                  "tail ok (database only)\n");
 	run_free(&r);
 }
 
@@ -599,7 +664,8 @@ static void test_verify_without_the_key(void **state)
 	         f->key_path);
 	assert_has(r.err, want);
 	assert_has(r.out, "verify: 11 rows (ids 1..11), isolation ok, ids ok, "
-	                  "chain not checked (no key), tail ok\n");
+	                  "chain not checked (no key), events ok, heads not "
+	                  "checked (no key), tail ok (database only)\n");
 	run_free(&r);
 
 	/* Isolation and ids are still checked, and a violation wins. */
@@ -628,23 +694,53 @@ static void test_verify_with_another_key(void **state)
 	run_free(&r);
 }
 
+/* The stored chain of row id. */
+static void row_chain(struct fx *f, int64_t id,
+                      unsigned char chain[AUDIT_CHAIN_LEN])
+{
+	sqlite3_stmt *st;
+
+	assert_int_equal(sqlite3_prepare_v2(f->db,
+	                                    "SELECT chain FROM deliveries"
+	                                    " WHERE id = ?",
+	                                    -1, &st, NULL),
+	                 SQLITE_OK);
+	sqlite3_bind_int64(st, 1, id);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_bytes(st, 0), AUDIT_CHAIN_LEN);
+	memcpy(chain, sqlite3_column_blob(st, 0), AUDIT_CHAIN_LEN);
+	sqlite3_finalize(st);
+}
+
+/* What retention does at row id: a prune record naming it, the rows up to
+ * it and the heads before the record deleted, a head naming the tail. */
+static void prune_at(struct fx *f, int64_t id, int64_t at)
+{
+	unsigned char chain[AUDIT_CHAIN_LEN];
+	char sql[128];
+
+	row_chain(f, id, chain);
+	add_head(f, at, id, chain, AUDIT_HEAD_PRUNED);
+	snprintf(sql, sizeof(sql),
+	         "DELETE FROM deliveries WHERE id <= %lld;"
+	         "DELETE FROM chain_heads WHERE n < %lld",
+	         (long long)id, (long long)f->head_n);
+	exec_sql(f, sql);
+	add_chain_head(f, at, "interval");
+}
+
 /* After pruning: rows start after the anchor and chain on from it. */
-static void test_verify_from_an_anchor(void **state)
+static void test_verify_from_a_prune_record(void **state)
 {
 	struct fx *f = *state;
 	struct run r;
 
-	exec_sql(f, "INSERT INTO meta(key, value) VALUES('anchor_id', 4);"
-	            "INSERT INTO meta(key, value) SELECT 'anchor_chain', chain"
-	            " FROM deliveries WHERE id = 4;"
-	            "INSERT INTO chain_heads(at, id, chain, reason)"
-	            " SELECT 1, id, chain, 'interval' FROM deliveries"
-	            " WHERE id = 4;"
-	            "DELETE FROM deliveries WHERE id <= 4;");
+	prune_at(f, 4, T0 + 20 * SEC);
 	r = ctl(f, "verify", NULL);
 	assert_status(r, 0);
 	assert_has(r.out, "verify: 7 rows (ids 5..11, anchor 4), isolation ok, "
-	                  "ids ok, chain ok, tail ok\n");
+	                  "ids ok, chain ok, events ok, heads ok, tail ok "
+	                  "(database only)\n");
 	run_free(&r);
 
 	exec_sql(f, "DELETE FROM deliveries WHERE id = 5");
@@ -655,19 +751,164 @@ static void test_verify_from_an_anchor(void **state)
 	run_free(&r);
 }
 
-static void test_verify_from_a_forged_anchor(void **state)
+/* The start of the log cut without the key: the anchor of format 1 (meta)
+ * means nothing any more, and a prune record cannot be made up. */
+static void test_verify_from_a_forged_prune_record(void **state)
 {
 	struct fx *f = *state;
 	struct run r;
 
 	exec_sql(f, "INSERT INTO meta(key, value) VALUES('anchor_id', 4);"
-	            "INSERT INTO meta(key, value)"
-	            " VALUES('anchor_chain', randomblob(32));"
+	            "INSERT INTO meta(key, value) SELECT 'anchor_chain', chain"
+	            " FROM deliveries WHERE id = 4;"
 	            "DELETE FROM deliveries WHERE id <= 4;");
 	r = ctl(f, "verify", NULL);
 	assert_status(r, 1);
-	assert_has(r.out, "chain: row 5: ");
-	assert_lacks(r.out, "chain: row 6");
+	assert_has(r.out, "ids: gap: ids 1..4 missing (4 rows), between the "
+	                  "start of the log and row 5\n");
+	run_free(&r);
+
+	/* A prune record with a made-up mac, as the first head. */
+	exec_sql(f, "DELETE FROM chain_heads;"
+	            "INSERT INTO chain_heads(n, at, id, chain, reason, mac)"
+	            " SELECT 7, 1, id, chain, 'pruned', randomblob(32)"
+	            " FROM deliveries WHERE id = 5;"
+	            "DELETE FROM deliveries WHERE id = 5;");
+	r = ctl(f, "verify", NULL);
+	assert_status(r, 1);
+	assert_has(r.out, "heads: head 7 (logged 1970-01-01T00:00:00.000Z, "
+	                  "pruned, id 5): its mac does not match");
+	assert_lacks(r.out, "ids:");
+	assert_lacks(r.out, "chain:");
+	run_free(&r);
+
+	/* No heads at all. */
+	exec_sql(f, "DELETE FROM chain_heads");
+	r = ctl(f, "verify", NULL);
+	assert_status(r, 1);
+	assert_has(r.out, "heads: no chain heads: ");
+	run_free(&r);
+}
+
+/* Heads are numbered, MAC'd and chained: a gap, an edit, a prune record
+ * after the first head. */
+static void test_verify_checks_the_heads(void **state)
+{
+	struct fx *f = *state;
+	struct run r;
+
+	add_chain_head(f, T0 + 20 * SEC, "shutdown");
+	add_chain_head(f, T0 + 30 * SEC, "start");
+	exec_sql(f, "DELETE FROM chain_heads WHERE n = 3");
+	r = ctl(f, "verify", NULL);
+	assert_status(r, 1);
+	assert_has(r.out, "heads: gap: head 3 missing, between heads 2 "
+	                  "and 4 (heads deleted)\n");
+	assert_has(r.out, "heads: 1 violation");
+	run_free(&r);
+
+	exec_sql(f, "UPDATE chain_heads SET reason = 'shutdown' WHERE n = 2");
+	r = ctl(f, "verify", NULL);
+	assert_status(r, 1);
+	assert_has(r.out, "heads: head 2 (logged 2025-11-26T09:18:07.123Z, "
+	                  "shutdown, id 11): its mac does not match");
+	run_free(&r);
+
+	exec_sql(f, "UPDATE chain_heads SET reason = 'interval' WHERE n = 2;"
+	            "DELETE FROM chain_heads WHERE n = 4");
+	f->head_n = 2;
+	r = ctl(f, "verify", NULL);
+	assert_status(r, 0);
+	run_free(&r);
+	add_head(f, T0 + 40 * SEC, 11, f->prev, AUDIT_HEAD_PRUNED);
+	r = ctl(f, "verify", NULL);
+	assert_status(r, 1);
+	assert_has(r.out,
+	           "heads: head 3 (logged 2025-11-26T09:18:37.123Z) is a "
+	           "prune record but not the first head\n");
+	run_free(&r);
+}
+
+static char *head_arg(int64_t id, const unsigned char chain[AUDIT_CHAIN_LEN],
+                      char *buf, size_t cap)
+{
+	int n = snprintf(buf, cap, "%lld:", (long long)id);
+
+	for (int i = 0; i < AUDIT_CHAIN_LEN; i++)
+		n += snprintf(buf + n, cap - (size_t)n, "%02x", chain[i]);
+	return buf;
+}
+
+/* --head ID:HEX: a head kept elsewhere must be in the log. */
+static void test_verify_against_a_given_head(void **state)
+{
+	struct fx *f = *state;
+	unsigned char chain[AUDIT_CHAIN_LEN];
+	char arg[128];
+	struct run r;
+
+	row_chain(f, 9, chain);
+	r = ctl(f, "verify", "--head", head_arg(9, chain, arg, sizeof(arg)),
+	        NULL);
+	assert_status(r, 0);
+	assert_has(r.out, ", tail ok (reaches the given head, id 9)\n");
+	run_free(&r);
+
+	r = ctl(f, "verify", "--head", head_arg(12, chain, arg, sizeof(arg)),
+	        NULL);
+	assert_status(r, 1);
+	assert_has(r.out, "tail: the given head names id 12 but the last row "
+	                  "is 11: row 12 is missing (cut off the end)\n");
+	run_free(&r);
+
+	r = ctl(f, "verify", "--head", head_arg(8, chain, arg, sizeof(arg)),
+	        NULL);
+	assert_status(r, 1);
+	assert_has(r.out, "tail: the given head (id 8) differs from row 8's "
+	                  "stored chain");
+	run_free(&r);
+
+	r = ctl(f, "verify", "--head", "9:abc", NULL);
+	assert_status(r, 2);
+	assert_has(r.err, "--head wants live or ID:HEX");
+	run_free(&r);
+
+	/* Pruned past it: nothing to compare, and it says so. */
+	prune_at(f, 10, T0 + 20 * SEC);
+	r = ctl(f, "verify", "--head", head_arg(9, chain, arg, sizeof(arg)),
+	        NULL);
+	assert_status(r, 2);
+	assert_has(r.err, "tail not checked: the given head (id 9) is before "
+	                  "the anchor (id 10)");
+	run_free(&r);
+}
+
+static void test_verify_refuses_an_older_format(void **state)
+{
+	struct fx *f = *state;
+	struct run r;
+
+	exec_sql(f, "DELETE FROM meta WHERE key = 'audit_format'");
+	r = ctl(f, "verify", NULL);
+	assert_status(r, 2);
+	assert_has(r.err, "audit format 1 database; verify checks format 2");
+	assert_string_equal(r.out, "");
+	run_free(&r);
+}
+
+/* The event a row names is still the one delivered. */
+static void test_verify_checks_events_of_rows(void **state)
+{
+	struct fx *f = *state;
+	struct run r;
+
+	exec_sql(f, "UPDATE events SET event_id = 'e-9'"
+	            " WHERE user_id = 'bob' AND seq = 2");
+	r = ctl(f, "verify", NULL);
+	assert_status(r, 1);
+	assert_has(r.out, "event: row 7 names event e-2 (seq 2 of user 'bob') "
+	                  "but the event log has event e-9 there\n");
+	assert_has(r.out, "events: 1 mismatch");
 	run_free(&r);
 }
 
@@ -1103,8 +1344,12 @@ int main(void)
 	    T(test_verify_finds_a_rechained_tail),
 	    T(test_verify_without_the_key),
 	    T(test_verify_with_another_key),
-	    T(test_verify_from_an_anchor),
-	    T(test_verify_from_a_forged_anchor),
+	    T(test_verify_from_a_prune_record),
+	    T(test_verify_from_a_forged_prune_record),
+	    T(test_verify_checks_the_heads),
+	    T(test_verify_against_a_given_head),
+	    T(test_verify_refuses_an_older_format),
+	    T(test_verify_checks_events_of_rows),
 	    T(test_verify_json),
 	    T(test_verify_reads_beside_a_writer),
 	    T(test_audit_filters),
