@@ -132,3 +132,7 @@ class Stats:
     notices_dropped: int
     storage_failures: int
     storage_error: str
+    # The audit chain's committed head: what `wsgatectl verify --head
+    # ID:HEX` takes (ID, and the 32 bytes in hex).
+    audit_head_id: int
+    audit_head_chain: bytes
