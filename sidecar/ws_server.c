@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "clock.h"
 #include "client_frame.h"
@@ -76,6 +77,7 @@ struct ws_server {
 	uint32_t max_conns_per_user;
 	uint32_t max_conns;       /* 0: no global limit */
 	int at_max_conns;         /* refusing for the global limit */
+	int draining;             /* shutting down: handshakes get 503 */
 	struct peer_limit *peers; /* NULL: no per-peer rate limit */
 	int64_t rate_logged_at;   /* last per-peer rate log line, us */
 	uint64_t rate_refused;    /* refusals since that line */
@@ -252,6 +254,68 @@ static size_t handshake_find_token(struct lws *wsi, char *buf, size_t cap,
 	return 0;
 }
 
+static const char *http_reason_phrase(unsigned int status)
+{
+	switch (status) {
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 429:
+		return "Too Many Requests";
+	case 503:
+		return "Service Unavailable";
+	default:
+		return "Error";
+	}
+}
+
+/*
+ * Refuses an upgrade with status and a text body, then hangs up. The status
+ * line is written here: lws 4.1 takes the HTTP version of its response
+ * from the request only once it serves it as HTTP, which an upgrade never
+ * reaches, so lws_add_http_header_status would answer "HTTP/1.0" to an
+ * HTTP/1.1 upgrade -- which strict WebSocket clients report as an invalid
+ * response rather than as the 401 or 429 it is. Returns 1 (lws completes
+ * the transaction, which closes: the request was never keep-alive to lws),
+ * or -1 to hang up at once.
+ */
+static int http_refuse(struct lws *wsi, unsigned int status, const char *body)
+{
+	size_t len = strlen(body);
+	char line[64];
+	int n = snprintf(line, sizeof(line), "HTTP/1.1 %u %s", status,
+	                 http_reason_phrase(status));
+	unsigned char hdr[LWS_PRE + 256];
+	unsigned char *start = hdr + LWS_PRE, *p = start,
+	              *end = hdr + sizeof(hdr) - 1;
+	static const char ctype[] = "text/plain", conn[] = "close";
+	if (lws_add_http_header_by_name(wsi, NULL, (unsigned char *)line, n, &p,
+	                                end) ||
+	    lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+	                                 (const unsigned char *)ctype,
+	                                 sizeof(ctype) - 1, &p, end) ||
+	    lws_add_http_header_content_length(wsi, (lws_filepos_t)len, &p,
+	                                       end) ||
+	    lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+	                                 (const unsigned char *)conn,
+	                                 sizeof(conn) - 1, &p, end) ||
+	    lws_finalize_write_http_header(wsi, start, &p, end))
+		return -1;
+	unsigned char buf[LWS_PRE + 256];
+	if (len > sizeof(buf) - LWS_PRE)
+		return -1;
+	memcpy(buf + LWS_PRE, body, len);
+	return lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_FINAL) <
+	               (int)len
+	           ? -1
+	           : 1;
+}
+
 /* Answers an upgrade with an HTTP error and records it in auth_failures. */
 static int handshake_refuse(struct ws_server *srv, struct lws *wsi,
                             unsigned int status, const char *why,
@@ -268,7 +332,7 @@ static int handshake_refuse(struct ws_server *srv, struct lws *wsi,
 	}
 	char body[128];
 	snprintf(body, sizeof(body), "%s\n", why);
-	return http_respond(wsi, status, "text/plain", body) ? -1 : 1;
+	return http_refuse(wsi, status, body);
 }
 
 /*
@@ -283,6 +347,9 @@ static int handshake_check(struct ws_server *srv, struct lws *wsi,
 	srv->stash.wsi = NULL;
 	int64_t now = clock_now_us();
 
+	if (srv->draining)
+		return handshake_refuse(srv, wsi, 503, "shutting down", peer,
+		                        LOG_DEBUG);
 	if (srv->peers && !peer_limit_allow(srv->peers, peer, now)) {
 		rate_refusal_log(srv, peer, now);
 		return handshake_refuse(srv, wsi, 429,
@@ -293,7 +360,8 @@ static int handshake_check(struct ws_server *srv, struct lws *wsi,
 		return handshake_refuse(srv, wsi, 429,
 		                        "too many connections (global)", peer,
 		                        LOG_DEBUG);
-	if (strcmp(upgrade, "websocket") != 0)
+	/* Upgrade is a token: case-insensitive (RFC 7230 6.7). */
+	if (strcasecmp(upgrade, "websocket") != 0)
 		return handshake_refuse(
 		    srv, wsi, 400, "not a websocket upgrade", peer, LOG_INFO);
 	if (lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_GET_URI) <= 0 ||
@@ -932,6 +1000,7 @@ static void close_one(struct conn *c, void *arg)
 void ws_server_drain(struct ws_server *srv, int code, const char *reason,
                      int timeout_ms)
 {
+	srv->draining = 1;
 	struct close_all ca = {srv->reg, code, reason};
 	registry_foreach_conn(srv->reg, close_one, &ca);
 	int64_t deadline = clock_now_us() + (int64_t)timeout_ms * 1000;
