@@ -44,6 +44,10 @@ struct session {
 	/* On the server's ready list (see ws_server_conn_ready). */
 	struct session *ready_next;
 	int ready_listed;
+	/* On the server's closing list (see session_close_bound). */
+	struct session *closing_prev, *closing_next;
+	int64_t close_deadline; /* us; 0: not on the list */
+	int hung_up;
 };
 
 /* The verdict of the handshake in progress (see top of file). */
@@ -92,6 +96,9 @@ struct ws_server {
 	 * only while in_wake. */
 	struct session *ready_head, *ready_tail;
 	int in_wake;
+	/* Sessions whose connection is closing, oldest first: all wait the
+	 * same CLOSE_TIMEOUT_US, so the list is in deadline order. */
+	struct session *closing_head, *closing_tail;
 };
 
 static void lws_log_emit(int level, const char *line)
@@ -411,7 +418,69 @@ static int handshake_check(struct ws_server *srv, struct lws *wsi,
 
 /* --- sessions --- */
 
-#define CONN_SWEEP_US 1000000
+#define CONN_SWEEP_US    1000000
+#define CLOSE_TIMEOUT_US 2000000
+
+/*
+ * Bounded close policy: a connection the sidecar closes (4001, 4003, 4008,
+ * idle, shutdown) left the registry at once (registry_conn_close); its
+ * socket gets the close frame at its next writable, which for a client
+ * that reads nothing may never come. So every closing session goes on a
+ * list, and the sweep hangs up those still there once CLOSE_TIMEOUT_US has
+ * passed (up to a second later: the sweep runs once a second), without
+ * the close frame; the session row still records the code. One list
+ * instead of one lws timeout each: lws 4.1 keeps timeouts in a sorted
+ * list, which a mass close (a drain, a kick of many) would insert into one
+ * at a time.
+ */
+static void session_close_bound(struct ws_server *srv, struct session *s)
+{
+	if (s->close_deadline)
+		return;
+	s->close_deadline = clock_now_us() + CLOSE_TIMEOUT_US;
+	s->closing_prev = srv->closing_tail;
+	s->closing_next = NULL;
+	if (srv->closing_tail)
+		srv->closing_tail->closing_next = s;
+	else
+		srv->closing_head = s;
+	srv->closing_tail = s;
+}
+
+static void session_close_unlist(struct ws_server *srv, struct session *s)
+{
+	if (!s->close_deadline)
+		return;
+	if (s->closing_prev)
+		s->closing_prev->closing_next = s->closing_next;
+	else
+		srv->closing_head = s->closing_next;
+	if (s->closing_next)
+		s->closing_next->closing_prev = s->closing_prev;
+	else
+		srv->closing_tail = s->closing_prev;
+	s->closing_prev = s->closing_next = NULL;
+	s->close_deadline = 0;
+}
+
+/* Hangs up the closing sessions past their deadline. They stay on the
+ * list until lws reports them closed (LWS_CALLBACK_CLOSED). */
+static void closing_sweep(struct ws_server *srv, int64_t now)
+{
+	for (struct session *s = srv->closing_head;
+	     s && s->close_deadline <= now; s = s->closing_next) {
+		if (s->hung_up || !s->conn)
+			continue;
+		s->hung_up = 1;
+		log_info(
+		    "%s: close %d not sent in %lld ms (the client does not "
+		    "read); hanging up",
+		    s->conn->id, s->conn->close_code,
+		    (long long)(CLOSE_TIMEOUT_US / 1000));
+		lws_set_timeout(s->conn->transport, PENDING_TIMEOUT_CLOSE_SEND,
+		                LWS_TO_KILL_ASYNC);
+	}
+}
 
 struct conn_sweep {
 	struct ws_server *srv;
@@ -462,6 +531,7 @@ static void conn_sweep_cb(lws_sorted_usec_list_t *sul)
 	    lws_container_of(sul, struct ws_server, sul_sweep);
 	struct conn_sweep sw = {srv, clock_now_us()};
 	registry_foreach_conn(srv->reg, sweep_one, &sw);
+	closing_sweep(srv, sw.now);
 	lws_sul_schedule(srv->context, 0, &srv->sul_sweep, conn_sweep_cb,
 	                 CONN_SWEEP_US);
 }
@@ -754,6 +824,7 @@ static void session_closed(struct ws_server *srv, struct session *s)
 {
 	free(s->rx);
 	s->rx = NULL;
+	session_close_unlist(srv, s);
 	struct conn *c = s->conn;
 	if (!c)
 		return;
@@ -823,6 +894,8 @@ void ws_server_conn_ready(struct conn *c, void *arg)
 	struct lws *wsi = c->transport;
 	struct ws_server *srv = lws_context_user(lws_get_context(wsi));
 	struct session *s = lws_wsi_user(wsi);
+	if (c->close_code && s && s->conn == c)
+		session_close_bound(srv, s);
 	if (!srv->in_wake || !s || s->conn != c) {
 		lws_callback_on_writable(wsi);
 		return;
@@ -1004,7 +1077,8 @@ void ws_server_drain(struct ws_server *srv, int code, const char *reason,
 	struct close_all ca = {srv->reg, code, reason};
 	registry_foreach_conn(srv->reg, close_one, &ca);
 	int64_t deadline = clock_now_us() + (int64_t)timeout_ms * 1000;
-	while (registry_conn_count(srv->reg) && clock_now_us() < deadline)
+	while ((registry_conn_count(srv->reg) || srv->closing_head) &&
+	       clock_now_us() < deadline)
 		ev_run(srv->loop, EVRUN_ONCE);
 }
 

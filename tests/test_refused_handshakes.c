@@ -207,12 +207,14 @@ static char *token_path(const struct sidecar *sc, const char *user,
 	return path;
 }
 
-static struct ws_client *open_user(const struct sidecar *sc, const char *user)
+static struct ws_client *open_user(const struct sidecar *sc, const char *user,
+                                   int rcvbuf)
 {
 	static const char *const hdr[] = {"Origin: " ORIGIN_OK, NULL};
 	char *path = token_path(sc, user, NULL);
 	struct ws_client *c = NULL;
-	int st = ws_client_connect(&c, sc->port, path, hdr, RECV_MS);
+	int st =
+	    ws_client_connect_rcvbuf(&c, sc->port, path, hdr, rcvbuf, RECV_MS);
 
 	free(path);
 	if (st != 101)
@@ -291,12 +293,12 @@ static void test_refusals_are_http_1_1_with_reason_and_close(void **state)
 	free(path);
 
 	/* 429: the user's one connection is open; then --max-conns. */
-	a1 = open_user(sc, "rf-a");
+	a1 = open_user(sc, "rf-a", 0);
 	path = token_path(sc, "rf-a", NULL);
 	refused(sc, path, "websocket", ORIGIN_OK, NULL, 429,
 	        "too many connections");
 	free(path);
-	b1 = open_user(sc, "rf-b");
+	b1 = open_user(sc, "rf-b", 0);
 	path = token_path(sc, "rf-c", NULL);
 	refused(sc, path, "websocket", ORIGIN_OK, NULL, 429,
 	        "too many connections (global)");
@@ -305,22 +307,6 @@ static void test_refusals_are_http_1_1_with_reason_and_close(void **state)
 	ws_client_abort(a1);
 	ws_client_abort(b1);
 	sidecar_free(sc, false);
-}
-
-/* Frames of user's one connection queued in the sidecar, and written to
- * its socket, as ListConnections says. */
-static void conn_frames(wsgate_client *backend, const char *user,
-                        uint64_t *queued, uint64_t *written)
-{
-	struct wsgate_connection *list = NULL;
-	size_t n = 0;
-
-	assert_int_equal(wsgate_list_connections(backend, user, &list, &n),
-	                 WSGATE_OK);
-	assert_int_equal(n, 1);
-	*queued = list[0].queued;
-	*written = list[0].written;
-	free(list);
 }
 
 /*
@@ -340,32 +326,16 @@ static void test_handshake_while_shutting_down_gets_503(void **state)
 	char *path, *req, *resp, err[300];
 	int64_t deadline;
 	int saw_503 = 0, tries = 0, sent = 0;
-	uint64_t last_written = UINT64_MAX;
 
 	(void)state;
 	assert_int_equal(sidecar_start(&sc, args), 0);
 	assert_int_equal(wsgate_client_open(&backend, sc->control_url, RECV_MS),
 	                 WSGATE_OK);
-	stuck = open_user(sc, "rf-stuck");
-	assert_int_equal(ws_client_set_rcvbuf(stuck, 4096), 0);
-	/* Until the socket takes nothing more: frames wait in the sidecar,
-	 * and a whole batch went by without one written. */
-	for (;;) {
-		uint64_t queued, written;
-
-		conn_frames(backend, "rf-stuck", &queued, &written);
-		if (queued > 0 && written == last_written)
-			break;
-		last_written = written;
-		if (sent >= FILL_MAX_EVENTS)
-			fail_msg("%d events of %d bytes and the connection "
-			         "that reads nothing still takes them",
-			         sent, FILL_EVENT_BYTES);
-		if (event_flood_batch(backend, "rf-stuck", sent + 1, FILL_BATCH,
-		                      FILL_EVENT_BYTES, NULL, err, sizeof(err)))
-			fail_msg("flood: %s", err);
-		sent += FILL_BATCH;
-	}
+	stuck = open_user(sc, "rf-stuck", 4096);
+	if (event_flood_until_stuck(backend, "rf-stuck", FILL_BATCH,
+	                            FILL_EVENT_BYTES, FILL_MAX_EVENTS, &sent,
+	                            err, sizeof(err)))
+		fail_msg("%s", err);
 
 	path = token_path(sc, "rf-late", NULL);
 	req = upgrade_request(sc->port, path, "websocket", ORIGIN_OK, NULL);

@@ -7,8 +7,11 @@
 
 #include "test_clock.h"
 
-#define BUSY_TRIES    200
-#define BUSY_PAUSE_MS 10
+#define BUSY_TRIES            200
+#define BUSY_PAUSE_MS         10
+#define FLOOD_STALLED_BATCHES 3
+#define FLOOD_QUIET_MS        1000
+#define FLOOD_POLL_MS         50
 
 /* {"n":N,"pad":"xxx..."} of exactly size bytes (size >= 32). */
 static char *flood_payload(int n, size_t size)
@@ -84,4 +87,94 @@ int event_flood_batch(wsgate_client *backend, const char *user, int first,
 out:
 	free(payload);
 	return rc;
+}
+
+/* Frames of user's one connection queued in the sidecar and written to
+ * its socket. */
+static int conn_frames(wsgate_client *backend, const char *user,
+                       uint64_t *queued, uint64_t *written, char *err,
+                       size_t errlen)
+{
+	struct wsgate_connection *list = NULL;
+	size_t n = 0;
+	enum wsgate_status st =
+	    wsgate_list_connections(backend, user, &list, &n);
+
+	if (st != WSGATE_OK || n != 1) {
+		snprintf(err, errlen, "ListConnections %s: %s, %zu connections",
+		         user, wsgate_status_name(st), n);
+		free(list);
+		return -1;
+	}
+	*queued = list[0].queued;
+	*written = list[0].written;
+	free(list);
+	return 0;
+}
+
+/* Whether the connection's written count stays at written for
+ * FLOOD_QUIET_MS (polled); 0 when it moved, -1 on error. */
+static int conn_quiet(wsgate_client *backend, const char *user,
+                      uint64_t written, char *err, size_t errlen)
+{
+	int64_t until = test_now_ms() + FLOOD_QUIET_MS;
+
+	while (test_now_ms() < until) {
+		uint64_t q, w;
+
+		if (conn_frames(backend, user, &q, &w, err, errlen))
+			return -1;
+		if (w != written)
+			return 0;
+		test_pause_ms(FLOOD_POLL_MS);
+	}
+	return 1;
+}
+
+/*
+ * Stuck: frames wait, the sidecar wrote nothing during the last
+ * FLOOD_STALLED_BATCHES batches, and then nothing for FLOOD_QUIET_MS more.
+ * The quiet time is for TCP: the client's window stays shut (its receive
+ * buffer was small from the start), but the ACK of the first zero-window
+ * probe (about 200 ms later) may still grow the sidecar's send buffer
+ * once, to its largest, which lets it write a little more; after that no
+ * ACK frees room in it again. (With a buffer shrunk after the handshake,
+ * the probes make the socket writable every 200 ms or so, for good.)
+ */
+int event_flood_until_stuck(wsgate_client *backend, const char *user, int n,
+                            size_t size, int max_events, int *sent, char *err,
+                            size_t errlen)
+{
+	uint64_t last_written = UINT64_MAX;
+	int stalled = 0;
+
+	*sent = 0;
+	for (;;) {
+		uint64_t queued, written;
+
+		if (conn_frames(backend, user, &queued, &written, err, errlen))
+			return -1;
+		stalled =
+		    queued > 0 && written == last_written ? stalled + 1 : 0;
+		if (stalled >= FLOOD_STALLED_BATCHES) {
+			int q = conn_quiet(backend, user, written, err, errlen);
+
+			if (q != 0)
+				return q > 0 ? 0 : -1;
+			stalled = 0;
+		}
+		last_written = written;
+		if (*sent + n > max_events) {
+			snprintf(err, errlen,
+			         "%d events of %zu bytes and the connection of "
+			         "%s still takes them (%llu written)",
+			         *sent, size, user,
+			         (unsigned long long)written);
+			return -1;
+		}
+		if (event_flood_batch(backend, user, *sent + 1, n, size, NULL,
+		                      err, errlen))
+			return -1;
+		*sent += n;
+	}
 }
