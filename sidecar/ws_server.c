@@ -82,6 +82,7 @@ struct ws_server {
 	uint32_t max_conns;       /* 0: no global limit */
 	int at_max_conns;         /* refusing for the global limit */
 	int draining;             /* shutting down: handshakes get 503 */
+	int drained;              /* ws_server_drain returned */
 	struct peer_limit *peers; /* NULL: no per-peer rate limit */
 	int64_t rate_logged_at;   /* last per-peer rate log line, us */
 	uint64_t rate_refused;    /* refusals since that line */
@@ -828,6 +829,13 @@ static void session_closed(struct ws_server *srv, struct session *s)
 	struct conn *c = s->conn;
 	if (!c)
 		return;
+	if (srv->drained) {
+		/* After ws_server_drain the store and the router may be gone
+		 * (main closes them before ws_server_destroy): only free. */
+		registry_remove_conn(srv->reg, c);
+		s->conn = NULL;
+		return;
+	}
 	int code = c->close_code        ? c->close_code
 	           : s->peer_close_code ? s->peer_close_code
 	                                : LWS_CLOSE_STATUS_ABNORMAL_CLOSE;
@@ -1058,6 +1066,8 @@ void ws_server_handle_wake(struct ws_server *srv)
 	ws_server_write_ready(srv); /* what on_wake left */
 }
 
+#define DRAIN_HANGUP_US 500000 /* for hung-up sockets to be reported closed */
+
 struct close_all {
 	struct registry *reg;
 	int code;
@@ -1080,6 +1090,23 @@ void ws_server_drain(struct ws_server *srv, int code, const char *reason,
 	while ((registry_conn_count(srv->reg) || srv->closing_head) &&
 	       clock_now_us() < deadline)
 		ev_run(srv->loop, EVRUN_ONCE);
+	/* Those whose close could not be written in time are hung up now,
+	 * and their closing (session rows, dropped rows, notices) is done
+	 * here, while the store, router and inbound socket still exist. */
+	for (struct session *s = srv->closing_head; s; s = s->closing_next)
+		if (!s->hung_up) {
+			s->hung_up = 1;
+			lws_set_timeout(s->conn->transport,
+			                PENDING_TIMEOUT_CLOSE_SEND,
+			                LWS_TO_KILL_ASYNC);
+		}
+	deadline = clock_now_us() + DRAIN_HANGUP_US;
+	while (srv->closing_head && clock_now_us() < deadline)
+		ev_run(srv->loop, EVRUN_ONCE);
+	if (srv->closing_head)
+		log_warn("shutdown: connections still open after the drain; "
+		         "their session rows stay open until the next start");
+	srv->drained = 1;
 }
 
 void ws_server_destroy(struct ws_server *srv)

@@ -60,7 +60,9 @@ void ws_server_conn_ready(struct conn *c, void *srv);
 /* Service thread, within on_wake: writes the frames queued so far. */
 void ws_server_write_ready(struct ws_server *srv);
 /* Shutdown: closes every connection with code and reason, then serves
- * until they are gone or timeout_ms has passed. */
+ * until they are gone or timeout_ms has passed, and hangs up what is left.
+ * Their session rows are written by then; after it, the server needs
+ * neither store, router nor inbound socket until ws_server_destroy. */
 void ws_server_drain(struct ws_server *srv, int code, const char *reason,
                      int timeout_ms);
 void ws_server_destroy(struct ws_server *srv);

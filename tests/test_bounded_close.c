@@ -271,6 +271,29 @@ static void test_kicked_client_that_never_reads_is_hung_up(void **state)
 	              (long long)(test_now_ms() - t0), sent);
 }
 
+/* A drain cannot wait for it either: it is hung up in time for its
+ * session row to be closed, and the sidecar exits cleanly. */
+static void test_shutdown_hangs_up_a_client_that_never_reads(void **state)
+{
+	static const char user[] = "bc-stopped";
+	struct bc *b;
+	char id[64], err[300];
+	int sent = 0;
+
+	bc_start(state);
+	b = *state;
+	open_user(b, user, RCVBUF, &b->old, id);
+	if (event_flood_until_stuck(b->backend, user, BATCH, EVENT_BYTES,
+	                            MAX_EVENTS, &sent, err, sizeof(err)))
+		fail_msg("%s", err);
+	assert_int_equal(sidecar_stop(b->sc, SIDECAR_STOP_TIMEOUT_MS), 0);
+	assert_int_equal(db_int(b->sc,
+	                        "SELECT close_code FROM sessions WHERE "
+	                        "conn_id = ?1",
+	                        id),
+	                 1001);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -278,6 +301,8 @@ int main(void)
 	        test_never_reading_client_is_gone_at_once_on_4008, bc_teardown),
 	    cmocka_unit_test_teardown(
 	        test_kicked_client_that_never_reads_is_hung_up, bc_teardown),
+	    cmocka_unit_test_teardown(
+	        test_shutdown_hangs_up_a_client_that_never_reads, bc_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
