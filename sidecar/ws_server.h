@@ -1,9 +1,10 @@
 /*
  * ws_server: the libwebsockets server -- the /ws endpoint with its
- * handshake (JWT auth, origin, per-user limit, since), the client protocol
- * (connected frame, ping/pong, invalid_json, ack, forwarding to backends),
- * writing each connection's queue, closes with their codes, and the HTTP
- * endpoints /healthz and /metrics.
+ * handshake (JWT auth, origin, per-user limit, since), or first-message
+ * auth for a handshake without a token, the client protocol (connected
+ * frame, ping/pong, invalid_json, ack, token refresh, forwarding to
+ * backends), writing each connection's queue, closes with their codes
+ * (bounded in time), and the HTTP endpoints /healthz and /metrics.
  *
  * Threads: everything here runs on the one lws service thread, except
  * ws_server_wake, which any thread may call.

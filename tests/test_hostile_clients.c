@@ -696,15 +696,15 @@ static void test_handshakes_without_or_with_garbage_tokens_get_401(void **state)
 	assert_non_null(s);
 	good_start(h, h->sc, h->backend, "good-storm");
 	s->port = h->sc->port;
-	/* No token at all, an empty one, and the header forms. */
-	s->bad_paths[s->n_kinds++] = strdup("/ws");
+	/* An empty token, and the header forms (a handshake without any
+	 * token authenticates with its first message instead). */
 	s->bad_paths[s->n_kinds++] = strdup("/ws?access_token=");
 	s->bad_headers[s->n_kinds] = hdr_bearer;
 	s->bad_paths[s->n_kinds++] = strdup("/ws");
 	s->bad_headers[s->n_kinds] = hdr_basic;
 	s->bad_paths[s->n_kinds++] = strdup("/ws");
 	s->bad_headers[s->n_kinds] = hdr_proto;
-	s->bad_paths[s->n_kinds++] = strdup("/ws?since=0");
+	s->bad_paths[s->n_kinds++] = strdup("/ws?since=0&access_token=");
 	/* Garbage shaped like a JWT, and random garbage, short and long. */
 	s->bad_paths[s->n_kinds++] = strdup("/ws?access_token=a.b.c");
 	s->bad_paths[s->n_kinds++] =
