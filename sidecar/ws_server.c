@@ -51,23 +51,27 @@ struct session {
 	/* On the server's ready list (see ws_server_conn_ready). */
 	struct session *ready_next;
 	int ready_listed;
-	/* On the server's closing list (see session_close_bound). */
-	struct session *closing_prev, *closing_next;
-	int64_t close_deadline; /* us; 0: not on the list */
-	int hung_up;
+	/* On one of the server's deadline lists (struct session_list): the
+	 * connections awaiting their auth frame, or those closing. */
+	struct session_list *list; /* NULL: on none */
+	struct session *list_prev, *list_next;
+	int64_t deadline; /* us, while on a list */
+	int hung_up;      /* closing: given up on the close frame */
+};
+
+/* Sessions that all wait the same time for something (an auth frame, a
+ * close), oldest first: appended at the tail, so also in deadline order,
+ * and each sweep looks only at the expired head. */
+struct session_list {
+	struct session *head, *tail;
 };
 
 /*
  * First-message auth state: one per connection that opened without a
- * token, from ESTABLISHED until it authenticates (freed) or closes. On the
- * server's pending list while it waits; all wait --auth-timeout, so that
- * list is in deadline order.
+ * token, from ESTABLISHED until it authenticates (freed) or closes. Its
+ * session is on the server's pending list while it waits.
  */
 struct pending_auth {
-	struct session *s;
-	struct pending_auth *prev, *next;
-	int listed;
-	int64_t deadline; /* us */
 	int has_since;
 	uint64_t since;
 	char user_agent[256];
@@ -109,19 +113,18 @@ struct ws_server {
 	struct router *router;
 	size_t max_client_frame;
 	uint32_t max_conns_per_user;
-	uint32_t max_conns;      /* 0: no global limit */
-	int at_max_conns;        /* refusing for the global limit */
-	int64_t auth_timeout_us; /* 0: a token is required at handshake */
-	uint32_t max_unauth;     /* 0: no limit of its own */
-	uint32_t n_unauth;       /* sessions with a pending_auth */
-	int at_max_unauth;       /* refusing for max_unauth */
-	/* Connections awaiting their auth frame, oldest first. */
-	struct pending_auth *pending_head, *pending_tail;
-	int draining;             /* shutting down: handshakes get 503 */
-	int drained;              /* ws_server_drain returned */
-	struct peer_limit *peers; /* NULL: no per-peer rate limit */
-	int64_t rate_logged_at;   /* last per-peer rate log line, us */
-	uint64_t rate_refused;    /* refusals since that line */
+	uint32_t max_conns;          /* 0: no global limit */
+	int at_max_conns;            /* refusing for the global limit */
+	int64_t auth_timeout_us;     /* 0: a token is required at handshake */
+	uint32_t max_unauth;         /* 0: no limit of its own */
+	uint32_t n_unauth;           /* sessions with a pending_auth */
+	int at_max_unauth;           /* refusing for max_unauth */
+	struct session_list pending; /* awaiting their auth frame */
+	int draining;                /* shutting down: handshakes get 503 */
+	int drained;                 /* ws_server_drain returned */
+	struct peer_limit *peers;    /* NULL: no per-peer rate limit */
+	int64_t rate_logged_at;      /* last per-peer rate log line, us */
+	uint64_t rate_refused;       /* refusals since that line */
 	const char *const *origins;
 	int n_origins;
 	int64_t started_us;
@@ -134,9 +137,7 @@ struct ws_server {
 	 * only while in_wake. */
 	struct session *ready_head, *ready_tail;
 	int in_wake;
-	/* Sessions whose connection is closing, oldest first: all wait the
-	 * same CLOSE_TIMEOUT_US, so the list is in deadline order. */
-	struct session *closing_head, *closing_tail;
+	struct session_list closing; /* closed by the sidecar, not yet gone */
 };
 
 static void lws_log_emit(int level, const char *line)
@@ -528,6 +529,39 @@ static int handshake_check(struct ws_server *srv, struct lws *wsi,
 #define CONN_SWEEP_US    1000000
 #define CLOSE_TIMEOUT_US 2000000
 
+static void session_list_remove(struct session *s)
+{
+	struct session_list *l = s->list;
+	if (!l)
+		return;
+	if (s->list_prev)
+		s->list_prev->list_next = s->list_next;
+	else
+		l->head = s->list_next;
+	if (s->list_next)
+		s->list_next->list_prev = s->list_prev;
+	else
+		l->tail = s->list_prev;
+	s->list_prev = s->list_next = NULL;
+	s->list = NULL;
+}
+
+/* Moves s to the tail of l (from any list it is on), due after wait_us. */
+static void session_list_append(struct session_list *l, struct session *s,
+                                int64_t wait_us)
+{
+	session_list_remove(s);
+	s->deadline = clock_now_us() + wait_us;
+	s->list = l;
+	s->list_prev = l->tail;
+	s->list_next = NULL;
+	if (l->tail)
+		l->tail->list_next = s;
+	else
+		l->head = s;
+	l->tail = s;
+}
+
 /*
  * Bounded close policy: a connection the sidecar closes (4001, 4003, 4008,
  * idle, shutdown) left the registry at once (registry_conn_close); its
@@ -542,40 +576,16 @@ static int handshake_check(struct ws_server *srv, struct lws *wsi,
  */
 static void session_close_bound(struct ws_server *srv, struct session *s)
 {
-	if (s->close_deadline)
-		return;
-	s->close_deadline = clock_now_us() + CLOSE_TIMEOUT_US;
-	s->closing_prev = srv->closing_tail;
-	s->closing_next = NULL;
-	if (srv->closing_tail)
-		srv->closing_tail->closing_next = s;
-	else
-		srv->closing_head = s;
-	srv->closing_tail = s;
-}
-
-static void session_close_unlist(struct ws_server *srv, struct session *s)
-{
-	if (!s->close_deadline)
-		return;
-	if (s->closing_prev)
-		s->closing_prev->closing_next = s->closing_next;
-	else
-		srv->closing_head = s->closing_next;
-	if (s->closing_next)
-		s->closing_next->closing_prev = s->closing_prev;
-	else
-		srv->closing_tail = s->closing_prev;
-	s->closing_prev = s->closing_next = NULL;
-	s->close_deadline = 0;
+	if (s->list != &srv->closing)
+		session_list_append(&srv->closing, s, CLOSE_TIMEOUT_US);
 }
 
 /* Hangs up the closing sessions past their deadline. They stay on the
  * list until lws reports them closed (LWS_CALLBACK_CLOSED). */
 static void closing_sweep(struct ws_server *srv, int64_t now)
 {
-	for (struct session *s = srv->closing_head;
-	     s && s->close_deadline <= now; s = s->closing_next) {
+	for (struct session *s = srv->closing.head; s && s->deadline <= now;
+	     s = s->list_next) {
 		if (s->hung_up)
 			continue;
 		s->hung_up = 1;
@@ -590,40 +600,13 @@ static void closing_sweep(struct ws_server *srv, int64_t now)
 
 /* --- first-message auth --- */
 
-static void pending_list(struct ws_server *srv, struct pending_auth *pa)
-{
-	pa->prev = srv->pending_tail;
-	pa->next = NULL;
-	if (srv->pending_tail)
-		srv->pending_tail->next = pa;
-	else
-		srv->pending_head = pa;
-	srv->pending_tail = pa;
-	pa->listed = 1;
-}
-
-static void pending_unlist(struct ws_server *srv, struct pending_auth *pa)
-{
-	if (!pa->listed)
-		return;
-	if (pa->prev)
-		pa->prev->next = pa->next;
-	else
-		srv->pending_head = pa->next;
-	if (pa->next)
-		pa->next->prev = pa->prev;
-	else
-		srv->pending_tail = pa->prev;
-	pa->prev = pa->next = NULL;
-	pa->listed = 0;
-}
-
 static void pending_free(struct ws_server *srv, struct session *s)
 {
 	struct pending_auth *pa = s->pa;
 	if (!pa)
 		return;
-	pending_unlist(srv, pa);
+	if (s->list == &srv->pending)
+		session_list_remove(s);
 	if (pa->error)
 		frame_unref(pa->error);
 	free(pa);
@@ -641,8 +624,6 @@ static int session_await_auth(struct ws_server *srv, struct lws *wsi,
 		log_error("out of memory opening a connection");
 		return -1;
 	}
-	pa->s = s;
-	pa->deadline = clock_now_us() + srv->auth_timeout_us;
 	pa->has_since = srv->stash.has_since;
 	pa->since = srv->stash.since;
 	memcpy(pa->user_agent, srv->stash.user_agent, sizeof(pa->user_agent));
@@ -650,7 +631,7 @@ static int session_await_auth(struct ws_server *srv, struct lws *wsi,
 	s->pa = pa;
 	s->heard_at = clock_now_us();
 	srv->n_unauth++;
-	pending_list(srv, pa);
+	session_list_append(&srv->pending, s, srv->auth_timeout_us);
 	return 0;
 }
 
@@ -673,7 +654,6 @@ static void session_auth_refuse(struct ws_server *srv, struct session *s,
 		         close_code, why);
 		auth_failure_record(srv, pa->peer, why);
 	}
-	pending_unlist(srv, pa);
 	pa->close_code = close_code;
 	pa->close_reason = close_reason;
 	pa->error = code ? frame_build_error(code, message) : NULL;
@@ -686,11 +666,11 @@ static void session_auth_refuse(struct ws_server *srv, struct session *s,
  * 4401 (checked by the once-a-second sweep). */
 static void pending_sweep(struct ws_server *srv, int64_t now)
 {
-	struct pending_auth *pa;
-	while ((pa = srv->pending_head) && pa->deadline <= now)
-		session_auth_refuse(srv, pa->s, 4401,
-		                    "authentication timed out", "auth_timeout",
-		                    "no auth frame in time", "auth_timeout");
+	struct session *s;
+	while ((s = srv->pending.head) && s->deadline <= now)
+		session_auth_refuse(srv, s, 4401, "authentication timed out",
+		                    "auth_timeout", "no auth frame in time",
+		                    "auth_timeout");
 }
 
 struct conn_sweep {
@@ -1195,8 +1175,8 @@ static void session_closed(struct ws_server *srv, struct session *s)
 {
 	free(s->rx);
 	s->rx = NULL;
-	session_close_unlist(srv, s);
 	pending_free(srv, s);
+	session_list_remove(s);
 	struct conn *c = s->conn;
 	if (!c)
 		return;
@@ -1460,27 +1440,27 @@ void ws_server_drain(struct ws_server *srv, int code, const char *reason,
 	struct close_all ca = {srv->reg, code, reason};
 	registry_foreach_conn(srv->reg, close_one, &ca);
 	/* Those still waiting for their auth frame: no frame, no row. */
-	while (srv->pending_head)
-		session_auth_refuse(srv, srv->pending_head->s, code, reason,
-		                    NULL, NULL, NULL);
+	while (srv->pending.head)
+		session_auth_refuse(srv, srv->pending.head, code, reason, NULL,
+		                    NULL, NULL);
 	int64_t deadline = clock_now_us() + (int64_t)timeout_ms * 1000;
-	while ((registry_conn_count(srv->reg) || srv->closing_head ||
+	while ((registry_conn_count(srv->reg) || srv->closing.head ||
 	        srv->n_unauth) &&
 	       clock_now_us() < deadline)
 		ev_run(srv->loop, EVRUN_ONCE);
 	/* Those whose close could not be written in time are hung up now,
 	 * and their closing (session rows, dropped rows, notices) is done
 	 * here, while the store, router and inbound socket still exist. */
-	for (struct session *s = srv->closing_head; s; s = s->closing_next)
+	for (struct session *s = srv->closing.head; s; s = s->list_next)
 		if (!s->hung_up) {
 			s->hung_up = 1;
 			lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND,
 			                LWS_TO_KILL_ASYNC);
 		}
 	deadline = clock_now_us() + DRAIN_HANGUP_US;
-	while (srv->closing_head && clock_now_us() < deadline)
+	while (srv->closing.head && clock_now_us() < deadline)
 		ev_run(srv->loop, EVRUN_ONCE);
-	if (srv->closing_head)
+	if (srv->closing.head)
 		log_warn("shutdown: connections still open after the drain; "
 		         "their session rows stay open until the next start");
 	srv->drained = 1;

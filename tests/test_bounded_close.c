@@ -24,7 +24,6 @@
 #include <string.h>
 
 #include <jansson.h>
-#include <sqlite3.h>
 
 #include "event_flood.h"
 #include "sidecar_proc.h"
@@ -144,45 +143,34 @@ static int64_t wait_unlisted(struct bc *b, const char *user)
 	return test_now_ms() - t0;
 }
 
-/* The integer a query about conn_id returns, -1 when none. */
-static int64_t db_int(const struct sidecar *sc, const char *sql,
-                      const char *conn_id)
-{
-	sqlite3 *db;
-	sqlite3_stmt *st;
-	int64_t v = -1;
-
-	if (sqlite3_open_v2(sc->db_path, &db, SQLITE_OPEN_READONLY, NULL) !=
-	    SQLITE_OK)
-		fail_msg("open %s: %s", sc->db_path, sqlite3_errmsg(db));
-	sqlite3_busy_timeout(db, 2000);
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-		fail_msg("%s: %s", sql, sqlite3_errmsg(db));
-	sqlite3_bind_text(st, 1, conn_id, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW &&
-	    sqlite3_column_type(st, 0) != SQLITE_NULL)
-		v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	return v;
-}
-
 /* Polls until the session row of conn_id is closed; returns its code. */
 static int64_t wait_session_closed(const struct sidecar *sc,
                                    const char *conn_id)
 {
-	static const char sql[] =
-	    "SELECT close_code FROM sessions WHERE conn_id = ?1";
-	int64_t deadline = test_now_ms() + POLL_MS, code;
+	int64_t code = sidecar_db_wait(
+	    sc, "SELECT close_code FROM sessions WHERE conn_id = ?1", conn_id,
+	    NULL, 0, POLL_MS);
 
-	while ((code = db_int(sc, sql, conn_id)) < 0 &&
-	       test_now_ms() < deadline)
-		test_pause_ms(20);
 	if (code < 0)
 		fail_msg("session %s still open %d ms later (its socket was "
 		         "not hung up)",
 		         conn_id, POLL_MS);
 	return code;
+}
+
+/* Opens a connection of user (its conn_id into id) whose client reads
+ * nothing, and sends it events until its socket takes no more; returns
+ * how many were sent. */
+static int open_stuck(struct bc *b, const char *user, char id[64])
+{
+	char err[300];
+	int sent = 0;
+
+	open_user(b, user, RCVBUF, &b->old, id);
+	if (event_flood_until_stuck(b->backend, user, BATCH, EVENT_BYTES,
+	                            MAX_EVENTS, &sent, err, sizeof(err)))
+		fail_msg("%s", err);
+	return sent;
 }
 
 /* The old connection's user connects again (--max-conns-per-user 1). */
@@ -205,10 +193,7 @@ static void test_never_reading_client_is_gone_at_once_on_4008(void **state)
 
 	bc_start(state);
 	b = *state;
-	open_user(b, user, RCVBUF, &b->old, id);
-	if (event_flood_until_stuck(b->backend, user, BATCH, EVENT_BYTES,
-	                            MAX_EVENTS, &sent, err, sizeof(err)))
-		fail_msg("%s", err);
+	sent = open_stuck(b, user, id);
 	/* Then until an event finds no connection: the queue passed its
 	 * limit and the connection was closed. */
 	while (conns > 0) {
@@ -231,10 +216,10 @@ static void test_never_reading_client_is_gone_at_once_on_4008(void **state)
 	assert_int_equal(wait_session_closed(b->sc, id), 4008);
 	print_message("    session closed %lld ms after the close\n",
 	              (long long)(test_now_ms() - t0));
-	assert_true(db_int(b->sc,
-	                   "SELECT count(*) FROM deliveries WHERE conn_id = ?1 "
-	                   "AND status = 'dropped'",
-	                   id) > 0);
+	assert_true(sidecar_db_int(b->sc,
+	                           "SELECT count(*) FROM deliveries WHERE "
+	                           "conn_id = ?1 AND status = 'dropped'",
+	                           id, NULL) > 0);
 	/* Its socket ends: the close frame if it got through in time, or
 	 * just the end of the connection. */
 	rc = ws_client_recv_close(b->old, POLL_MS);
@@ -246,17 +231,14 @@ static void test_kicked_client_that_never_reads_is_hung_up(void **state)
 {
 	static const char user[] = "bc-kicked";
 	struct bc *b;
-	char id[64], err[300];
+	char id[64];
 	uint32_t kicked = 0;
-	int sent = 0;
+	int sent;
 	int64_t t0;
 
 	bc_start(state);
 	b = *state;
-	open_user(b, user, RCVBUF, &b->old, id);
-	if (event_flood_until_stuck(b->backend, user, BATCH, EVENT_BYTES,
-	                            MAX_EVENTS, &sent, err, sizeof(err)))
-		fail_msg("%s", err);
+	sent = open_stuck(b, user, id);
 
 	t0 = test_now_ms();
 	assert_int_equal(
@@ -277,20 +259,16 @@ static void test_shutdown_hangs_up_a_client_that_never_reads(void **state)
 {
 	static const char user[] = "bc-stopped";
 	struct bc *b;
-	char id[64], err[300];
-	int sent = 0;
+	char id[64];
 
 	bc_start(state);
 	b = *state;
-	open_user(b, user, RCVBUF, &b->old, id);
-	if (event_flood_until_stuck(b->backend, user, BATCH, EVENT_BYTES,
-	                            MAX_EVENTS, &sent, err, sizeof(err)))
-		fail_msg("%s", err);
+	open_stuck(b, user, id);
 	assert_int_equal(sidecar_stop(b->sc, SIDECAR_STOP_TIMEOUT_MS), 0);
-	assert_int_equal(db_int(b->sc,
-	                        "SELECT close_code FROM sessions WHERE "
-	                        "conn_id = ?1",
-	                        id),
+	assert_int_equal(sidecar_db_int(b->sc,
+	                                "SELECT close_code FROM sessions WHERE "
+	                                "conn_id = ?1",
+	                                id, NULL),
 	                 1001);
 }
 

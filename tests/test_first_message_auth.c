@@ -26,7 +26,6 @@
 #include <time.h>
 
 #include <jansson.h>
-#include <sqlite3.h>
 
 #include "sidecar_proc.h"
 #include "test_clock.h"
@@ -95,6 +94,16 @@ static char *token(const struct sidecar *sc, const char *user, int64_t ttl)
 
 	assert_non_null(t);
 	return t;
+}
+
+/* "/ws?access_token=" and a token of user living ttl seconds; malloc'd. */
+static char *token_path(const struct sidecar *sc, const char *user, int64_t ttl)
+{
+	char *tok = token(sc, user, ttl), *path = NULL;
+
+	assert_true(asprintf(&path, "/ws?access_token=%s", tok) > 0);
+	free(tok);
+	return path;
 }
 
 /* Sends {"type":TYPE,"token":TOK}. */
@@ -241,30 +250,6 @@ static int64_t wall_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static int64_t db_int(const struct sidecar *sc, const char *sql, const char *a,
-                      const char *b)
-{
-	sqlite3 *db;
-	sqlite3_stmt *st;
-	int64_t v = -1;
-
-	if (sqlite3_open_v2(sc->db_path, &db, SQLITE_OPEN_READONLY, NULL) !=
-	    SQLITE_OK)
-		fail_msg("open %s: %s", sc->db_path, sqlite3_errmsg(db));
-	sqlite3_busy_timeout(db, 2000);
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-		fail_msg("%s: %s", sql, sqlite3_errmsg(db));
-	if (a)
-		sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
-	if (b)
-		sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	return v;
-}
-
 /* Polls until an auth_failures row with reason written at or after
  * since_us is there; fails the test otherwise. */
 static void expect_failure_row(const struct sidecar *sc, int64_t since_us,
@@ -272,15 +257,11 @@ static void expect_failure_row(const struct sidecar *sc, int64_t since_us,
 {
 	static const char sql[] = "SELECT count(*) FROM auth_failures WHERE "
 	                          "at >= CAST(?1 AS INTEGER) AND reason = ?2";
-	int64_t deadline = test_now_ms() + POLL_MS;
 	char at[32];
 
 	snprintf(at, sizeof(at), "%lld", (long long)since_us);
-	while (db_int(sc, sql, at, reason) < 1) {
-		if (test_now_ms() >= deadline)
-			fail_msg("no auth_failures row \"%s\"", reason);
-		test_pause_ms(20);
-	}
+	if (sidecar_db_wait(sc, sql, at, reason, 1, POLL_MS) < 1)
+		fail_msg("no auth_failures row \"%s\"", reason);
 }
 
 static uint32_t stats_connections(struct fm *f)
@@ -314,10 +295,10 @@ static void test_auth_frame_connects_as_its_user(void **state)
 	assert_int_equal(conns, 1);
 	expect_event(c, user, 2, 2);
 	expect_pong(c);
-	assert_int_equal(db_int(f->sc,
-	                        "SELECT count(*) FROM sessions WHERE "
-	                        "conn_id = ?1 AND user_id = ?2",
-	                        id, user),
+	assert_int_equal(sidecar_db_int(f->sc,
+	                                "SELECT count(*) FROM sessions WHERE "
+	                                "conn_id = ?1 AND user_id = ?2",
+	                                id, user),
 	                 1);
 	free(id);
 	f->passed++;
@@ -395,9 +376,8 @@ static void test_refresh_keeps_a_connection_past_its_first_exp(void **state)
 	struct fm *f = *state;
 	/* Tokens expired LEEWAY_S - 5 s ago: accepted, closed 4001 in 5 s. */
 	char *old_a = token(f->sc, "fm-refresh", 5 - LEEWAY_S);
-	char *old_b = token(f->sc, "fm-norefresh", 5 - LEEWAY_S);
+	char *old_b = token_path(f->sc, "fm-norefresh", 5 - LEEWAY_S);
 	char *fresh = token(f->sc, "fm-refresh", 600);
-	char *path = NULL;
 	struct ws_client *a, *b;
 	json_t *obj;
 	json_int_t exp;
@@ -407,9 +387,7 @@ static void test_refresh_keeps_a_connection_past_its_first_exp(void **state)
 	a = open_path(f, f->sc, "/ws");
 	send_token_frame(a, "auth", old_a);
 	free(expect_connected(a, "fm-refresh", 0));
-	assert_true(asprintf(&path, "/ws?access_token=%s", old_b) > 0);
-	b = open_path(f, f->sc, path);
-	free(path);
+	b = open_path(f, f->sc, old_b);
 	free(expect_connected(b, "fm-norefresh", 0));
 
 	send_token_frame(a, "refresh", fresh);
@@ -438,12 +416,10 @@ static void test_refresh_for_another_user_changes_nothing(void **state)
 	struct fm *f = *state;
 	static const char user[] = "fm-keep";
 	int64_t t0 = wall_us();
-	char *tok = token(f->sc, user, 600), *other = token(f->sc, "fm-x", 600);
-	char *path = NULL;
-	struct ws_client *c;
+	char *path = token_path(f->sc, user, 600);
+	char *other = token(f->sc, "fm-x", 600);
+	struct ws_client *c = open_path(f, f->sc, path);
 
-	assert_true(asprintf(&path, "/ws?access_token=%s", tok) > 0);
-	c = open_path(f, f->sc, path);
 	free(path);
 	free(expect_connected(c, user, 0));
 
@@ -462,7 +438,6 @@ static void test_refresh_for_another_user_changes_nothing(void **state)
 	expect_pong(c);
 	expect_failure_row(f->sc, t0, "refresh: sub is another user");
 	expect_failure_row(f->sc, t0, "refresh: malformed");
-	free(tok);
 	free(other);
 	f->passed++;
 }
@@ -471,14 +446,12 @@ static void test_since_works_with_first_message_auth(void **state)
 {
 	struct fm *f = *state;
 	static const char user[] = "fm-since";
-	char *tok = token(f->sc, user, 600), *path = NULL;
+	char *path = token_path(f->sc, user, 600);
 	struct ws_client *c;
 	int64_t deadline;
 
 	/* Three events delivered to a first connection (so none is pending
 	 * any more), which then leaves. */
-	assert_true(asprintf(&path, "/ws?access_token=%s", tok) > 0);
-	free(tok);
 	c = open_path(f, f->sc, path);
 	free(path);
 	free(expect_connected(c, user, 0));
@@ -490,10 +463,11 @@ static void test_since_works_with_first_message_auth(void **state)
 	ws_client_close(c, RECV_MS);
 	deadline = test_now_ms() + POLL_MS;
 	while ((stats_connections(f) != 0 ||
-	        db_int(f->sc,
-	               "SELECT count(*) FROM events WHERE user_id = ?1 AND "
-	               "pending = 1",
-	               user, NULL) != 0) &&
+	        sidecar_db_int(
+	            f->sc,
+	            "SELECT count(*) FROM events WHERE user_id = ?1 AND "
+	            "pending = 1",
+	            user, NULL) != 0) &&
 	       test_now_ms() < deadline)
 		test_pause_ms(20);
 
@@ -513,13 +487,10 @@ static void test_auth_over_the_per_user_limit_gets_4429(void **state)
 	struct fm *f = *state;
 	static const char user[] = "fm-limit";
 	int64_t t0 = wall_us();
-	char *tok = token(f->sc, user, 600), *path = NULL;
-	struct ws_client *first, *second;
+	char *path = token_path(f->sc, user, 600);
+	struct ws_client *first = open_path(f, f->sc, path), *second;
 
-	assert_true(asprintf(&path, "/ws?access_token=%s", tok) > 0);
-	first = open_path(f, f->sc, path);
 	free(path);
-	free(tok);
 	free(expect_connected(first, user, 0));
 
 	second = open_path(f, f->sc, "/ws");
@@ -554,7 +525,7 @@ static void test_unauthenticated_connections_are_bounded(void **state)
 	                                   "4",
 	                                   NULL};
 	struct ws_client *waiting[3];
-	char *tok, *path = NULL;
+	char *path;
 	int64_t deadline;
 	int st;
 
@@ -564,14 +535,10 @@ static void test_unauthenticated_connections_are_bounded(void **state)
 	/* A fourth without a token: 503; one with a token still gets in,
 	 * and then --max-conns (which counts the waiting ones) is full. */
 	assert_int_equal(handshake_status(f->own_sc, "/ws"), 503);
-	tok = token(f->own_sc, "fm-bound", 600);
-	assert_true(asprintf(&path, "/ws?access_token=%s", tok) > 0);
-	free(tok);
+	path = token_path(f->own_sc, "fm-bound", 600);
 	free(expect_connected(open_path(f, f->own_sc, path), "fm-bound", 0));
-	tok = token(f->own_sc, "fm-bound-2", 600);
 	free(path);
-	assert_true(asprintf(&path, "/ws?access_token=%s", tok) > 0);
-	free(tok);
+	path = token_path(f->own_sc, "fm-bound-2", 600);
 	assert_int_equal(handshake_status(f->own_sc, path), 429);
 
 	/* They are closed at their deadline, and there is room again. */

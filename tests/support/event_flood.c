@@ -13,8 +13,7 @@
 #define FLOOD_QUIET_MS        1000
 #define FLOOD_POLL_MS         50
 
-/* {"n":N,"pad":"xxx..."} of exactly size bytes (size >= 32). */
-static char *flood_payload(int n, size_t size)
+char *event_flood_payload(int n, size_t size)
 {
 	char *p = malloc(size + 1);
 	int head;
@@ -42,7 +41,7 @@ int event_flood_batch(wsgate_client *backend, const char *user, int first,
 		snprintf(err, errlen, "event_flood_batch: bad n or size");
 		return -1;
 	}
-	payload = flood_payload(first, size);
+	payload = event_flood_payload(first, size);
 	if (!payload) {
 		snprintf(err, errlen, "out of memory");
 		return -1;

@@ -13,6 +13,10 @@
 
 #define EVENT_FLOOD_BATCH_MAX 64
 
+/* A JSON payload of exactly size (>= 32) bytes, {"n":N,"pad":"xx..."},
+ * NUL-terminated; malloc'd, NULL when out of memory. */
+char *event_flood_payload(int n, size_t size);
+
 /* Sends n (<= EVENT_FLOOD_BATCH_MAX) events of size bytes of JSON each to
  * user in one batch, ids "<user>-<first + i>", retrying the same ids while
  * the sidecar answers "busy" (bounded). *connections (if not NULL) gets the
