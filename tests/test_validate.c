@@ -564,13 +564,23 @@ static void test_custom_type_outside_its_charset_is_refused(void **state)
 static void test_reserved_custom_type_names_are_refused(void **state)
 {
 	static char *const reserved[] = {
-	    "connected",      "pong",
-	    "error",          "resume_failed",
-	    "ping",           "ack",
-	    "auth",           "refresh",
-	    "refreshed",      "agent_started",
-	    "agent_thinking", "tool_executing",
-	    "tool_completed", "agent_completed",
+	    /* sent by the sidecar */
+	    "connected",
+	    "pong",
+	    "error",
+	    "resume_failed",
+	    "refreshed",
+	    /* consumed by the sidecar */
+	    "ping",
+	    "ack",
+	    "auth",
+	    "refresh",
+	    /* the standard event types */
+	    "agent_started",
+	    "agent_thinking",
+	    "tool_executing",
+	    "tool_completed",
+	    "agent_completed",
 	    "agent_error",
 	};
 
