@@ -33,12 +33,18 @@ static const char *const validate_standard_names[] = {
 /* Frame types the sidecar itself sends or consumes: a custom event named
  * like one of them would be indistinguishable from it on the wire. */
 static const char *const validate_reserved_names[] = {
+    /* sent by the sidecar */
     "connected",
     "pong",
     "error",
     "resume_failed",
+    "refreshed",
+    /* consumed by the sidecar */
     "ping",
     "ack",
+    "auth",
+    "refresh",
+    /* the standard event types */
     "agent_started",
     "agent_thinking",
     "tool_executing",

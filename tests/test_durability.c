@@ -38,6 +38,7 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
+#include "event_flood.h"
 #include "test_clock.h"
 #include "proc_status.h"
 #include "sidecar_proc.h"
@@ -1176,21 +1177,6 @@ struct flood {
 	atomic_bool done;
 };
 
-static char *slow_payload(int i, size_t *len)
-{
-	char *p = malloc(SLOW_PAYLOAD + 1);
-	int head;
-
-	if (!p)
-		return NULL;
-	head = snprintf(p, SLOW_PAYLOAD, "{\"n\":%d,\"pad\":\"", i);
-	memset(p + head, 'x', SLOW_PAYLOAD - (size_t)head - 2);
-	memcpy(p + SLOW_PAYLOAD - 2, "\"}", 2);
-	p[SLOW_PAYLOAD] = '\0';
-	*len = SLOW_PAYLOAD;
-	return p;
-}
-
 static void *flood_main(void *arg)
 {
 	struct flood *f = arg;
@@ -1205,17 +1191,16 @@ static void *flood_main(void *arg)
 		int64_t give_up = test_now_ms() + RUN_MS;
 
 		for (int k = 0; k < SLOW_BATCH; k++) {
-			size_t len;
-
 			free(payloads[k]);
-			payloads[k] = slow_payload(b + k, &len);
+			payloads[k] = event_flood_payload(b + k, SLOW_PAYLOAD);
 			if (!payloads[k]) {
 				snprintf(f->fatal, sizeof(f->fatal),
 				         "out of memory");
 				goto out;
 			}
 			snprintf(ids[k], sizeof(ids[k]), "slow-%d", b + k);
-			ev[k] = make_event(ids[k], "slow", payloads[k], len);
+			ev[k] = make_event(ids[k], "slow", payloads[k],
+			                   SLOW_PAYLOAD);
 		}
 		for (;;) {
 			enum wsgate_status st =

@@ -564,12 +564,18 @@ static void test_custom_type_outside_its_charset_is_refused(void **state)
 static void test_reserved_custom_type_names_are_refused(void **state)
 {
 	static char *const reserved[] = {
+	    /* sent by the sidecar */
 	    "connected",
 	    "pong",
 	    "error",
 	    "resume_failed",
+	    "refreshed",
+	    /* consumed by the sidecar */
 	    "ping",
 	    "ack",
+	    "auth",
+	    "refresh",
+	    /* the standard event types */
 	    "agent_started",
 	    "agent_thinking",
 	    "tool_executing",
@@ -588,7 +594,8 @@ static void test_reserved_custom_type_names_are_refused(void **state)
 
 static void test_names_near_reserved_ones_are_accepted(void **state)
 {
-	static char *const near[] = {"connected2", "ping.pong", "ack_", "err"};
+	static char *const near[] = {"connected2", "ping.pong", "ack_",
+	                             "err",        "authx",     "refreshed.v2"};
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(near) / sizeof(near[0]); i++) {

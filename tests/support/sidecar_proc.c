@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include <openssl/rand.h>
+#include <sqlite3.h>
 
 #include "jwt_mint.h"
 #include "test_dir.h"
@@ -302,6 +303,49 @@ bool sidecar_running(struct sidecar *s, int *status)
 		*status = st;
 	s->pid = 0;
 	return false;
+}
+
+int64_t sidecar_db_int(const struct sidecar *s, const char *sql, const char *a,
+                       const char *b)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int64_t v = -1;
+
+	if (sqlite3_open_v2(s->db_path, &db, SQLITE_OPEN_READONLY, NULL) !=
+	    SQLITE_OK) {
+		fprintf(stderr, "open %s: %s\n", s->db_path,
+		        sqlite3_errmsg(db));
+		sqlite3_close(db);
+		return -1;
+	}
+	sqlite3_busy_timeout(db, 2000);
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+		fprintf(stderr, "%s: %s\n", sql, sqlite3_errmsg(db));
+		sqlite3_close(db);
+		return -1;
+	}
+	if (a)
+		sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
+	if (b)
+		sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW &&
+	    sqlite3_column_type(st, 0) != SQLITE_NULL)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return v;
+}
+
+int64_t sidecar_db_wait(const struct sidecar *s, const char *sql, const char *a,
+                        const char *b, int64_t want, int timeout_ms)
+{
+	int64_t deadline = test_now_ms() + timeout_ms, v;
+
+	while ((v = sidecar_db_int(s, sql, a, b)) < want &&
+	       test_now_ms() < deadline)
+		test_pause_ms(POLL_INTERVAL_MS * 4);
+	return v;
 }
 
 bool sidecar_log_contains(const struct sidecar *s, const char *text)

@@ -113,6 +113,18 @@ void sidecar_free(struct sidecar *s, bool failed);
  * sidecar that died earlier is a failure too). */
 int sidecar_finish(struct sidecar *s, bool passed);
 
+/* The first column of the first row that sql (with up to two text
+ * parameters, a and b, or NULL) returns from the sidecar's database,
+ * opened read-only; -1 when there is no row or the value is NULL, and on
+ * an error (printed on stderr). */
+int64_t sidecar_db_int(const struct sidecar *s, const char *sql, const char *a,
+                       const char *b);
+/* Polls sidecar_db_int until it returns at least want, for up to
+ * timeout_ms (the store writes a moment after the fact); returns the last
+ * value. */
+int64_t sidecar_db_wait(const struct sidecar *s, const char *sql, const char *a,
+                        const char *b, int64_t want, int timeout_ms);
+
 /* Prints the last lines of the sidecar's log on stderr. */
 void sidecar_print_log(const struct sidecar *s, size_t max_bytes);
 /* Whether a line of the sidecar's log contains text. */
