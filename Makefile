@@ -4,7 +4,7 @@
 DEB_PACKAGES := build-essential cmake pkg-config libwebsockets-dev libnng-dev \
 	libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev libcmocka-dev \
 	libssl-dev libjansson-dev libev-dev libwebsockets-evlib-ev openssl sqlite3 clang libclang-rt-14-dev \
-	valgrind
+	valgrind chromium
 JOBS ?= 2
 BUILD ?= build
 ASAN_BUILD ?= build-asan
@@ -14,7 +14,7 @@ FUZZ_SECONDS ?= 20
 FUZZ_LONG_SECONDS ?= 600
 
 .PHONY: all deps build build-asan run test test-normal test-asan \
-	test-valgrind test-bench test-fuzz fuzz bench clean
+	test-valgrind test-bench test-fuzz test-browser fuzz bench clean
 
 all: build
 
@@ -61,8 +61,16 @@ test-bench: build
 test-fuzz: deps
 	tests/fuzz/run.sh $(FUZZ_SECONDS)
 
-test: test-normal test-asan test-valgrind test-bench test-fuzz
-	@echo "make test: all suites passed (normal, asan+ubsan, valgrind, bench smoke, fuzz $(FUZZ_SECONDS)s each)"
+# The browser client (clients/js): its npm dev dependencies when missing
+# (npm ci, from package-lock.json), the bundles, the Node unit tests, then
+# the headless Chromium test against a real sidecar from $(BUILD).
+test-browser: build
+	cd clients/js && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && \
+		npm run build && npm test && \
+		BUILD_DIR=$(abspath $(BUILD)) npm run test:browser
+
+test: test-normal test-asan test-valgrind test-bench test-fuzz test-browser
+	@echo "make test: all suites passed (normal, asan+ubsan, valgrind, bench smoke, fuzz $(FUZZ_SECONDS)s each, browser)"
 
 fuzz: deps
 	tests/fuzz/run.sh $(FUZZ_LONG_SECONDS)
