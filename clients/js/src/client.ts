@@ -9,7 +9,7 @@
 // a socket that is no longer the current attempt are ignored, which is what
 // keeps late events of a dead socket from interleaving with the next one.
 
-import { decodeJwtExp } from './jwt.js';
+import { tokenDeadline } from './jwt.js';
 import {
   CloseCode,
   CONTROL_FRAME_TYPES,
@@ -209,8 +209,10 @@ class Attempt {
   /** Highest seq this socket carried: the most an ack may name. */
   maxSeqReceived = 0;
   ackedSeq = 0;
-  /** Token sent in a refresh frame, in use once `refreshed` arrives. */
-  pendingToken: string | undefined;
+  /** When the token in use expires, on the local clock (ms); undefined: never refreshed. */
+  tokenDeadline: number | undefined;
+  /** Deadline of the token sent in a refresh frame, in force once `refreshed` arrives. */
+  pendingDeadline: number | undefined;
   connectTimer: Timer | undefined;
   pingTimer: Timer | undefined;
   pongTimer: Timer | undefined;
@@ -219,9 +221,12 @@ class Attempt {
 
   constructor(
     readonly socket: WebSocketLike,
-    public token: string,
+    readonly token: string,
     readonly since: number | undefined,
-  ) {}
+    receivedAt: number,
+  ) {
+    this.tokenDeadline = tokenDeadline(token, receivedAt);
+  }
 
   clearTimers(): void {
     for (const t of [this.connectTimer, this.pingTimer, this.pongTimer, this.refreshTimer, this.ackTimer]) {
@@ -362,7 +367,7 @@ export class WsgateClient {
       this.finish('failed', { error: { code: 'invalid_url', message: String(e), cause: e } });
       return;
     }
-    const a = new Attempt(socket, token, since);
+    const a = new Attempt(socket, token, since, Date.now());
     this.current = a;
     a.connectTimer = setTimeout(
       () => this.abandon(a, { code: 'connect_timeout', message: 'no connected frame in time' }),
@@ -535,7 +540,7 @@ export class WsgateClient {
       resumedFrom: a.since,
     });
     if (this.current !== a) return; // a callback closed us
-    this.scheduleRefresh(a, decodeJwtExp(a.token));
+    this.scheduleRefresh(a);
     this.schedulePing(a);
   }
 
@@ -578,7 +583,7 @@ export class WsgateClient {
       a.serverError = code; // the close that follows is judged by it
     }
     if (code === 'refresh_failed') {
-      a.pendingToken = undefined;
+      a.pendingDeadline = undefined;
       this.scheduleRefreshRetry(a);
     }
     this.report({ code, message: typeof f.message === 'string' ? f.message : code });
@@ -586,11 +591,11 @@ export class WsgateClient {
 
   // --- token refresh ---
 
-  private scheduleRefresh(a: Attempt, expSec: number | undefined): void {
+  private scheduleRefresh(a: Attempt): void {
     if (a.refreshTimer !== undefined) clearTimeout(a.refreshTimer);
     a.refreshTimer = undefined;
-    if (expSec === undefined || !Number.isFinite(expSec)) return;
-    const remaining = expSec * 1000 - Date.now();
+    if (a.tokenDeadline === undefined) return;
+    const remaining = a.tokenDeadline - Date.now();
     const margin = Math.min(this.opts.refreshBeforeExpiryMs ?? 60000, Math.max(0, remaining) / 2);
     const delay = Math.max(MIN_REFRESH_DELAY_MS, remaining - margin);
     a.refreshTimer = setTimeout(() => void this.refresh(a), delay);
@@ -598,9 +603,8 @@ export class WsgateClient {
 
   /** After a failed refresh: try again while the token has life left. */
   private scheduleRefreshRetry(a: Attempt): void {
-    const exp = decodeJwtExp(a.token);
-    if (exp === undefined) return;
-    const remaining = exp * 1000 - Date.now();
+    if (a.tokenDeadline === undefined) return;
+    const remaining = a.tokenDeadline - Date.now();
     if (remaining <= 0) return; // the sidecar closes with 4001; the reconnect gets a fresh token
     if (a.refreshTimer !== undefined) clearTimeout(a.refreshTimer);
     const delay = Math.max(MIN_REFRESH_DELAY_MS, Math.min(30000, remaining / 2));
@@ -620,16 +624,18 @@ export class WsgateClient {
       return;
     }
     if (this.current !== a || !a.connected) return;
-    a.pendingToken = token;
+    a.pendingDeadline = tokenDeadline(token, Date.now());
     a.socket.send(JSON.stringify({ type: 'refresh', token }));
   }
 
   private onRefreshed(a: Attempt, exp: number): void {
-    if (a.pendingToken !== undefined) a.token = a.pendingToken;
-    a.pendingToken = undefined;
+    // The sidecar's exp is the new token's own; the deadline computed when
+    // the token arrived also allows for this machine's clock.
+    a.tokenDeadline = a.pendingDeadline ?? (Number.isFinite(exp) ? exp * 1000 : undefined);
+    a.pendingDeadline = undefined;
     this._stats.refreshes++;
     this.call(this.opts.onRefreshed, exp);
-    if (this.current === a) this.scheduleRefresh(a, Number.isFinite(exp) ? exp : decodeJwtExp(a.token));
+    if (this.current === a) this.scheduleRefresh(a);
   }
 
   // --- liveness and acks ---

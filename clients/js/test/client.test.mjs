@@ -59,9 +59,14 @@ function b64url(obj) {
   return Buffer.from(JSON.stringify(obj)).toString('base64url');
 }
 
-/** An unsigned JWT-shaped token expiring `ttlS` seconds from the mocked now. */
-function jwt(ttlS, sub = 'u1') {
-  return `${b64url({ alg: 'HS256', typ: 'JWT' })}.${b64url({ sub, exp: Math.floor(Date.now() / 1000) + ttlS })}.sig`;
+/**
+ * An unsigned JWT-shaped token expiring `ttlS` seconds from the mocked now,
+ * issued by a clock `skewS` seconds ahead of ours (iat only when skewS is given).
+ */
+function jwt(ttlS, skewS) {
+  const now = Math.floor(Date.now() / 1000) + (skewS ?? 0);
+  const claims = skewS === undefined ? { sub: 'u1', exp: now + ttlS } : { sub: 'u1', iat: now, exp: now + ttlS };
+  return `${b64url({ alg: 'HS256', typ: 'JWT' })}.${b64url(claims)}.sig`;
 }
 
 /** Lets pending promise continuations (getToken) run. */
@@ -522,6 +527,29 @@ describe('token refresh', () => {
     await flush();
     assert.equal(s.sent.filter((f) => f.type === 'refresh').length, 2);
   });
+
+  for (const [skewS, why] of [
+    [600, 'behind'],
+    [-600, 'ahead of'],
+  ]) {
+    test(`a local clock 10 minutes ${why} the issuer's refreshes on the token's own lifetime`, async () => {
+      await connectedClient({ getToken: () => jwt(300, skewS), refreshBeforeExpiryMs: 60_000 });
+      const refreshes = () => sockets[0].sent.filter((f) => f.type === 'refresh').length;
+      mock.timers.tick(240_000 - 1);
+      await flush();
+      assert.equal(refreshes(), 0);
+      mock.timers.tick(1);
+      await flush();
+      assert.equal(refreshes(), 1);
+      sockets[0].frame({ type: 'refreshed', exp: decodeJwtExp(sockets[0].sent.at(-1).token) });
+      mock.timers.tick(240_000 - 1);
+      await flush();
+      assert.equal(refreshes(), 1, 'no tight loop');
+      mock.timers.tick(1);
+      await flush();
+      assert.equal(refreshes(), 2);
+    });
+  }
 
   test('a token without exp is never refreshed', async () => {
     await connectedClient({ getToken: () => 'opaque' });
