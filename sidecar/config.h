@@ -36,6 +36,8 @@ struct config {
 	uint64_t max_conns;               /* 0: no limit */
 	uint64_t handshake_rate_per_peer; /* per second; 0: off */
 	int64_t handshake_timeout_us;
+	int64_t auth_timeout_us;      /* 0: no first-message auth */
+	uint64_t max_unauthenticated; /* 0: no limit (but --max-conns) */
 	const char *allowed_origins[CONFIG_MAX_ORIGINS];
 	int n_allowed_origins;
 	const char *tls_cert;

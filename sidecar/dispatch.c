@@ -162,8 +162,9 @@ static void do_disconnect(struct dispatch *d, struct control_request *req)
 	uint32_t n = 0;
 	if (dc->conn_id && *dc->conn_id) {
 		struct conn *c = registry_find_conn(d->reg, dc->conn_id);
-		/* Both given: only when the connection is that user's. */
-		if (c &&
+		/* Both given: only when the connection is that user's. One
+		 * already closing is not counted again. */
+		if (c && !c->close_code &&
 		    (!*dc->user_id || strcmp(c->user->id, dc->user_id) == 0)) {
 			registry_conn_close(d->reg, c, 4003, reason);
 			n = 1;
@@ -171,8 +172,8 @@ static void do_disconnect(struct dispatch *d, struct control_request *req)
 	} else {
 		struct user *u = registry_user(d->reg, dc->user_id,
 		                               strlen(dc->user_id), false);
-		for (struct conn *c = u ? u->conns : NULL; c;
-		     c = c->user_next, n++)
+		/* A closed connection leaves u->conns at once. */
+		for (struct conn *c; u && (c = u->conns); n++)
 			registry_conn_close(d->reg, c, 4003, reason);
 	}
 	if (n)

@@ -157,15 +157,20 @@ struct frame *frame_build_connected(const char *conn_id, const char *user_id,
 	return f;
 }
 
-struct frame *frame_build_error(const char *code)
+struct frame *frame_build_error(const char *code, const char *message)
 {
-	size_t clen = strlen(code);
-	struct frame *f = frame_alloc(40 + escaped_max(clen));
+	size_t clen = strlen(code), mlen = message ? strlen(message) : 0;
+	struct frame *f =
+	    frame_alloc(64 + escaped_max(clen) + escaped_max(mlen));
 	if (!f)
 		return NULL;
 	char *start = (char *)f->payload, *p = start;
 	p = PUT_LIT(p, "{\"type\":\"error\",\"code\":");
 	p = put_string(p, code, clen);
+	if (message) {
+		p = PUT_LIT(p, ",\"message\":");
+		p = put_string(p, message, mlen);
+	}
 	*p++ = '}';
 	f->len = (size_t)(p - start);
 	return f;

@@ -52,8 +52,9 @@ struct frame_event {
 struct frame *frame_build_event(const struct frame_event *ev);
 struct frame *frame_build_connected(const char *conn_id, const char *user_id,
                                     uint64_t seq);
-/* {"type":"error","code":CODE} */
-struct frame *frame_build_error(const char *code);
+/* {"type":"error","code":CODE}, with ,"message":MESSAGE unless it is
+ * NULL. */
+struct frame *frame_build_error(const char *code, const char *message);
 /* {"type":"pong"} and the like: a literal JSON text. */
 struct frame *frame_build_literal(const char *json);
 

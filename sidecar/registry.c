@@ -227,6 +227,23 @@ struct conn *registry_add_conn(struct registry *r, struct user *u,
 	return c;
 }
 
+/* Takes c out of its user's list and out of the counts: from now on it
+ * is neither listed nor counted, though findable by id. */
+static void conn_unlink_user(struct registry *r, struct conn *c)
+{
+	struct user *u = c->user;
+	if (c->user_prev)
+		c->user_prev->user_next = c->user_next;
+	else
+		u->conns = c->user_next;
+	if (c->user_next)
+		c->user_next->user_prev = c->user_prev;
+	c->user_prev = c->user_next = NULL;
+	if (--u->n_conns == 0)
+		r->n_connected_users--;
+	r->n_conns--;
+}
+
 void registry_remove_conn(struct registry *r, struct conn *c)
 {
 	struct conn **pp =
@@ -236,16 +253,8 @@ void registry_remove_conn(struct registry *r, struct conn *c)
 	assert(*pp == c);
 	*pp = c->hash_next;
 
-	struct user *u = c->user;
-	if (c->user_prev)
-		c->user_prev->user_next = c->user_next;
-	else
-		u->conns = c->user_next;
-	if (c->user_next)
-		c->user_next->user_prev = c->user_prev;
-	if (--u->n_conns == 0)
-		r->n_connected_users--;
-	r->n_conns--;
+	if (!c->close_code)
+		conn_unlink_user(r, c); /* else done by registry_conn_close */
 	r->counters.frames_dropped += c->queue.len + c->held.len;
 	conn_free(c);
 }
@@ -270,7 +279,8 @@ void registry_foreach_conn(struct registry *r,
 		while (c) {
 			/* fn may ask for a close but must not remove c. */
 			struct conn *next = c->hash_next;
-			fn(c, arg);
+			if (!c->close_code)
+				fn(c, arg);
 			c = next;
 		}
 	}
@@ -283,6 +293,7 @@ void registry_conn_close(struct registry *r, struct conn *c, int code,
 		return; /* the first reason stands */
 	c->close_code = code;
 	snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
+	conn_unlink_user(r, c);
 	r->on_ready(c, r->on_ready_arg);
 }
 

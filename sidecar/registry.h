@@ -11,6 +11,14 @@
  * as the registry (its seq must never go back); a connection lives from
  * registry_add_conn to registry_remove_conn. The transport (the lws wsi)
  * is only referenced.
+ *
+ * A closing connection (registry_conn_close) is over for everyone at once:
+ * it leaves its user's list and every count (registry_conn_count, the
+ * user's n_conns, hence --max-conns and --max-conns-per-user) and is no
+ * longer visited by registry_foreach_conn, while its socket still gets
+ * the close frame (a bounded time, ws_server). Until registry_remove_conn
+ * it can still be found by id, so that the outcome of its frames in
+ * flight (commits, replay reads) is still recorded against it.
  */
 #ifndef WSGATE_REGISTRY_H
 #define WSGATE_REGISTRY_H
@@ -60,7 +68,7 @@ struct user {
 	char *id;
 	size_t id_len;
 	uint64_t last_seq;  /* highest seq assigned; 0 for none */
-	struct conn *conns; /* open connections, newest first */
+	struct conn *conns; /* open connections not closing, newest first */
 	uint32_t n_conns;
 	struct user *hash_next;
 };
@@ -87,6 +95,7 @@ void registry_free(struct registry *r);
 
 struct registry_counters *registry_counters(struct registry *r);
 size_t registry_queue_limit(const struct registry *r);
+/* Open connections, not counting those closing. */
 uint32_t registry_conn_count(const struct registry *r);
 /* Users with at least one open connection. */
 uint32_t registry_connected_user_count(const struct registry *r);
@@ -99,7 +108,9 @@ struct conn *registry_add_conn(struct registry *r, struct user *u,
                                int64_t now_us);
 /* Frees the connection; its queues must have been emptied (router). */
 void registry_remove_conn(struct registry *r, struct conn *c);
+/* Open or closing. */
 struct conn *registry_find_conn(struct registry *r, const char *id);
+/* Every open connection that is not closing. */
 void registry_foreach_conn(struct registry *r,
                            void (*fn)(struct conn *c, void *arg), void *arg);
 
@@ -108,7 +119,8 @@ void registry_foreach_conn(struct registry *r,
  * memory; the caller decides what that means. */
 int registry_conn_send(struct registry *r, struct conn *c, struct frame *f,
                        int exempt);
-/* Asks for c to be closed with code and reason at its next writable. */
+/* Asks for c to be closed with code and reason at its next writable; c
+ * leaves its user's list and the counts now (see top). */
 void registry_conn_close(struct registry *r, struct conn *c, int code,
                          const char *reason);
 /* The head of c's queue was handed to the kernel: pop it and count it. */

@@ -33,17 +33,13 @@ static const char *const validate_standard_names[] = {
 /* Frame types the sidecar itself sends or consumes: a custom event named
  * like one of them would be indistinguishable from it on the wire. */
 static const char *const validate_reserved_names[] = {
-    "connected",
-    "pong",
-    "error",
-    "resume_failed",
-    "ping",
-    "ack",
-    "agent_started",
-    "agent_thinking",
-    "tool_executing",
-    "tool_completed",
-    "agent_completed",
+    "connected",      "pong",
+    "error",          "resume_failed",
+    "ping",           "ack",
+    "auth",           "refresh",
+    "refreshed",      "agent_started",
+    "agent_thinking", "tool_executing",
+    "tool_completed", "agent_completed",
     "agent_error",
 };
 

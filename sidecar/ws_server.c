@@ -11,6 +11,9 @@
  * happens there. Its verdict is kept in the server's one-slot stash, keyed
  * by wsi, and taken by LWS_CALLBACK_ESTABLISHED, which lws runs within the
  * same upgrade (no other handshake can come in between on this thread).
+ * A handshake that carries no token at all may instead authenticate with
+ * its first message (see "first-message auth" below): until then it is a
+ * session without a connection, in no registry.
  */
 #include "ws_server.h"
 
@@ -19,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "clock.h"
 #include "client_frame.h"
@@ -30,9 +34,13 @@
 #define WRITE_BUDGET   64 /* frames per writable callback, for fairness */
 #define WRITE_COALESCE (64 * 1024) /* bytes handed to the kernel at once */
 
+struct pending_auth;
+
 /* One of these is created by lws for each WebSocket connection. */
 struct session {
-	struct conn *conn; /* NULL until ESTABLISHED */
+	struct lws *wsi;
+	struct conn *conn;       /* NULL until ESTABLISHED or authenticated */
+	struct pending_auth *pa; /* waiting for its auth frame, or failed */
 	int64_t heard_at;  /* last bytes from the peer (frame or pong), us */
 	int64_t pinged_at; /* last ping sent, us; 0: none since heard_at */
 	int ping_due;      /* write a ping at the next writable */
@@ -43,11 +51,38 @@ struct session {
 	/* On the server's ready list (see ws_server_conn_ready). */
 	struct session *ready_next;
 	int ready_listed;
+	/* On the server's closing list (see session_close_bound). */
+	struct session *closing_prev, *closing_next;
+	int64_t close_deadline; /* us; 0: not on the list */
+	int hung_up;
+};
+
+/*
+ * First-message auth state: one per connection that opened without a
+ * token, from ESTABLISHED until it authenticates (freed) or closes. On the
+ * server's pending list while it waits; all wait --auth-timeout, so that
+ * list is in deadline order.
+ */
+struct pending_auth {
+	struct session *s;
+	struct pending_auth *prev, *next;
+	int listed;
+	int64_t deadline; /* us */
+	int has_since;
+	uint64_t since;
+	char user_agent[256];
+	char peer[64];
+	/* Refused (or shut down): what to send, then close with. */
+	int close_code;
+	const char *close_reason; /* a literal, or ws_server_drain's */
+	struct frame *error;      /* NULL: no error frame */
+	int error_sent;
 };
 
 /* The verdict of the handshake in progress (see top of file). */
 struct handshake_stash {
 	struct lws *wsi;
+	int first_message; /* no token: authenticates with its first frame */
 	struct auth_jwt_claims claims;
 	int has_since;
 	uint64_t since;
@@ -74,8 +109,16 @@ struct ws_server {
 	struct router *router;
 	size_t max_client_frame;
 	uint32_t max_conns_per_user;
-	uint32_t max_conns;       /* 0: no global limit */
-	int at_max_conns;         /* refusing for the global limit */
+	uint32_t max_conns;      /* 0: no global limit */
+	int at_max_conns;        /* refusing for the global limit */
+	int64_t auth_timeout_us; /* 0: a token is required at handshake */
+	uint32_t max_unauth;     /* 0: no limit of its own */
+	uint32_t n_unauth;       /* sessions with a pending_auth */
+	int at_max_unauth;       /* refusing for max_unauth */
+	/* Connections awaiting their auth frame, oldest first. */
+	struct pending_auth *pending_head, *pending_tail;
+	int draining;             /* shutting down: handshakes get 503 */
+	int drained;              /* ws_server_drain returned */
 	struct peer_limit *peers; /* NULL: no per-peer rate limit */
 	int64_t rate_logged_at;   /* last per-peer rate log line, us */
 	uint64_t rate_refused;    /* refusals since that line */
@@ -83,13 +126,17 @@ struct ws_server {
 	int n_origins;
 	int64_t started_us;
 	struct handshake_stash stash;
-	struct frame *pong;  /* shared, prebuilt */
+	struct client_frame cf; /* the client message being looked at */
+	struct frame *pong;     /* shared, prebuilt */
 	unsigned char *wbuf; /* LWS_PRE + WRITE_COALESCE: frames being sent */
 	lws_sorted_usec_list_t sul_sweep; /* token expiry and liveness */
 	/* Connections given frames during on_wake, written when it returns;
 	 * only while in_wake. */
 	struct session *ready_head, *ready_tail;
 	int in_wake;
+	/* Sessions whose connection is closing, oldest first: all wait the
+	 * same CLOSE_TIMEOUT_US, so the list is in deadline order. */
+	struct session *closing_head, *closing_tail;
 };
 
 static void lws_log_emit(int level, const char *line)
@@ -195,15 +242,18 @@ static void rate_refusal_log(struct ws_server *srv, const char *peer,
 }
 
 /*
- * Global connection limit policy: at --max-conns open connections,
- * further handshakes get 429 before their token is looked at. One
- * warning when the limit is reached, one line when there is room again.
+ * Global connection limit policy: at --max-conns open connections
+ * (authenticated or awaiting their auth frame), further handshakes get
+ * 429 before their token is looked at. One warning when the limit is
+ * reached, one line when there is room again.
  */
 static int conns_at_limit(struct ws_server *srv)
 {
 	if (!srv->max_conns)
 		return 0;
-	int at = registry_conn_count(srv->reg) >= srv->max_conns;
+	/* Connections still awaiting their auth frame hold a socket too. */
+	int at =
+	    registry_conn_count(srv->reg) + srv->n_unauth >= srv->max_conns;
 	if (at && !srv->at_max_conns)
 		log_warn("%u connections open: --max-conns reached, further "
 		         "handshakes get 429",
@@ -211,6 +261,28 @@ static int conns_at_limit(struct ws_server *srv)
 	else if (!at && srv->at_max_conns)
 		log_info("below --max-conns again: handshakes accepted");
 	srv->at_max_conns = at;
+	return at;
+}
+
+/*
+ * Unauthenticated connection limit policy: at --max-unauthenticated
+ * connections awaiting their auth frame, further handshakes without a
+ * token get 503: a client without a token can hold a socket only for
+ * --auth-timeout, and only that many at once, whatever --max-conns is.
+ */
+static int unauth_at_limit(struct ws_server *srv)
+{
+	if (!srv->max_unauth)
+		return 0;
+	int at = srv->n_unauth >= srv->max_unauth;
+	if (at && !srv->at_max_unauth)
+		log_warn("%u connections await their auth frame: "
+		         "--max-unauthenticated reached, handshakes without a "
+		         "token get 503",
+		         srv->max_unauth);
+	else if (!at && srv->at_max_unauth)
+		log_info("below --max-unauthenticated again");
+	srv->at_max_unauth = at;
 	return at;
 }
 
@@ -229,27 +301,117 @@ static int origin_allowed(struct ws_server *srv, struct lws *wsi)
 	return 0;
 }
 
-/* Finds the token in the header, the query, or the subprotocol list, in
- * that order. buf holds it; returns its length, 0 when none. */
+/*
+ * Finds the token in the header, the query, or the subprotocol list, in
+ * that order. buf holds it; returns its length, 0 when none. *presented
+ * says whether the handshake carries any of the three at all (an
+ * Authorization header of any scheme, an access_token parameter even
+ * empty, a bearer.* subprotocol): such a handshake is judged by its token;
+ * only one without may authenticate with its first message.
+ */
 static size_t handshake_find_token(struct lws *wsi, char *buf, size_t cap,
-                                   const char **tok)
+                                   const char **tok, int *presented)
 {
 	size_t tok_len;
+	*presented = 0;
 	int n = lws_hdr_copy(wsi, buf, (int)cap, WSI_TOKEN_HTTP_AUTHORIZATION);
-	if (n > 0 && handshake_token_from_authorization(buf, (size_t)n, tok,
-	                                                &tok_len) == 0)
-		return tok_len;
+	if (n > 0) {
+		*presented = 1;
+		if (handshake_token_from_authorization(buf, (size_t)n, tok,
+		                                       &tok_len) == 0)
+			return tok_len;
+	}
 	const char *v =
 	    lws_get_urlarg_by_name(wsi, "access_token=", buf, (int)cap);
-	if (v && *v) {
-		*tok = v;
-		return strlen(v);
+	if (v) {
+		*presented = 1;
+		if (*v) {
+			*tok = v;
+			return strlen(v);
+		}
 	}
 	n = lws_hdr_copy(wsi, buf, (int)cap, WSI_TOKEN_PROTOCOL);
-	if (n > 0 &&
-	    handshake_token_from_protocols(buf, (size_t)n, tok, &tok_len) == 0)
+	if (n > 0 && handshake_token_from_protocols(buf, (size_t)n, tok,
+	                                            &tok_len) == 0) {
+		*presented = 1;
 		return tok_len;
+	}
 	return 0;
+}
+
+static const char *http_reason_phrase(unsigned int status)
+{
+	switch (status) {
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 429:
+		return "Too Many Requests";
+	case 503:
+		return "Service Unavailable";
+	default:
+		return "Error";
+	}
+}
+
+/*
+ * Refuses an upgrade with status and a text body, then hangs up. The status
+ * line is written here: lws 4.1 takes the HTTP version of its response
+ * from the request only once it serves it as HTTP, which an upgrade never
+ * reaches, so lws_add_http_header_status would answer "HTTP/1.0" to an
+ * HTTP/1.1 upgrade -- which strict WebSocket clients report as an invalid
+ * response rather than as the 401 or 429 it is. Returns 1 (lws completes
+ * the transaction, which closes: the request was never keep-alive to lws),
+ * or -1 to hang up at once.
+ */
+static int http_refuse(struct lws *wsi, unsigned int status, const char *body)
+{
+	size_t len = strlen(body);
+	char line[64];
+	int n = snprintf(line, sizeof(line), "HTTP/1.1 %u %s", status,
+	                 http_reason_phrase(status));
+	unsigned char hdr[LWS_PRE + 256];
+	unsigned char *start = hdr + LWS_PRE, *p = start,
+	              *end = hdr + sizeof(hdr) - 1;
+	static const char ctype[] = "text/plain", conn[] = "close";
+	if (lws_add_http_header_by_name(wsi, NULL, (unsigned char *)line, n, &p,
+	                                end) ||
+	    lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+	                                 (const unsigned char *)ctype,
+	                                 sizeof(ctype) - 1, &p, end) ||
+	    lws_add_http_header_content_length(wsi, (lws_filepos_t)len, &p,
+	                                       end) ||
+	    lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+	                                 (const unsigned char *)conn,
+	                                 sizeof(conn) - 1, &p, end) ||
+	    lws_finalize_write_http_header(wsi, start, &p, end))
+		return -1;
+	unsigned char buf[LWS_PRE + 256];
+	if (len > sizeof(buf) - LWS_PRE)
+		return -1;
+	memcpy(buf + LWS_PRE, body, len);
+	return lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_FINAL) <
+	               (int)len
+	           ? -1
+	           : 1;
+}
+
+/* An auth_failures row: a refused handshake, auth frame or refresh. */
+static void auth_failure_record(struct ws_server *srv, const char *peer,
+                                const char *why)
+{
+	struct store_job *job = store_job_new(STORE_AUTH_FAILURE);
+	if (job) {
+		job->auth_failure.at = clock_now_us();
+		job->auth_failure.peer = strdup(peer);
+		job->auth_failure.reason = strdup(why);
+		store_submit(srv->deps.store, job);
+	}
 }
 
 /* Answers an upgrade with an HTTP error and records it in auth_failures. */
@@ -259,21 +421,25 @@ static int handshake_refuse(struct ws_server *srv, struct lws *wsi,
 {
 	log_write(level, "handshake from %s refused (%u): %s", peer, status,
 	          why);
-	struct store_job *job = store_job_new(STORE_AUTH_FAILURE);
-	if (job) {
-		job->auth_failure.at = clock_now_us();
-		job->auth_failure.peer = strdup(peer);
-		job->auth_failure.reason = strdup(why);
-		store_submit(srv->deps.store, job);
-	}
+	auth_failure_record(srv, peer, why);
 	char body[128];
 	snprintf(body, sizeof(body), "%s\n", why);
-	return http_respond(wsi, status, "text/plain", body) ? -1 : 1;
+	return http_refuse(wsi, status, body);
+}
+
+/* Per-user limit policy: --max-conns-per-user open connections of one
+ * user (closing ones do not count); checked at the handshake, or at the
+ * auth frame. */
+static int user_at_limit(struct ws_server *srv, const char *sub)
+{
+	struct user *u = registry_user(srv->reg, sub, strlen(sub), false);
+	return u && u->n_conns >= srv->max_conns_per_user;
 }
 
 /*
- * Decides an upgrade: path, origin, token, since, per-user limit. Returns
- * 0 to allow, 1 after answering with an HTTP error, -1 to hang up.
+ * Decides an upgrade: path, origin, token (or none: first-message auth),
+ * since, per-user limit. Returns 0 to allow, 1 after answering with an
+ * HTTP error, -1 to hang up.
  */
 static int handshake_check(struct ws_server *srv, struct lws *wsi,
                            const char *upgrade)
@@ -283,6 +449,9 @@ static int handshake_check(struct ws_server *srv, struct lws *wsi,
 	srv->stash.wsi = NULL;
 	int64_t now = clock_now_us();
 
+	if (srv->draining)
+		return handshake_refuse(srv, wsi, 503, "shutting down", peer,
+		                        LOG_DEBUG);
 	if (srv->peers && !peer_limit_allow(srv->peers, peer, now)) {
 		rate_refusal_log(srv, peer, now);
 		return handshake_refuse(srv, wsi, 429,
@@ -293,7 +462,8 @@ static int handshake_check(struct ws_server *srv, struct lws *wsi,
 		return handshake_refuse(srv, wsi, 429,
 		                        "too many connections (global)", peer,
 		                        LOG_DEBUG);
-	if (strcmp(upgrade, "websocket") != 0)
+	/* Upgrade is a token: case-insensitive (RFC 7230 6.7). */
+	if (strcasecmp(upgrade, "websocket") != 0)
 		return handshake_refuse(
 		    srv, wsi, 400, "not a websocket upgrade", peer, LOG_INFO);
 	if (lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_GET_URI) <= 0 ||
@@ -305,15 +475,27 @@ static int handshake_check(struct ws_server *srv, struct lws *wsi,
 		                        peer, LOG_INFO);
 
 	const char *tok = NULL;
-	size_t tok_len = handshake_find_token(wsi, buf, sizeof(buf), &tok);
+	int presented;
+	size_t tok_len =
+	    handshake_find_token(wsi, buf, sizeof(buf), &tok, &presented);
 	struct auth_jwt_claims claims;
-	enum auth_jwt_result ar =
-	    tok_len ? auth_jwt_verify(srv->deps.auth, tok, tok_len,
-	                              now / 1000000, &claims)
-	            : AUTH_JWT_MISSING;
-	if (ar != AUTH_JWT_OK)
-		return handshake_refuse(
-		    srv, wsi, 401, auth_jwt_result_reason(ar), peer, LOG_INFO);
+	int first_message = !presented && srv->auth_timeout_us > 0;
+	if (first_message) {
+		if (unauth_at_limit(srv))
+			return handshake_refuse(
+			    srv, wsi, 503,
+			    "too many unauthenticated connections", peer,
+			    LOG_DEBUG);
+	} else {
+		enum auth_jwt_result ar =
+		    tok_len ? auth_jwt_verify(srv->deps.auth, tok, tok_len,
+		                              now / 1000000, &claims)
+		            : AUTH_JWT_MISSING;
+		if (ar != AUTH_JWT_OK)
+			return handshake_refuse(srv, wsi, 401,
+			                        auth_jwt_result_reason(ar),
+			                        peer, LOG_INFO);
+	}
 
 	const char *since =
 	    lws_get_urlarg_by_name(wsi, "since=", buf, (int)sizeof(buf));
@@ -324,14 +506,14 @@ static int handshake_check(struct ws_server *srv, struct lws *wsi,
 		                        "since: not an integer >= 0", peer,
 		                        LOG_INFO);
 
-	struct user *u =
-	    registry_user(srv->reg, claims.sub, strlen(claims.sub), false);
-	if (u && u->n_conns >= srv->max_conns_per_user)
+	if (!first_message && user_at_limit(srv, claims.sub))
 		return handshake_refuse(srv, wsi, 429, "too many connections",
 		                        peer, LOG_INFO);
 
 	srv->stash.wsi = wsi;
-	srv->stash.claims = claims;
+	srv->stash.first_message = first_message;
+	if (!first_message)
+		srv->stash.claims = claims;
 	srv->stash.has_since = hs == SINCE_VALID;
 	srv->stash.since = since_seq;
 	if (lws_hdr_copy(wsi, srv->stash.user_agent,
@@ -343,7 +525,173 @@ static int handshake_check(struct ws_server *srv, struct lws *wsi,
 
 /* --- sessions --- */
 
-#define CONN_SWEEP_US 1000000
+#define CONN_SWEEP_US    1000000
+#define CLOSE_TIMEOUT_US 2000000
+
+/*
+ * Bounded close policy: a connection the sidecar closes (4001, 4003, 4008,
+ * idle, shutdown) left the registry at once (registry_conn_close); its
+ * socket gets the close frame at its next writable, which for a client
+ * that reads nothing may never come. So every closing session goes on a
+ * list, and the sweep hangs up those still there once CLOSE_TIMEOUT_US has
+ * passed (up to a second later: the sweep runs once a second), without
+ * the close frame; the session row still records the code. One list
+ * instead of one lws timeout each: lws 4.1 keeps timeouts in a sorted
+ * list, which a mass close (a drain, a kick of many) would insert into one
+ * at a time.
+ */
+static void session_close_bound(struct ws_server *srv, struct session *s)
+{
+	if (s->close_deadline)
+		return;
+	s->close_deadline = clock_now_us() + CLOSE_TIMEOUT_US;
+	s->closing_prev = srv->closing_tail;
+	s->closing_next = NULL;
+	if (srv->closing_tail)
+		srv->closing_tail->closing_next = s;
+	else
+		srv->closing_head = s;
+	srv->closing_tail = s;
+}
+
+static void session_close_unlist(struct ws_server *srv, struct session *s)
+{
+	if (!s->close_deadline)
+		return;
+	if (s->closing_prev)
+		s->closing_prev->closing_next = s->closing_next;
+	else
+		srv->closing_head = s->closing_next;
+	if (s->closing_next)
+		s->closing_next->closing_prev = s->closing_prev;
+	else
+		srv->closing_tail = s->closing_prev;
+	s->closing_prev = s->closing_next = NULL;
+	s->close_deadline = 0;
+}
+
+/* Hangs up the closing sessions past their deadline. They stay on the
+ * list until lws reports them closed (LWS_CALLBACK_CLOSED). */
+static void closing_sweep(struct ws_server *srv, int64_t now)
+{
+	for (struct session *s = srv->closing_head;
+	     s && s->close_deadline <= now; s = s->closing_next) {
+		if (s->hung_up)
+			continue;
+		s->hung_up = 1;
+		log_info("%s: close not sent in %lld ms (the client does not "
+		         "read); hanging up",
+		         s->conn ? s->conn->id : "unauthenticated connection",
+		         (long long)(CLOSE_TIMEOUT_US / 1000));
+		lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND,
+		                LWS_TO_KILL_ASYNC);
+	}
+}
+
+/* --- first-message auth --- */
+
+static void pending_list(struct ws_server *srv, struct pending_auth *pa)
+{
+	pa->prev = srv->pending_tail;
+	pa->next = NULL;
+	if (srv->pending_tail)
+		srv->pending_tail->next = pa;
+	else
+		srv->pending_head = pa;
+	srv->pending_tail = pa;
+	pa->listed = 1;
+}
+
+static void pending_unlist(struct ws_server *srv, struct pending_auth *pa)
+{
+	if (!pa->listed)
+		return;
+	if (pa->prev)
+		pa->prev->next = pa->next;
+	else
+		srv->pending_head = pa->next;
+	if (pa->next)
+		pa->next->prev = pa->prev;
+	else
+		srv->pending_tail = pa->prev;
+	pa->prev = pa->next = NULL;
+	pa->listed = 0;
+}
+
+static void pending_free(struct ws_server *srv, struct session *s)
+{
+	struct pending_auth *pa = s->pa;
+	if (!pa)
+		return;
+	pending_unlist(srv, pa);
+	if (pa->error)
+		frame_unref(pa->error);
+	free(pa);
+	s->pa = NULL;
+	srv->n_unauth--;
+}
+
+/* A connection that opened without a token: it waits for its auth frame
+ * (see session_auth_message), in no registry, receiving nothing. */
+static int session_await_auth(struct ws_server *srv, struct lws *wsi,
+                              struct session *s)
+{
+	struct pending_auth *pa = calloc(1, sizeof(*pa));
+	if (!pa) {
+		log_error("out of memory opening a connection");
+		return -1;
+	}
+	pa->s = s;
+	pa->deadline = clock_now_us() + srv->auth_timeout_us;
+	pa->has_since = srv->stash.has_since;
+	pa->since = srv->stash.since;
+	memcpy(pa->user_agent, srv->stash.user_agent, sizeof(pa->user_agent));
+	lws_get_peer_simple(wsi, pa->peer, sizeof(pa->peer));
+	s->pa = pa;
+	s->heard_at = clock_now_us();
+	srv->n_unauth++;
+	pending_list(srv, pa);
+	return 0;
+}
+
+/*
+ * Ends a connection that has not authenticated: code and message go out
+ * as an error frame (none when code is NULL), then the close with
+ * close_code; the refusal gets an auth_failures row (none when why is
+ * NULL). Its close is bounded like any other.
+ */
+static void session_auth_refuse(struct ws_server *srv, struct session *s,
+                                int close_code, const char *close_reason,
+                                const char *code, const char *message,
+                                const char *why)
+{
+	struct pending_auth *pa = s->pa;
+	if (pa->close_code)
+		return; /* the first refusal stands */
+	if (why) {
+		log_info("connection from %s refused (%d): %s", pa->peer,
+		         close_code, why);
+		auth_failure_record(srv, pa->peer, why);
+	}
+	pending_unlist(srv, pa);
+	pa->close_code = close_code;
+	pa->close_reason = close_reason;
+	pa->error = code ? frame_build_error(code, message) : NULL;
+	session_close_bound(srv, s);
+	lws_callback_on_writable(s->wsi);
+}
+
+/* Auth timeout policy: a connection without a token that has not sent a
+ * valid auth frame within --auth-timeout is refused with auth_timeout and
+ * 4401 (checked by the once-a-second sweep). */
+static void pending_sweep(struct ws_server *srv, int64_t now)
+{
+	struct pending_auth *pa;
+	while ((pa = srv->pending_head) && pa->deadline <= now)
+		session_auth_refuse(srv, pa->s, 4401,
+		                    "authentication timed out", "auth_timeout",
+		                    "no auth frame in time", "auth_timeout");
+}
 
 struct conn_sweep {
 	struct ws_server *srv;
@@ -387,6 +735,7 @@ static void sweep_one(struct conn *c, void *arg)
  * connection (its own validity timer included, re-armed on every frame
  * received) made each handshake and each message walk the whole list
  * (20% of the sidecar's CPU in a handshake storm of 4,000 connections).
+ * The same sweep ends the connections past their auth or close deadline.
  */
 static void conn_sweep_cb(lws_sorted_usec_list_t *sul)
 {
@@ -394,24 +743,43 @@ static void conn_sweep_cb(lws_sorted_usec_list_t *sul)
 	    lws_container_of(sul, struct ws_server, sul_sweep);
 	struct conn_sweep sw = {srv, clock_now_us()};
 	registry_foreach_conn(srv->reg, sweep_one, &sw);
+	pending_sweep(srv, sw.now);
+	closing_sweep(srv, sw.now);
 	lws_sul_schedule(srv->context, 0, &srv->sul_sweep, conn_sweep_cb,
 	                 CONN_SWEEP_US);
 }
 
-static int session_open(struct ws_server *srv, struct lws *wsi,
-                        struct session *s)
+/* exp (seconds) in microseconds, saturated: any int64 exp is a valid
+ * claim. */
+static int64_t exp_to_us(int64_t exp)
 {
-	if (srv->stash.wsi != wsi)
-		return -1; /* not authenticated by handshake_check */
-	srv->stash.wsi = NULL;
-	const struct auth_jwt_claims *cl = &srv->stash.claims;
+	return exp > INT64_MAX / 1000000   ? INT64_MAX
+	       : exp < INT64_MIN / 1000000 ? INT64_MIN
+	                                   : exp * 1000000;
+}
+
+/* When a token expiring at exp_us closes its connection (4001): with the
+ * leeway it was checked with. */
+static int64_t conn_expiry(int64_t exp_us)
+{
+	return exp_us > INT64_MAX - AUTH_JWT_LEEWAY_S * 1000000
+	           ? INT64_MAX
+	           : exp_us + AUTH_JWT_LEEWAY_S * 1000000;
+}
+
+/* An authenticated session becomes a connection of cl->sub: registry,
+ * session row, `connected` and its catch-up, the backends' notice. The
+ * same whether the token came with the handshake or in an auth frame.
+ * Returns -1 to hang up. */
+static int session_register(struct ws_server *srv, struct lws *wsi,
+                            struct session *s, const struct auth_jwt_claims *cl,
+                            int has_since, uint64_t since,
+                            const char *user_agent)
+{
 	char peer[64];
 	lws_get_peer_simple(wsi, peer, sizeof(peer));
 	int64_t now = clock_now_us();
-	/* exp in microseconds, saturated: any int64 exp is a valid claim. */
-	int64_t exp_us = cl->exp > INT64_MAX / 1000000   ? INT64_MAX
-	                 : cl->exp < INT64_MIN / 1000000 ? INT64_MIN
-	                                                 : cl->exp * 1000000;
+	int64_t exp_us = exp_to_us(cl->exp);
 
 	struct user *u =
 	    registry_user(srv->reg, cl->sub, strlen(cl->sub), true);
@@ -428,23 +796,78 @@ static int session_open(struct ws_server *srv, struct lws *wsi,
 		memcpy(job->session.conn_id, c->id, sizeof(c->id));
 		job->session.user_id = strdup(u->id);
 		job->session.peer = strdup(peer);
-		job->session.user_agent = strdup(srv->stash.user_agent);
+		job->session.user_agent = strdup(user_agent);
 		job->session.token_jti = strdup(cl->jti);
 		job->session.token_exp = exp_us; /* us */
 		job->session.at = now;
 		store_submit(srv->deps.store, job);
 	}
-	if (router_conn_opened(srv->router, c, srv->stash.has_since,
-	                       srv->stash.since))
+	if (router_conn_opened(srv->router, c, has_since, since))
 		return -1;
 	if (inbound_send_opened(srv->deps.inbound, c->id, u->id, peer, now))
 		registry_counters(srv->reg)->notices_dropped++;
 
-	c->expires_at = exp_us > INT64_MAX - AUTH_JWT_LEEWAY_S * 1000000
-	                    ? INT64_MAX
-	                    : exp_us + AUTH_JWT_LEEWAY_S * 1000000;
+	c->expires_at = conn_expiry(exp_us);
 	log_debug("open %s user=%s peer=%s", c->id, u->id, peer);
 	return 0;
+}
+
+static int session_open(struct ws_server *srv, struct lws *wsi,
+                        struct session *s)
+{
+	if (srv->stash.wsi != wsi)
+		return -1; /* not authenticated by handshake_check */
+	srv->stash.wsi = NULL;
+	s->wsi = wsi;
+	if (srv->stash.first_message)
+		return session_await_auth(srv, wsi, s);
+	return session_register(srv, wsi, s, &srv->stash.claims,
+	                        srv->stash.has_since, srv->stash.since,
+	                        srv->stash.user_agent);
+}
+
+/*
+ * The first message of a connection without a token: it must be
+ * {"type":"auth","token":JWT}, verified like a handshake's token (same
+ * algorithm pinning, times, iss/aud) and then the per-user limit. Valid:
+ * the connection is registered exactly as if the token had come with the
+ * handshake, with the handshake's since. Anything else: auth_failed and
+ * 4401; over the per-user limit: too_many_connections and 4429; both with
+ * an auth_failures row. Returns -1 to hang up.
+ */
+static int session_auth_message(struct ws_server *srv, struct session *s,
+                                const unsigned char *data, size_t len)
+{
+	struct pending_auth *pa = s->pa;
+	if (client_frame_classify(data, len, &srv->cf) != CLIENT_FRAME_AUTH) {
+		session_auth_refuse(srv, s, 4401, "authentication failed",
+		                    "auth_failed", "expected an auth frame",
+		                    "expected an auth frame");
+		return 0;
+	}
+	struct auth_jwt_claims cl;
+	enum auth_jwt_result ar =
+	    auth_jwt_verify(srv->deps.auth, srv->cf.token, srv->cf.token_len,
+	                    clock_now_us() / 1000000, &cl);
+	if (ar != AUTH_JWT_OK) {
+		const char *why = auth_jwt_result_reason(ar);
+		session_auth_refuse(srv, s, 4401, "authentication failed",
+		                    "auth_failed", why, why);
+		return 0;
+	}
+	if (user_at_limit(srv, cl.sub)) {
+		session_auth_refuse(srv, s, 4429, "too many connections",
+		                    "too_many_connections", NULL,
+		                    "too many connections");
+		return 0;
+	}
+	char user_agent[sizeof(pa->user_agent)];
+	int has_since = pa->has_since;
+	uint64_t since = pa->since;
+	memcpy(user_agent, pa->user_agent, sizeof(user_agent));
+	pending_free(srv, s);
+	return session_register(srv, s->wsi, s, &cl, has_since, since,
+	                        user_agent);
 }
 
 /* Protocol answers (pong, errors) are small and few: they do not count
@@ -455,56 +878,122 @@ static void session_send(struct ws_server *srv, struct conn *c, struct frame *f)
 }
 
 static void session_send_error(struct ws_server *srv, struct conn *c,
-                               const char *code)
+                               const char *code, const char *message)
 {
-	struct frame *f = frame_build_error(code);
+	struct frame *f = frame_build_error(code, message);
 	if (f) {
 		session_send(srv, c, f);
 		frame_unref(f);
 	}
 }
 
-/* A complete text message from the client. */
+/*
+ * In-band token refresh: {"type":"refresh","token":JWT} on an open
+ * connection. The new token is verified like any other and must name the
+ * connection's own user; then the connection lives until its exp (plus
+ * the leeway) instead of the old one's, and the client gets
+ * {"type":"refreshed","exp":EXP}. Refused: refresh_failed with the reason
+ * and an auth_failures row ("refresh: REASON"); the old expiry stands.
+ */
+static void session_refresh(struct ws_server *srv, struct conn *c)
+{
+	struct auth_jwt_claims cl;
+	enum auth_jwt_result ar =
+	    auth_jwt_verify(srv->deps.auth, srv->cf.token, srv->cf.token_len,
+	                    clock_now_us() / 1000000, &cl);
+	const char *why = ar != AUTH_JWT_OK ? auth_jwt_result_reason(ar)
+	                  : strcmp(cl.sub, c->user->id) != 0
+	                      ? "sub is another user"
+	                      : NULL;
+	if (why) {
+		char row[96];
+		snprintf(row, sizeof(row), "refresh: %s", why);
+		log_info("%s of %s: refresh refused: %s", c->id, c->user->id,
+		         why);
+		auth_failure_record(srv, c->peer, row);
+		session_send_error(srv, c, "refresh_failed", why);
+		return;
+	}
+	c->expires_at = conn_expiry(exp_to_us(cl.exp));
+	char text[64];
+	snprintf(text, sizeof(text), "{\"type\":\"refreshed\",\"exp\":%lld}",
+	         (long long)cl.exp);
+	struct frame *f = frame_build_literal(text);
+	if (f) {
+		session_send(srv, c, f);
+		frame_unref(f);
+	}
+	log_debug("%s of %s: token refreshed, exp %lld", c->id, c->user->id,
+	          (long long)cl.exp);
+}
+
+/* A complete text message from the client of an open connection. */
 static void session_message(struct ws_server *srv, struct conn *c,
                             const unsigned char *data, size_t len)
 {
-	uint64_t ack_seq = 0;
-	switch (client_frame_classify(data, len, &ack_seq)) {
+	switch (client_frame_classify(data, len, &srv->cf)) {
 	case CLIENT_FRAME_INVALID_JSON:
-		session_send_error(srv, c, "invalid_json");
+		session_send_error(srv, c, "invalid_json", NULL);
 		break;
 	case CLIENT_FRAME_PING:
 		session_send(srv, c, srv->pong);
 		break;
 	case CLIENT_FRAME_ACK:
-		if (ack_seq > c->last_seq_written)
-			session_send_error(srv, c, "invalid_ack");
+		if (srv->cf.ack_seq > c->last_seq_written)
+			session_send_error(srv, c, "invalid_ack", NULL);
 		else
-			router_conn_acked(srv->router, c, ack_seq);
+			router_conn_acked(srv->router, c, srv->cf.ack_seq);
 		break;
 	case CLIENT_FRAME_INVALID_ACK:
-		session_send_error(srv, c, "invalid_ack");
+		session_send_error(srv, c, "invalid_ack", NULL);
+		break;
+	case CLIENT_FRAME_AUTH:
+		session_send_error(srv, c, "already_authenticated", NULL);
+		break;
+	case CLIENT_FRAME_REFRESH:
+		session_refresh(srv, c);
 		break;
 	case CLIENT_FRAME_FORWARD:
 		if (inbound_send_client_message(srv->deps.inbound, c->id,
 		                                c->user->id, data, len,
 		                                clock_now_us()))
-			session_send_error(srv, c, "backend_unavailable");
+			session_send_error(srv, c, "backend_unavailable", NULL);
 		else
 			registry_counters(srv->reg)->client_messages++;
 		break;
 	}
 }
 
+/* A complete text message: to the open connection, or as the auth frame
+ * of one without a token. Returns -1 to hang up. */
+static int session_text(struct ws_server *srv, struct session *s,
+                        const unsigned char *data, size_t len)
+{
+	if (s->conn) {
+		session_message(srv, s->conn, data, len);
+		return 0;
+	}
+	return session_auth_message(srv, s, data, len);
+}
+
 static int session_receive(struct ws_server *srv, struct lws *wsi,
                            struct session *s, const unsigned char *in,
                            size_t len)
 {
-	if (!s->conn)
+	if (!s->conn && !s->pa)
 		return -1;
+	if (s->pa && s->pa->close_code)
+		return 0; /* refused: only the close is left to do */
 	s->heard_at = clock_now_us();
 	if (lws_frame_is_binary(wsi)) {
 		static const char why[] = "binary frames are not accepted";
+		if (s->pa) {
+			session_auth_refuse(
+			    srv, s, 4401, "authentication failed",
+			    "auth_failed", "expected an auth frame",
+			    "expected an auth frame");
+			return 0;
+		}
 		lws_close_reason(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
 		                 (unsigned char *)why, sizeof(why) - 1);
 		return -1;
@@ -517,10 +1006,8 @@ static int session_receive(struct ws_server *srv, struct lws *wsi,
 		                 (unsigned char *)why, sizeof(why) - 1);
 		return -1;
 	}
-	if (complete && s->rx_len == 0) {
-		session_message(srv, s->conn, in, len);
-		return 0;
-	}
+	if (complete && s->rx_len == 0)
+		return session_text(srv, s, in, len);
 	/* A message arriving in pieces: gather it, bounded above. */
 	unsigned char *rx = realloc(s->rx, s->rx_len + len + 1);
 	if (!rx)
@@ -528,13 +1015,13 @@ static int session_receive(struct ws_server *srv, struct lws *wsi,
 	memcpy(rx + s->rx_len, in, len);
 	s->rx = rx;
 	s->rx_len += len;
-	if (complete) {
-		session_message(srv, s->conn, s->rx, s->rx_len);
-		free(s->rx);
-		s->rx = NULL;
-		s->rx_len = 0;
-	}
-	return 0;
+	if (!complete)
+		return 0;
+	int rc = session_text(srv, s, s->rx, s->rx_len);
+	free(s->rx);
+	s->rx = NULL;
+	s->rx_len = 0;
+	return rc;
 }
 
 /* The header of an unmasked, final text frame of len bytes (RFC 6455). */
@@ -614,10 +1101,32 @@ static int write_queue(struct ws_server *srv, struct lws *wsi, struct conn *c)
 	return 0;
 }
 
+/* A refused connection without a token: its error frame, then (at the
+ * next writable, so that the frame is not cut by the close) its close. */
+static int session_write_refusal(struct lws *wsi, struct pending_auth *pa)
+{
+	if (!pa->close_code)
+		return 0;
+	if (pa->error && !pa->error_sent) {
+		pa->error_sent = 1;
+		if (lws_write(wsi, pa->error->payload, pa->error->len,
+		              LWS_WRITE_TEXT) < (int)pa->error->len)
+			return -1;
+		lws_callback_on_writable(wsi);
+		return 0;
+	}
+	lws_close_reason(wsi, (enum lws_close_status)pa->close_code,
+	                 (unsigned char *)pa->close_reason,
+	                 strlen(pa->close_reason));
+	return -1;
+}
+
 static int session_write(struct ws_server *srv, struct lws *wsi,
                          struct session *s)
 {
 	struct conn *c = s->conn;
+	if (s->pa)
+		return session_write_refusal(wsi, s->pa);
 	if (!c)
 		return 0;
 	if (c->close_code) {
@@ -686,9 +1195,18 @@ static void session_closed(struct ws_server *srv, struct session *s)
 {
 	free(s->rx);
 	s->rx = NULL;
+	session_close_unlist(srv, s);
+	pending_free(srv, s);
 	struct conn *c = s->conn;
 	if (!c)
 		return;
+	if (srv->drained) {
+		/* After ws_server_drain the store and the router may be gone
+		 * (main closes them before ws_server_destroy): only free. */
+		registry_remove_conn(srv->reg, c);
+		s->conn = NULL;
+		return;
+	}
 	int code = c->close_code        ? c->close_code
 	           : s->peer_close_code ? s->peer_close_code
 	                                : LWS_CLOSE_STATUS_ABNORMAL_CLOSE;
@@ -755,6 +1273,8 @@ void ws_server_conn_ready(struct conn *c, void *arg)
 	struct lws *wsi = c->transport;
 	struct ws_server *srv = lws_context_user(lws_get_context(wsi));
 	struct session *s = lws_wsi_user(wsi);
+	if (c->close_code && s && s->conn == c)
+		session_close_bound(srv, s);
 	if (!srv->in_wake || !s || s->conn != c) {
 		lws_callback_on_writable(wsi);
 		return;
@@ -813,6 +1333,8 @@ struct ws_server *ws_server_new(const struct config *cfg,
 	srv->max_client_frame = cfg->max_client_frame;
 	srv->max_conns_per_user = (uint32_t)cfg->max_conns_per_user;
 	srv->max_conns = (uint32_t)cfg->max_conns;
+	srv->auth_timeout_us = cfg->auth_timeout_us;
+	srv->max_unauth = (uint32_t)cfg->max_unauthenticated;
 	if (cfg->handshake_rate_per_peer) {
 		srv->peers = peer_limit_new(cfg->handshake_rate_per_peer);
 		if (!srv->peers) {
@@ -917,6 +1439,8 @@ void ws_server_handle_wake(struct ws_server *srv)
 	ws_server_write_ready(srv); /* what on_wake left */
 }
 
+#define DRAIN_HANGUP_US 500000 /* for hung-up sockets to be reported closed */
+
 struct close_all {
 	struct registry *reg;
 	int code;
@@ -932,11 +1456,34 @@ static void close_one(struct conn *c, void *arg)
 void ws_server_drain(struct ws_server *srv, int code, const char *reason,
                      int timeout_ms)
 {
+	srv->draining = 1;
 	struct close_all ca = {srv->reg, code, reason};
 	registry_foreach_conn(srv->reg, close_one, &ca);
+	/* Those still waiting for their auth frame: no frame, no row. */
+	while (srv->pending_head)
+		session_auth_refuse(srv, srv->pending_head->s, code, reason,
+		                    NULL, NULL, NULL);
 	int64_t deadline = clock_now_us() + (int64_t)timeout_ms * 1000;
-	while (registry_conn_count(srv->reg) && clock_now_us() < deadline)
+	while ((registry_conn_count(srv->reg) || srv->closing_head ||
+	        srv->n_unauth) &&
+	       clock_now_us() < deadline)
 		ev_run(srv->loop, EVRUN_ONCE);
+	/* Those whose close could not be written in time are hung up now,
+	 * and their closing (session rows, dropped rows, notices) is done
+	 * here, while the store, router and inbound socket still exist. */
+	for (struct session *s = srv->closing_head; s; s = s->closing_next)
+		if (!s->hung_up) {
+			s->hung_up = 1;
+			lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND,
+			                LWS_TO_KILL_ASYNC);
+		}
+	deadline = clock_now_us() + DRAIN_HANGUP_US;
+	while (srv->closing_head && clock_now_us() < deadline)
+		ev_run(srv->loop, EVRUN_ONCE);
+	if (srv->closing_head)
+		log_warn("shutdown: connections still open after the drain; "
+		         "their session rows stay open until the next start");
+	srv->drained = 1;
 }
 
 void ws_server_destroy(struct ws_server *srv)

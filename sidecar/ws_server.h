@@ -1,9 +1,10 @@
 /*
  * ws_server: the libwebsockets server -- the /ws endpoint with its
- * handshake (JWT auth, origin, per-user limit, since), the client protocol
- * (connected frame, ping/pong, invalid_json, ack, forwarding to backends),
- * writing each connection's queue, closes with their codes, and the HTTP
- * endpoints /healthz and /metrics.
+ * handshake (JWT auth, origin, per-user limit, since), or first-message
+ * auth for a handshake without a token, the client protocol (connected
+ * frame, ping/pong, invalid_json, ack, token refresh, forwarding to
+ * backends), writing each connection's queue, closes with their codes
+ * (bounded in time), and the HTTP endpoints /healthz and /metrics.
  *
  * Threads: everything here runs on the one lws service thread, except
  * ws_server_wake, which any thread may call.
@@ -60,7 +61,9 @@ void ws_server_conn_ready(struct conn *c, void *srv);
 /* Service thread, within on_wake: writes the frames queued so far. */
 void ws_server_write_ready(struct ws_server *srv);
 /* Shutdown: closes every connection with code and reason, then serves
- * until they are gone or timeout_ms has passed. */
+ * until they are gone or timeout_ms has passed, and hangs up what is left.
+ * Their session rows are written by then; after it, the server needs
+ * neither store, router nor inbound socket until ws_server_destroy. */
 void ws_server_drain(struct ws_server *srv, int code, const char *reason,
                      int timeout_ms);
 void ws_server_destroy(struct ws_server *srv);

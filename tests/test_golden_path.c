@@ -432,8 +432,12 @@ static void test_auth_refuses_bad_expired_and_missing_tokens(void **state)
 	free(token);
 	assert_int_equal(connect_status(g, path, NULL, NULL), 401);
 
-	/* No token. */
-	assert_int_equal(connect_status(g, "/ws", NULL, NULL), 401);
+	/* An empty token, and a header without one (a handshake with no
+	 * token at all authenticates with its first message instead). */
+	assert_int_equal(connect_status(g, "/ws?access_token=", NULL, NULL),
+	                 401);
+	assert_int_equal(
+	    connect_status(g, "/ws", "Authorization: Bearer", NULL), 401);
 	g->passed++;
 }
 

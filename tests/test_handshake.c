@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,7 +93,10 @@ static void test_since_accepts_only_decimal_integers(void **state)
 
 static enum client_frame_kind classify(const char *s, uint64_t *seq)
 {
-	return client_frame_classify(s, strlen(s), seq);
+	static struct client_frame cf;
+	enum client_frame_kind kind = client_frame_classify(s, strlen(s), &cf);
+	*seq = cf.ack_seq;
+	return kind;
 }
 
 static void test_client_frames_are_classified(void **state)
@@ -125,6 +129,49 @@ static void test_client_frames_are_classified(void **state)
 	assert_int_equal(
 	    classify("{\"type\":\"ack\",\"seq\":9223372036854775808}", &seq),
 	    CLIENT_FRAME_INVALID_ACK);
+}
+
+static void test_auth_and_refresh_frames_carry_their_token(void **state)
+{
+	(void)state;
+	static struct client_frame cf;
+	const char *auth = "{\"type\":\"auth\",\"token\":\"a.b.c\"}";
+	assert_int_equal(client_frame_classify(auth, strlen(auth), &cf),
+	                 CLIENT_FRAME_AUTH);
+	assert_string_equal(cf.token, "a.b.c");
+	assert_int_equal(cf.token_len, 5);
+	const char *refresh = "{\"token\":\"x.y.z\",\"type\":\"refresh\"}";
+	assert_int_equal(client_frame_classify(refresh, strlen(refresh), &cf),
+	                 CLIENT_FRAME_REFRESH);
+	assert_string_equal(cf.token, "x.y.z");
+	/* No token, or not a string: the kind, with no token. */
+	const char *none[] = {"{\"type\":\"auth\"}",
+	                      "{\"type\":\"auth\",\"token\":42}",
+	                      "{\"type\":\"refresh\",\"token\":null}"};
+	for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+		enum client_frame_kind k =
+		    client_frame_classify(none[i], strlen(none[i]), &cf);
+		assert_true(k == CLIENT_FRAME_AUTH ||
+		            k == CLIENT_FRAME_REFRESH);
+		assert_int_equal(cf.token_len, 0);
+	}
+	/* Too long: cut one byte past the verifier's limit, which refuses
+	 * it. */
+	size_t n = AUTH_JWT_MAX_TOKEN + 100;
+	char *big = malloc(n + 64);
+	assert_non_null(big);
+	int head = sprintf(big, "{\"type\":\"auth\",\"token\":\"");
+	memset(big + head, 'a', n);
+	strcpy(big + head + n, "\"}");
+	assert_int_equal(client_frame_classify(big, strlen(big), &cf),
+	                 CLIENT_FRAME_AUTH);
+	assert_int_equal(cf.token_len, AUTH_JWT_MAX_TOKEN + 1);
+	free(big);
+	/* "auth" as something else than the type is just a message. */
+	const char *other = "{\"type\":\"chat\",\"auth\":\"x\"}";
+	assert_int_equal(client_frame_classify(other, strlen(other), &cf),
+	                 CLIENT_FRAME_FORWARD);
+	assert_int_equal(cf.token_len, 0);
 }
 
 static void test_sizes_and_durations_parse_with_suffixes(void **state)
@@ -211,6 +258,7 @@ int main(void)
 	    cmocka_unit_test(test_subprotocol_list_yields_bearer_token),
 	    cmocka_unit_test(test_since_accepts_only_decimal_integers),
 	    cmocka_unit_test(test_client_frames_are_classified),
+	    cmocka_unit_test(test_auth_and_refresh_frames_carry_their_token),
 	    cmocka_unit_test(test_sizes_and_durations_parse_with_suffixes),
 	    cmocka_unit_test(test_flag_beats_environment_variable),
 	    cmocka_unit_test(test_bad_flags_are_refused_with_a_reason),

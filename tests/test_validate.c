@@ -564,17 +564,13 @@ static void test_custom_type_outside_its_charset_is_refused(void **state)
 static void test_reserved_custom_type_names_are_refused(void **state)
 {
 	static char *const reserved[] = {
-	    "connected",
-	    "pong",
-	    "error",
-	    "resume_failed",
-	    "ping",
-	    "ack",
-	    "agent_started",
-	    "agent_thinking",
-	    "tool_executing",
-	    "tool_completed",
-	    "agent_completed",
+	    "connected",      "pong",
+	    "error",          "resume_failed",
+	    "ping",           "ack",
+	    "auth",           "refresh",
+	    "refreshed",      "agent_started",
+	    "agent_thinking", "tool_executing",
+	    "tool_completed", "agent_completed",
 	    "agent_error",
 	};
 
@@ -588,7 +584,8 @@ static void test_reserved_custom_type_names_are_refused(void **state)
 
 static void test_names_near_reserved_ones_are_accepted(void **state)
 {
-	static char *const near[] = {"connected2", "ping.pong", "ack_", "err"};
+	static char *const near[] = {"connected2", "ping.pong", "ack_",
+	                             "err",        "authx",     "refreshed.v2"};
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(near) / sizeof(near[0]); i++) {

@@ -186,7 +186,7 @@ static int head_header(const char *head, const char *name, char *out,
 	return -1;
 }
 
-static int tcp_connect(uint16_t port)
+static int tcp_connect(uint16_t port, int rcvbuf)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET,
 	                         .sin_port = htons(port)};
@@ -195,6 +195,12 @@ static int tcp_connect(uint16_t port)
 
 	if (fd < 0) {
 		set_err("socket: %s", strerror(errno));
+		return -1;
+	}
+	if (rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf,
+	                             sizeof(rcvbuf)) < 0) {
+		set_err("SO_RCVBUF: %s", strerror(errno));
+		close(fd);
 		return -1;
 	}
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -285,6 +291,14 @@ static int read_head(int fd, char *buf, size_t cap, size_t *got,
 int ws_client_connect(struct ws_client **out, uint16_t port, const char *path,
                       const char *const *headers, int timeout_ms)
 {
+	return ws_client_connect_rcvbuf(out, port, path, headers, 0,
+	                                timeout_ms);
+}
+
+int ws_client_connect_rcvbuf(struct ws_client **out, uint16_t port,
+                             const char *path, const char *const *headers,
+                             int rcvbuf, int timeout_ms)
+{
 	int64_t deadline = test_now_ms() + timeout_ms;
 	unsigned char nonce[16];
 	char key[32], want[29], got_accept[64], value[256];
@@ -303,7 +317,7 @@ int ws_client_connect(struct ws_client **out, uint16_t port, const char *path,
 		set_err("SHA-1 failed");
 		return WS_CLIENT_ERROR;
 	}
-	fd = tcp_connect(port);
+	fd = tcp_connect(port, rcvbuf);
 	if (fd < 0)
 		return WS_CLIENT_ERROR;
 	req = build_request(port, path, key, headers);

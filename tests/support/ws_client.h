@@ -59,6 +59,15 @@ struct ws_client;
  * WS_CLIENT_ERROR or WS_CLIENT_TIMEOUT when there was no valid answer. */
 int ws_client_connect(struct ws_client **out, uint16_t port, const char *path,
                       const char *const *headers, int timeout_ms);
+/* Like ws_client_connect, with the socket's receive buffer capped at about
+ * rcvbuf bytes (SO_RCVBUF) before it connects: TCP then never offers the
+ * server a larger window, and a client that stops reading stops the
+ * server's socket for good (ws_client_set_rcvbuf after the handshake
+ * shrinks the buffer, not the window already offered: the kernel keeps
+ * taking data, slowly). rcvbuf 0: the system's default. */
+int ws_client_connect_rcvbuf(struct ws_client **out, uint16_t port,
+                             const char *path, const char *const *headers,
+                             int rcvbuf, int timeout_ms);
 
 /* The subprotocol the server chose, "" when none. */
 const char *ws_client_subprotocol(const struct ws_client *c);
