@@ -42,6 +42,8 @@ const range = (a, b) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
 
 let tmp, sidecar, proxy, web, context, page;
 let finished = false; // the last test ran to its end
+/** Every WebSocket the page opened, as Chromium saw it: its URL and first frame sent. */
+const pageSockets = [];
 const timings = [];
 let phaseStart;
 function phase(name) {
@@ -108,6 +110,11 @@ describe('browser client in headless Chromium against a real sidecar', { timeout
     });
     page = context.pages()[0] ?? (await context.newPage());
     page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
+    page.on('websocket', (ws) => {
+      const rec = { url: ws.url(), first: undefined };
+      pageSockets.push(rec);
+      ws.on('framesent', (f) => (rec.first ??= String(f.payload)));
+    });
     const ws = `ws://127.0.0.1:${proxy.port}/ws`;
     await page.goto(`${web.origin}/demo/index.html?ws=${encodeURIComponent(ws)}&user=u1&ttl=3600&initialDelay=100&maxDelay=1000`);
     await waitPage(() => window.wsgateDemo?.client?.state === 'open');
@@ -145,7 +152,7 @@ describe('browser client in headless Chromium against a real sidecar', { timeout
   });
 
   after(async () => {
-    phase();
+    phase('teardown (Chromium, servers, sidecar stop)');
     if (!finished && page) {
       // What the page and the sidecar saw, for whoever reads a failure.
       const states = await demo(() => window.wsgateDemo?.states.map((s) => `${s.state}${s.closeCode ? `(${s.closeCode})` : ''}`)).catch(() => []);
@@ -159,6 +166,7 @@ describe('browser client in headless Chromium against a real sidecar', { timeout
     await proxy?.close();
     await web?.close();
     await sidecar?.stop('SIGTERM').catch((e) => console.log(`sidecar stop: ${e.message}`));
+    phase();
     console.log(`timings:\n  ${timings.join('\n  ')}`);
     if (process.env.KEEP_TMP) console.log(`kept ${tmp}`);
     else if (tmp) rmSync(tmp, { recursive: true, force: true });
@@ -288,6 +296,13 @@ describe('browser client in headless Chromium against a real sidecar', { timeout
     assert.equal(d.stats.eventsDelivered, (await seqs()).length);
     assert.equal(d.badState, 'auth_failed');
     assert.equal(d.badAttempts, 1, 'the bad token was tried once in the whole run');
+    // First-message auth as Chromium put it on the wire: no token in any
+    // URL, and the auth frame first on every socket that sent anything.
+    const sentSomething = pageSockets.filter((s) => s.first !== undefined);
+    console.log(`page sockets: ${pageSockets.length}, ${sentSomething.length} sent frames`);
+    assert.ok(sentSomething.length >= d.stats.connections + 1);
+    for (const s of pageSockets) assert.ok(!/access_token|eyJ/.test(s.url), s.url);
+    for (const s of sentSomething) assert.equal(JSON.parse(s.first).type, 'auth');
     const verify = await sidecar.ctl('verify');
     console.log(`wsgatectl verify: ${verify.trim().split('\n').join(' | ')}`);
     finished = true;

@@ -105,10 +105,12 @@ export class Sidecar {
     if (!proc) return;
     this.proc = undefined;
     proc.kill(signal);
+    let timer;
     const exit = await Promise.race([
       proc.exited,
-      new Promise((r) => setTimeout(() => r(undefined), 15000)),
+      new Promise((r) => (timer = setTimeout(() => r(undefined), 15000))),
     ]);
+    clearTimeout(timer);
     if (!exit) {
       proc.kill('SIGKILL');
       await proc.exited;
