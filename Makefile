@@ -4,17 +4,21 @@
 DEB_PACKAGES := build-essential cmake pkg-config libwebsockets-dev libnng-dev \
 	libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev libcmocka-dev \
 	libssl-dev libjansson-dev libev-dev libwebsockets-evlib-ev openssl sqlite3 clang libclang-rt-14-dev \
-	valgrind chromium
+	valgrind python3-protobuf protobuf-compiler python3-pip chromium
 JOBS ?= 2
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 DEV_SECRET ?= ./dev-secret
+# Debian's Python: it has python3-protobuf (a pyenv python3 first on PATH
+# would not).
+PYTHON ?= /usr/bin/python3
 
 FUZZ_SECONDS ?= 20
 FUZZ_LONG_SECONDS ?= 600
 
 .PHONY: all deps build build-asan run test test-normal test-asan \
-	test-valgrind test-bench test-fuzz test-browser fuzz bench clean
+	test-valgrind test-bench test-fuzz test-python python-proto test-browser \
+	fuzz bench clean
 
 all: build
 
@@ -61,6 +65,15 @@ test-bench: build
 test-fuzz: deps
 	tests/fuzz/run.sh $(FUZZ_SECONDS)
 
+# The Python client (clients/python) against the real sidecar of $(BUILD).
+test-python: build
+	WSGATE_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m unittest discover -s clients/python/tests
+
+# clients/python/wsgate/wsgate_pb2.py is committed (pip installs need no
+# protoc); its test fails when it is stale against the schema.
+python-proto: deps
+	protoc --proto_path=schema --python_out=clients/python/wsgate schema/wsgate.proto
+
 # The browser client (clients/js): its npm dev dependencies when missing
 # (npm ci, from package-lock.json), the bundles, the Node unit tests, then
 # the headless Chromium test against a real sidecar from $(BUILD).
@@ -69,8 +82,8 @@ test-browser: build
 		npm run build && npm test && \
 		BUILD_DIR=$(abspath $(BUILD)) npm run test:browser
 
-test: test-normal test-asan test-valgrind test-bench test-fuzz test-browser
-	@echo "make test: all suites passed (normal, asan+ubsan, valgrind, bench smoke, fuzz $(FUZZ_SECONDS)s each, browser)"
+test: test-normal test-asan test-valgrind test-bench test-fuzz test-python test-browser
+	@echo "make test: all suites passed (normal, asan+ubsan, valgrind, bench smoke, fuzz $(FUZZ_SECONDS)s each, python client, browser)"
 
 fuzz: deps
 	tests/fuzz/run.sh $(FUZZ_LONG_SECONDS)
