@@ -80,7 +80,7 @@ python-proto: deps
 test-browser: build
 	cd clients/js && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && \
 		npm run build && npm test && \
-		BUILD_DIR=$(abspath $(BUILD)) npm run test:browser
+		BUILD_DIR=$(abspath $(BUILD)) PYTHON=$(PYTHON) npm run test:browser
 
 test: test-normal test-asan test-valgrind test-bench test-fuzz test-python test-browser
 	@echo "make test: all suites passed (normal, asan+ubsan, valgrind, bench smoke, fuzz $(FUZZ_SECONDS)s each, python client, browser)"

@@ -1,5 +1,6 @@
 // The browser client in real headless Chromium against a real sidecar.
-// A backend sends the five critical events of a run; the demo page must
+// A Python backend (examples/python_backend.py, one-shot mode) sends the
+// five critical events of a run; the demo page must
 // show them in order, then keep every event exactly once through a network
 // drop, a slow-consumer close (4008), a drained restart (1001) and a crash
 // (SIGKILL), refresh its token in-band past the token's expiry, and report
@@ -8,7 +9,8 @@
 // Synchronisation is by polling page state with deadlines
 // (page.waitForFunction), never by sleeping.
 //
-// Environment: BUILD_DIR (default <repo>/build), CHROMIUM (default
+// Environment: BUILD_DIR (default <repo>/build), PYTHON (default
+// /usr/bin/python3, for examples/python_backend.py), CHROMIUM (default
 // /usr/bin/chromium), SCREENSHOT=file.png (the demo page at the end),
 // KEEP_TMP=1 (keep the sidecar's dir and log).
 import { after, before, describe, test } from 'node:test';
@@ -52,17 +54,14 @@ function phase(name) {
   phaseStart = name ? { name, at: now } : undefined;
 }
 
-/** Sends the five critical events of `runId` to `user` the way a backend does. */
+/** The Python backend sends the five critical events of `runId` to `user`; returns what it printed. */
 async function sendRun(user, runId) {
-  if (existsSync(pythonBackend)) {
-    const { stdout } = await run('python3', [pythonBackend, '--control', sidecar.control, '--user', user, '--run', runId], {
-      cwd: repoRoot,
-      env: { ...process.env, PYTHONPATH: join(repoRoot, 'clients', 'python') },
-    });
-    return `python backend: ${stdout.trim().split('\n').join(' | ')}`;
-  }
-  for (const type of FIVE) await sidecar.send(user, type, { run: runId, payload: { step: type } });
-  return 'wsgatectl send x5';
+  const { stdout } = await run(
+    process.env.PYTHON ?? '/usr/bin/python3',
+    [pythonBackend, '--control', sidecar.control, '--user', user, '--run', runId],
+    { cwd: repoRoot, env: { ...process.env, PYTHONPATH: join(repoRoot, 'clients', 'python') } },
+  );
+  return stdout.trim().split('\n');
 }
 
 const demo = (expr) => page.evaluate(expr);
@@ -174,8 +173,9 @@ describe('browser client in headless Chromium against a real sidecar', { timeout
 
   test('the page receives the five critical events of a run in order', async () => {
     phase('five events');
-    const how = await sendRun('u1', 'r1');
-    console.log(`sender: ${how}`);
+    const printed = await sendRun('u1', 'r1');
+    console.log(`python backend: ${printed.join(' | ')}`);
+    assert.equal(printed.length, 5);
     await expectSeqs(5);
     const events = await demo(() => window.wsgateDemo.events);
     assert.deepEqual(
