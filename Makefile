@@ -4,7 +4,7 @@
 DEB_PACKAGES := build-essential cmake pkg-config libwebsockets-dev libnng-dev \
 	libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev libcmocka-dev \
 	libssl-dev libjansson-dev libev-dev libwebsockets-evlib-ev openssl sqlite3 clang libclang-rt-14-dev \
-	valgrind python3-protobuf protobuf-compiler python3-pip
+	valgrind python3-protobuf protobuf-compiler python3-pip chromium
 JOBS ?= 2
 BUILD ?= build
 ASAN_BUILD ?= build-asan
@@ -17,7 +17,8 @@ FUZZ_SECONDS ?= 20
 FUZZ_LONG_SECONDS ?= 600
 
 .PHONY: all deps build build-asan run test test-normal test-asan \
-	test-valgrind test-bench test-fuzz test-python python-proto fuzz bench clean
+	test-valgrind test-bench test-fuzz test-python python-proto test-browser \
+	fuzz bench clean
 
 all: build
 
@@ -73,8 +74,16 @@ test-python: build
 python-proto: deps
 	protoc --proto_path=schema --python_out=clients/python/wsgate schema/wsgate.proto
 
-test: test-normal test-asan test-valgrind test-bench test-fuzz test-python
-	@echo "make test: all suites passed (normal, asan+ubsan, valgrind, bench smoke, fuzz $(FUZZ_SECONDS)s each, python client)"
+# The browser client (clients/js): its npm dev dependencies when missing
+# (npm ci, from package-lock.json), the bundles, the Node unit tests, then
+# the headless Chromium test against a real sidecar from $(BUILD).
+test-browser: build
+	cd clients/js && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && \
+		npm run build && npm test && \
+		BUILD_DIR=$(abspath $(BUILD)) PYTHON=$(PYTHON) npm run test:browser
+
+test: test-normal test-asan test-valgrind test-bench test-fuzz test-python test-browser
+	@echo "make test: all suites passed (normal, asan+ubsan, valgrind, bench smoke, fuzz $(FUZZ_SECONDS)s each, python client, browser)"
 
 fuzz: deps
 	tests/fuzz/run.sh $(FUZZ_LONG_SECONDS)
