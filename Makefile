@@ -4,7 +4,8 @@
 DEB_PACKAGES := build-essential cmake pkg-config libwebsockets-dev libnng-dev \
 	libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev libcmocka-dev \
 	libssl-dev libjansson-dev libev-dev libwebsockets-evlib-ev openssl sqlite3 clang libclang-rt-14-dev \
-	valgrind python3-protobuf protobuf-compiler python3-pip chromium
+	valgrind python3-protobuf protobuf-compiler python3-pip chromium \
+	nats-server libnats-dev
 JOBS ?= 2
 BUILD ?= build
 ASAN_BUILD ?= build-asan
