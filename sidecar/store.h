@@ -54,7 +54,9 @@ struct store_conn_ref {
 struct store_job {
 	enum store_job_kind kind;
 	struct store_job *next;
-	int failed; /* set by the writer: not committed */
+	/* Set by the writer: not committed -- its transaction failed, or,
+	 * for an event, an earlier one of its user did (seq_poison.h). */
+	int failed;
 	union {
 		struct {
 			/* Borrowed from the request until the job is done. */
