@@ -125,6 +125,12 @@ int64_t sidecar_db_int(const struct sidecar *s, const char *sql, const char *a,
 int64_t sidecar_db_wait(const struct sidecar *s, const char *sql, const char *a,
                         const char *b, int64_t want, int timeout_ms);
 
+/* Runs WSGATECTL_BIN with args (e.g. "verify") against s's database,
+ * audit key and control socket; returns its exit status (-1 when it could
+ * not run or died of a signal) and, if out is not NULL, its stdout and
+ * stderr (or why it did not run) in *out, malloc'd. */
+int sidecar_ctl(const struct sidecar *s, const char *args, char **out);
+
 /* Prints the last lines of the sidecar's log on stderr. */
 void sidecar_print_log(const struct sidecar *s, size_t max_bytes);
 /* Whether a line of the sidecar's log contains text. */
