@@ -108,6 +108,7 @@ enum stmt_id {
 	ST_OLDEST_SEQ,
 	ST_SESSION_OPEN,
 	ST_SESSION_CLOSE,
+	ST_SESSION_REFRESH,
 	ST_AUTH_FAILURE,
 	ST_PENDING_DONE,
 	ST_CHAIN_HEAD,
@@ -138,6 +139,10 @@ static const char *const stmt_sql[ST_COUNT] = {
         " VALUES(?,?,?,?,?,?,?)",
     [ST_SESSION_CLOSE] = "UPDATE sessions SET closed_at = ?, close_code = ?,"
                          " close_reason = ? WHERE conn_id = ?",
+    /* Sessions are outside the MAC'd chains (verify reads only their
+     * user_id, which never changes): an update is what a close does. */
+    [ST_SESSION_REFRESH] = "UPDATE sessions SET token_jti = ?,"
+                           " token_exp = ? WHERE conn_id = ?",
     [ST_AUTH_FAILURE] =
         "INSERT INTO auth_failures(at, peer, reason) VALUES(?,?,?)",
     [ST_PENDING_DONE] = "UPDATE events SET pending = 0"
@@ -265,6 +270,7 @@ void store_job_free(struct store_job *job)
 		break; /* its strings live in the job's allocation */
 	case STORE_SESSION_OPEN:
 	case STORE_SESSION_CLOSE:
+	case STORE_SESSION_REFRESH:
 		free(job->session.user_id);
 		free(job->session.peer);
 		free(job->session.user_agent);
@@ -751,6 +757,12 @@ static int run_job(struct store *s, struct store_job *job)
 		sqlite3_bind_int(st, 2, job->session.close_code);
 		bind_text(st, 3, job->session.close_reason);
 		bind_text(st, 4, job->session.conn_id);
+		return step_done(s, st);
+	case STORE_SESSION_REFRESH:
+		st = s->stmt[ST_SESSION_REFRESH];
+		bind_text(st, 1, job->session.token_jti);
+		sqlite3_bind_int64(st, 2, job->session.token_exp);
+		bind_text(st, 3, job->session.conn_id);
 		return step_done(s, st);
 	case STORE_AUTH_FAILURE:
 		st = s->stmt[ST_AUTH_FAILURE];

@@ -39,6 +39,7 @@ enum store_job_kind {
 	STORE_DELIVERY, /* an outcome row: written, dropped, acked */
 	STORE_SESSION_OPEN,
 	STORE_SESSION_CLOSE,
+	STORE_SESSION_REFRESH, /* a refreshed token's jti and exp */
 	STORE_AUTH_FAILURE,
 	STORE_PENDING_DONE, /* the user's pending events up to seq delivered */
 };
