@@ -363,6 +363,31 @@ bool sidecar_log_contains(const struct sidecar *s, const char *text)
 	return found;
 }
 
+int sidecar_fixture_setup(void **state, size_t size,
+                          const char *const *extra_args)
+{
+	struct sidecar_fixture *fx = calloc(1, size);
+
+	if (!fx)
+		return -1;
+	if (sidecar_start(&fx->sc, extra_args) != 0) {
+		free(fx);
+		return -1;
+	}
+	*state = fx;
+	return 0;
+}
+
+int sidecar_fixture_teardown(void **state, int n_tests)
+{
+	struct sidecar_fixture *fx = *state;
+	int rc = sidecar_finish(fx->sc, fx->passed == n_tests);
+
+	free(fx);
+	*state = NULL;
+	return rc;
+}
+
 int sidecar_ctl(const struct sidecar *s, const char *args, char **out)
 {
 	char cmd[1024];
