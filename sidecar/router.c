@@ -271,9 +271,18 @@ static void event_committed(struct router *rt, struct store_job *job)
 		struct user *u =
 		    registry_user(rt->reg, job->event.user_id,
 		                  strlen(job->event.user_id), false);
-		/* Give the seq back unless a later one was handed out. */
-		if (u && u->last_seq == job->event.seq)
-			u->last_seq--;
+		/* Take the seq back, and every later one: the store fails
+		 * the user's events after a failed one until the next seq
+		 * handed out is at most this one (seq_poison.h), so the
+		 * user's seqs go on densely from here. */
+		if (u && u->last_seq >= job->event.seq)
+			u->last_seq = job->event.seq - 1;
+		/* A catch-up reads up to live_from: the events that get
+		 * these seqs again reach the connection live, not twice. A
+		 * chunk already submitted ran before any of them. */
+		for (struct conn *c = u ? u->conns : NULL; c; c = c->user_next)
+			if (c->live_from > u->last_seq)
+				c->live_from = u->last_seq;
 		registry_counters(rt->reg)->storage_failures++;
 		res = (struct router_result){
 		    .status = ROUTER_FAILED,

@@ -22,6 +22,9 @@
  * - events is a rowid table: rows append in acceptance order and only
  *   the (user_id, seq) key index takes scattered inserts; as a WITHOUT
  *   ROWID table each whole row lands on its user's page, at half the speed.
+ * - Each user's stored seqs are dense: after a failed transaction, the
+ *   user's later events fail too until the service thread has taken the
+ *   failed seqs back (seq_poison.h).
  * - synchronous=NORMAL in WAL: a commit survives a crash of the process
  *   (SIGKILL included), not a power cut of the machine.
  */
@@ -39,6 +42,7 @@
 #include "checkpointer.h"
 #include "clock.h"
 #include "log.h"
+#include "seq_poison.h"
 #include "wal_vfs.h"
 
 #define BATCH_MAX 4096 /* jobs per transaction */
@@ -104,6 +108,7 @@ enum stmt_id {
 	ST_OLDEST_SEQ,
 	ST_SESSION_OPEN,
 	ST_SESSION_CLOSE,
+	ST_SESSION_REFRESH,
 	ST_AUTH_FAILURE,
 	ST_PENDING_DONE,
 	ST_CHAIN_HEAD,
@@ -134,6 +139,10 @@ static const char *const stmt_sql[ST_COUNT] = {
         " VALUES(?,?,?,?,?,?,?)",
     [ST_SESSION_CLOSE] = "UPDATE sessions SET closed_at = ?, close_code = ?,"
                          " close_reason = ? WHERE conn_id = ?",
+    /* Sessions are outside the MAC'd chains (verify reads only their
+     * user_id, which never changes): an update is what a close does. */
+    [ST_SESSION_REFRESH] = "UPDATE sessions SET token_jti = ?,"
+                           " token_exp = ? WHERE conn_id = ?",
     [ST_AUTH_FAILURE] =
         "INSERT INTO auth_failures(at, peer, reason) VALUES(?,?,?)",
     [ST_PENDING_DONE] = "UPDATE events SET pending = 0"
@@ -171,6 +180,7 @@ struct store {
 	int64_t head_logged_id;
 	int64_t last_head_us;
 	int64_t last_prune_us;
+	struct seq_poison *poison; /* users whose later events must fail */
 
 	/* Service thread only: the group being submitted (store_group_*). */
 	int group_open;
@@ -260,6 +270,7 @@ void store_job_free(struct store_job *job)
 		break; /* its strings live in the job's allocation */
 	case STORE_SESSION_OPEN:
 	case STORE_SESSION_CLOSE:
+	case STORE_SESSION_REFRESH:
 		free(job->session.user_id);
 		free(job->session.peer);
 		free(job->session.user_agent);
@@ -706,6 +717,13 @@ static int run_job(struct store *s, struct store_job *job)
 	sqlite3_stmt *st;
 	switch (job->kind) {
 	case STORE_EVENT:
+		/* Behind a failed one of its user: written, it would leave
+		 * a gap. It fails alone; the transaction goes on. */
+		if (seq_poison_check(s->poison, job->event.user_id,
+		                     job->event.seq)) {
+			job->failed = 1;
+			return 0;
+		}
 		return run_event(s, job);
 	case STORE_REPLAY:
 		return run_replay(s, job);
@@ -739,6 +757,12 @@ static int run_job(struct store *s, struct store_job *job)
 		sqlite3_bind_int(st, 2, job->session.close_code);
 		bind_text(st, 3, job->session.close_reason);
 		bind_text(st, 4, job->session.conn_id);
+		return step_done(s, st);
+	case STORE_SESSION_REFRESH:
+		st = s->stmt[ST_SESSION_REFRESH];
+		bind_text(st, 1, job->session.token_jti);
+		sqlite3_bind_int64(st, 2, job->session.token_exp);
+		bind_text(st, 3, job->session.conn_id);
 		return step_done(s, st);
 	case STORE_AUTH_FAILURE:
 		st = s->stmt[ST_AUTH_FAILURE];
@@ -939,9 +963,23 @@ static void record_failure(struct store *s, const char *what)
 	log_error("store: %s failed: %s", what, sqlite3_errmsg(s->db));
 }
 
+/* Poisons the users of the failed events of a batch from their lowest
+ * seq in it (seq_poison.h). */
+static void poison_failed_events(struct store *s, struct store_job *batch)
+{
+	for (struct store_job *j = batch; j; j = j->next)
+		if (j->kind == STORE_EVENT &&
+		    seq_poison_mark(s->poison, j->event.user_id, j->event.seq))
+			log_error("store: out of memory: the events of %s after"
+			          " seq %llu may leave a gap",
+			          j->event.user_id,
+			          (unsigned long long)j->event.seq);
+}
+
 /* Runs a batch in one transaction (begun: its BEGIN is done); on any
  * failure every job of the batch is marked failed and the chain state is
- * rolled back with it. */
+ * rolled back with it. Events that fail alone (behind a failed one of
+ * their user) are not written. */
 static void commit_batch(struct store *s, struct store_job *batch, int begun)
 {
 	int64_t saved_id = s->next_id;
@@ -959,7 +997,16 @@ static void commit_batch(struct store *s, struct store_job *batch, int begun)
 		memcpy(s->prev_chain, saved_chain, AUDIT_CHAIN_LEN);
 		for (struct store_job *j = batch; j; j = j->next)
 			j->failed = 1;
+		poison_failed_events(s, batch);
+		return;
 	}
+	size_t skipped = 0;
+	for (struct store_job *j = batch; j; j = j->next)
+		skipped += j->kind == STORE_EVENT && j->failed;
+	if (skipped)
+		log_warn("store: %zu event(s) not written: they follow a failed"
+		         " commit of their user's earlier events",
+		         skipped);
 }
 
 /* Frees the jobs nobody waits for, queues the others as done; wake: tell
@@ -1256,6 +1303,7 @@ int store_open(struct store **out, const struct store_config *cfg, char *err,
 		s->prune_every_us = 1000000;
 	s->wake = cfg->wake;
 	s->wake_arg = cfg->wake_arg;
+	s->poison = seq_poison_new();
 	pthread_mutex_init(&s->lk, NULL);
 	pthread_cond_init(&s->cv, NULL);
 	pthread_cond_init(&s->flushed, NULL);
@@ -1266,6 +1314,10 @@ int store_open(struct store **out, const struct store_config *cfg, char *err,
 	EVP_MD_free(sha256); /* the context keeps its own reference */
 	if (!digest_ready) {
 		snprintf(err, errlen, "store: cannot set up SHA-256");
+		goto fail;
+	}
+	if (!s->poison) {
+		snprintf(err, errlen, "store: out of memory");
 		goto fail;
 	}
 	char vfs_name[32];
@@ -1327,6 +1379,7 @@ fail:
 	sqlite3_close(s->db);
 	wal_vfs_unregister(s->wal_vfs);
 	EVP_MD_CTX_free(s->sha256);
+	seq_poison_free(s->poison);
 	pthread_mutex_destroy(&s->lk);
 	pthread_cond_destroy(&s->cv);
 	pthread_cond_destroy(&s->flushed);
@@ -1366,6 +1419,7 @@ void store_close(struct store *s)
 	sqlite3_close(s->db);
 	wal_vfs_unregister(s->wal_vfs);
 	EVP_MD_CTX_free(s->sha256);
+	seq_poison_free(s->poison);
 	pthread_mutex_destroy(&s->lk);
 	pthread_cond_destroy(&s->cv);
 	pthread_cond_destroy(&s->flushed);

@@ -39,6 +39,7 @@ enum store_job_kind {
 	STORE_DELIVERY, /* an outcome row: written, dropped, acked */
 	STORE_SESSION_OPEN,
 	STORE_SESSION_CLOSE,
+	STORE_SESSION_REFRESH, /* a refreshed token's jti and exp */
 	STORE_AUTH_FAILURE,
 	STORE_PENDING_DONE, /* the user's pending events up to seq delivered */
 };
@@ -54,7 +55,9 @@ struct store_conn_ref {
 struct store_job {
 	enum store_job_kind kind;
 	struct store_job *next;
-	int failed; /* set by the writer: not committed */
+	/* Set by the writer: not committed -- its transaction failed, or,
+	 * for an event, an earlier one of its user did (seq_poison.h). */
+	int failed;
 	union {
 		struct {
 			/* Borrowed from the request until the job is done. */

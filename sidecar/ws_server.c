@@ -31,8 +31,10 @@
 #include "peer_limit.h"
 #include "router.h"
 
-#define WRITE_BUDGET   64 /* frames per writable callback, for fairness */
-#define WRITE_COALESCE (64 * 1024) /* bytes handed to the kernel at once */
+#define WRITE_BUDGET         64 /* frames per writable callback, for fairness */
+#define WRITE_COALESCE       (64 * 1024) /* bytes handed to the kernel at once */
+#define REFRESH_EVERY_US     1000000     /* at most one refresh a second */
+#define REFRESH_MAX_FAILURES 3           /* refused refreshes before 4401 */
 
 struct pending_auth;
 
@@ -57,6 +59,12 @@ struct session {
 	struct session *list_prev, *list_next;
 	int64_t deadline; /* us, while on a list */
 	int hung_up;      /* closing: given up on the close frame */
+	/* In-band refresh (session_refresh). */
+	int64_t refresh_at;   /* last refresh judged, us; 0: none yet */
+	int refresh_failures; /* refused ones */
+	/* Closing: an error frame to send before the close frame. */
+	struct frame *close_notice;
+	int close_notice_sent;
 };
 
 /* Sessions that all wait the same time for something (an auth frame, a
@@ -867,16 +875,48 @@ static void session_send_error(struct ws_server *srv, struct conn *c,
 	}
 }
 
+/* The session row follows the token in force: its jti and exp. */
+static void session_record_refresh(struct ws_server *srv, struct conn *c,
+                                   const struct auth_jwt_claims *cl)
+{
+	struct store_job *job = store_job_new(STORE_SESSION_REFRESH);
+	if (!job) {
+		log_error("out of memory: the session row of %s keeps its old"
+		          " token",
+		          c->id);
+		return;
+	}
+	memcpy(job->session.conn_id, c->id, sizeof(c->id));
+	job->session.token_jti = strdup(cl->jti);
+	job->session.token_exp = exp_to_us(cl->exp); /* us */
+	store_submit(srv->deps.store, job);
+}
+
 /*
  * In-band token refresh: {"type":"refresh","token":JWT} on an open
  * connection. The new token is verified like any other and must name the
  * connection's own user; then the connection lives until its exp (plus
- * the leeway) instead of the old one's, and the client gets
- * {"type":"refreshed","exp":EXP}. Refused: refresh_failed with the reason
- * and an auth_failures row ("refresh: REASON"); the old expiry stands.
+ * the leeway) instead of the old one's, its session row takes the new
+ * jti and exp, and the client gets {"type":"refreshed","exp":EXP}.
+ * Refused: refresh_failed with the reason and an auth_failures row
+ * ("refresh: REASON"); the old expiry stands.
+ *
+ * Refresh policy: a verification and a row cost the sidecar more than a
+ * frame costs the client, so a connection gets one refresh a second (one
+ * sooner: refresh_failed "too soon", nothing verified, no row), and its
+ * REFRESH_MAX_FAILURES-th refused one closes it with 4401 after its
+ * refresh_failed frame: at most that many rows per connection.
  */
-static void session_refresh(struct ws_server *srv, struct conn *c)
+static void session_refresh(struct ws_server *srv, struct session *s)
 {
+	struct conn *c = s->conn;
+	int64_t now = clock_now_us();
+	if (s->refresh_at && now - s->refresh_at < REFRESH_EVERY_US) {
+		session_send_error(srv, c, "refresh_failed",
+		                   "too soon: one refresh a second");
+		return;
+	}
+	s->refresh_at = now;
 	struct auth_jwt_claims cl;
 	enum auth_jwt_result ar =
 	    auth_jwt_verify(srv->deps.auth, srv->cf.token, srv->cf.token_len,
@@ -891,10 +931,19 @@ static void session_refresh(struct ws_server *srv, struct conn *c)
 		log_info("%s of %s: refresh refused: %s", c->id, c->user->id,
 		         why);
 		auth_failure_record(srv, c->peer, row);
-		session_send_error(srv, c, "refresh_failed", why);
+		if (++s->refresh_failures < REFRESH_MAX_FAILURES) {
+			session_send_error(srv, c, "refresh_failed", why);
+			return;
+		}
+		log_info("%s of %s: %d refreshes refused; closing", c->id,
+		         c->user->id, s->refresh_failures);
+		s->close_notice = frame_build_error("refresh_failed", why);
+		registry_conn_close(srv->reg, c, 4401,
+		                    "too many failed refreshes");
 		return;
 	}
 	c->expires_at = conn_expiry(exp_to_us(cl.exp));
+	session_record_refresh(srv, c, &cl);
 	char text[64];
 	snprintf(text, sizeof(text), "{\"type\":\"refreshed\",\"exp\":%lld}",
 	         (long long)cl.exp);
@@ -908,9 +957,10 @@ static void session_refresh(struct ws_server *srv, struct conn *c)
 }
 
 /* A complete text message from the client of an open connection. */
-static void session_message(struct ws_server *srv, struct conn *c,
+static void session_message(struct ws_server *srv, struct session *s,
                             const unsigned char *data, size_t len)
 {
+	struct conn *c = s->conn;
 	switch (client_frame_classify(data, len, &srv->cf)) {
 	case CLIENT_FRAME_INVALID_JSON:
 		session_send_error(srv, c, "invalid_json", NULL);
@@ -931,7 +981,7 @@ static void session_message(struct ws_server *srv, struct conn *c,
 		session_send_error(srv, c, "already_authenticated", NULL);
 		break;
 	case CLIENT_FRAME_REFRESH:
-		session_refresh(srv, c);
+		session_refresh(srv, s);
 		break;
 	case CLIENT_FRAME_FORWARD:
 		if (inbound_send_client_message(srv->deps.inbound, c->id,
@@ -950,7 +1000,7 @@ static int session_text(struct ws_server *srv, struct session *s,
                         const unsigned char *data, size_t len)
 {
 	if (s->conn) {
-		session_message(srv, s->conn, data, len);
+		session_message(srv, s, data, len);
 		return 0;
 	}
 	return session_auth_message(srv, s, data, len);
@@ -1110,6 +1160,17 @@ static int session_write(struct ws_server *srv, struct lws *wsi,
 	if (!c)
 		return 0;
 	if (c->close_code) {
+		if (s->close_notice && !s->close_notice_sent) {
+			/* The notice first, the close at the next writable:
+			 * not cut by it. */
+			s->close_notice_sent = 1;
+			if (lws_write(wsi, s->close_notice->payload,
+			              s->close_notice->len, LWS_WRITE_TEXT) <
+			    (int)s->close_notice->len)
+				return -1;
+			lws_callback_on_writable(wsi);
+			return 0;
+		}
 		lws_close_reason(wsi, (enum lws_close_status)c->close_code,
 		                 (unsigned char *)c->close_reason,
 		                 strlen(c->close_reason));
@@ -1175,6 +1236,8 @@ static void session_closed(struct ws_server *srv, struct session *s)
 {
 	free(s->rx);
 	s->rx = NULL;
+	frame_unref(s->close_notice);
+	s->close_notice = NULL;
 	pending_free(srv, s);
 	session_list_remove(s);
 	struct conn *c = s->conn;

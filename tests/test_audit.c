@@ -29,7 +29,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -46,34 +45,6 @@
 #define CALL_MS 5000
 
 /* --- helpers --- */
-
-/* Runs wsgatectl with args against s's database and key; returns its exit
- * status and its stdout in *out (malloc'd). */
-static int ctl(const struct sidecar *s, const char *args, char **out)
-{
-	char cmd[1024];
-	snprintf(cmd, sizeof(cmd),
-	         "%s --db %s --audit-key-file %s --control %s %s 2>&1",
-	         WSGATECTL_BIN, s->db_path, s->audit_key_path, s->control_url,
-	         args);
-	FILE *p = popen(cmd, "r");
-	assert_non_null(p);
-	size_t cap = 4096, len = 0;
-	char *buf = malloc(cap);
-	size_t n;
-	while ((n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-		len += n;
-		if (cap - len < 2048)
-			buf = realloc(buf, cap *= 2);
-	}
-	buf[len] = '\0';
-	int status = pclose(p);
-	if (out)
-		*out = buf;
-	else
-		free(buf);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 /* Runs sql on s's database with a writable connection of the test's own:
  * what anyone with sqlite3 and no key can do. */
@@ -260,12 +231,13 @@ static void test_golden_run_verifies_and_is_attributed(void **state)
 	assert_int_equal(sidecar_stop(s, SIDECAR_STOP_TIMEOUT_MS), 0);
 
 	char *out;
-	assert_int_equal(ctl(s, "verify", &out), 0);
+	assert_int_equal(sidecar_ctl(s, "verify", &out), 0);
 	free(out);
 
 	/* audit --user lists exactly that user's deliveries: 5 events x 2
 	 * connections x (queued, written, acked). */
-	assert_int_equal(ctl(s, "--json audit --user audit-a", &out), 0);
+	assert_int_equal(sidecar_ctl(s, "--json audit --user audit-a", &out),
+	                 0);
 	int rows = 0;
 	char *copy = strdup(out);
 	for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
@@ -292,7 +264,7 @@ static void test_golden_run_verifies_and_is_attributed(void **state)
 	free(copy);
 
 	/* trace: the event, both connections, each outcome. */
-	assert_int_equal(ctl(s, "trace audit-b-e3", &out), 0);
+	assert_int_equal(sidecar_ctl(s, "trace audit-b-e3", &out), 0);
 	assert_non_null(strstr(out, ids[1][0]));
 	assert_non_null(strstr(out, ids[1][1]));
 	assert_non_null(strstr(out, "queued"));
@@ -484,18 +456,19 @@ static void test_crash_leaves_a_consistent_record(void **state)
 	              n_seen, (long long)unknown);
 
 	char *out;
-	assert_int_equal(ctl(s, "verify", &out), 0);
+	assert_int_equal(sidecar_ctl(s, "verify", &out), 0);
 	free(out);
 	if (unknown > 0) {
 		assert_int_equal(
-		    ctl(s, "audit --user crash-0 --limit 100000", &out) +
-		        ctl(s,
-		            "audit --user crash-1 --limit "
-		            "100000",
-		            NULL),
+		    sidecar_ctl(s, "audit --user crash-0 --limit 100000",
+		                &out) +
+		        sidecar_ctl(s,
+		                    "audit --user crash-1 --limit "
+		                    "100000",
+		                    NULL),
 		    0);
 		char *all;
-		ctl(s, "audit --limit 100000", &all);
+		sidecar_ctl(s, "audit --limit 100000", &all);
 		assert_non_null(
 		    strstr(all, "outcome unknown: sidecar stopped"));
 		free(all);
@@ -515,7 +488,7 @@ static void expect_ctl(const struct sidecar *s, const char *args, int want,
                        const char *needle)
 {
 	char *out;
-	int rc = ctl(s, args, &out);
+	int rc = sidecar_ctl(s, args, &out);
 	if (rc != want)
 		fail_msg("wsgatectl %s: exit %d, want %d:\n%s", args, rc, want,
 		         out);
@@ -583,7 +556,7 @@ static void traffic(const struct sidecar *s, wsgate_client *b, const char *user,
 static void live_head(const struct sidecar *s, char head[128])
 {
 	char *out;
-	assert_int_equal(ctl(s, "--json status", &out), 0);
+	assert_int_equal(sidecar_ctl(s, "--json status", &out), 0);
 	json_t *o = json_loads(out, 0, NULL);
 	const char *h = json_string_value(json_object_get(o, "audit_head"));
 	if (!h)

@@ -27,6 +27,7 @@
 
 #include <jansson.h>
 
+#include "jwt_mint.h"
 #include "sidecar_proc.h"
 #include "test_clock.h"
 #include "ws_client.h"
@@ -37,7 +38,8 @@
 #define AUTH_TIMEOUT_MS 2000  /* --auth-timeout of the shared sidecar */
 #define SWEEP_MS        1000  /* the sidecar checks deadlines this often */
 #define LEEWAY_S        30    /* tokens live until exp + 30 s */
-#define N_TESTS         8     /* the tests on the shared sidecar */
+#define N_TESTS         10    /* the tests on the shared sidecar */
+#define TOO_SOON        "too soon: one refresh a second"
 
 /* One for the whole file. */
 struct fm {
@@ -180,6 +182,27 @@ static void expect_error(struct ws_client *c, const char *code,
 		         message ? message : "any message",
 		         json_dumps(obj, JSON_COMPACT));
 	json_decref(obj);
+}
+
+/* Sends a refresh with tok until it is no longer answered "too soon"
+ * (one refresh a second per connection); returns that answer. */
+static json_t *refresh_when_allowed(struct ws_client *c, const char *tok)
+{
+	int64_t deadline = test_now_ms() + POLL_MS;
+
+	for (;;) {
+		json_t *obj;
+
+		send_token_frame(c, "refresh", tok);
+		obj = recv_json(c);
+		if (strcmp(jstr(obj, "code"), "refresh_failed") != 0 ||
+		    strcmp(jstr(obj, "message"), TOO_SOON) != 0)
+			return obj;
+		json_decref(obj);
+		if (test_now_ms() > deadline)
+			fail_msg("refresh still too soon after %d ms", POLL_MS);
+		test_pause_ms(100);
+	}
 }
 
 static void expect_close(struct ws_client *c, int code)
@@ -419,14 +442,17 @@ static void test_refresh_for_another_user_changes_nothing(void **state)
 	char *path = token_path(f->sc, user, 600);
 	char *other = token(f->sc, "fm-x", 600);
 	struct ws_client *c = open_path(f, f->sc, path);
+	json_t *obj;
 
 	free(path);
 	free(expect_connected(c, user, 0));
 
 	send_token_frame(c, "refresh", other);
 	expect_error(c, "refresh_failed", "sub is another user");
-	send_token_frame(c, "refresh", "not-a-token");
-	expect_error(c, "refresh_failed", "malformed");
+	obj = refresh_when_allowed(c, "not-a-token");
+	assert_string_equal(jstr(obj, "code"), "refresh_failed");
+	assert_string_equal(jstr(obj, "message"), "malformed");
+	json_decref(obj);
 	/* auth on an authenticated connection: refused, it stays. */
 	send_token_frame(c, "auth", other);
 	expect_error(c, "already_authenticated", NULL);
@@ -439,6 +465,99 @@ static void test_refresh_for_another_user_changes_nothing(void **state)
 	expect_failure_row(f->sc, t0, "refresh: sub is another user");
 	expect_failure_row(f->sc, t0, "refresh: malformed");
 	free(other);
+	f->passed++;
+}
+
+/* A refresh moves the session row to the new token's jti and exp (what
+ * `wsgatectl sessions` shows), and the audit still verifies. */
+static void test_refresh_updates_the_session_row(void **state)
+{
+	struct fm *f = *state;
+	static const char user[] = "fm-row";
+	char *path = token_path(f->sc, user, 600), *claims = NULL, *tok, *id;
+	char *out = NULL, sql[160];
+	int64_t exp = (int64_t)time(NULL) + 1200;
+	struct ws_client *c = open_path(f, f->sc, path);
+	json_t *obj;
+
+	free(path);
+	id = expect_connected(c, user, 0);
+	assert_true(asprintf(&claims,
+	                     "{\"sub\":\"%s\",\"iat\":%lld,\"exp\":%lld,"
+	                     "\"jti\":\"fm-row-second\"}",
+	                     user, (long long)exp - 1200, (long long)exp) > 0);
+	tok = jwt_mint_raw("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", claims,
+	                   "HS256", f->sc->secret, f->sc->secret_len, NULL);
+	assert_non_null(tok);
+	send_token_frame(c, "refresh", tok);
+	obj = recv_json(c);
+	assert_string_equal(jstr(obj, "type"), "refreshed");
+	assert_int_equal(json_integer_value(json_object_get(obj, "exp")), exp);
+	json_decref(obj);
+
+	snprintf(sql, sizeof(sql),
+	         "SELECT count(*) FROM sessions WHERE conn_id = ?1 AND "
+	         "token_jti = ?2 AND token_exp = %lld",
+	         (long long)exp * 1000000);
+	if (sidecar_db_wait(f->sc, sql, id, "fm-row-second", 1, POLL_MS) != 1)
+		fail_msg("session %s does not name the refreshed token", id);
+	assert_int_equal(
+	    sidecar_ctl(f->sc, "--json sessions --user fm-row", &out), 0);
+	if (!strstr(out, "\"token_jti\":\"fm-row-second\""))
+		fail_msg("wsgatectl sessions: %s", out);
+	free(out);
+	if (sidecar_ctl(f->sc, "verify", &out) != 0)
+		fail_msg("wsgatectl verify: %s", out);
+	free(out);
+	expect_pong(c);
+	free(claims);
+	free(tok);
+	free(id);
+	f->passed++;
+}
+
+/* One refresh a second per connection (sooner: "too soon", no row), and
+ * the third refused one closes it with 4401: at most three auth_failures
+ * rows per connection. */
+static void test_refreshes_are_rate_limited_and_bounded(void **state)
+{
+	struct fm *f = *state;
+	static const char user[] = "fm-spam";
+	int64_t t0 = wall_us();
+	char *path = token_path(f->sc, user, 600), *id, at[32];
+	struct ws_client *c = open_path(f, f->sc, path);
+	json_t *obj;
+
+	free(path);
+	id = expect_connected(c, user, 0);
+	/* Back to back: the second is not judged. */
+	send_token_frame(c, "refresh", "not-a-token");
+	send_token_frame(c, "refresh", "not-a-token");
+	expect_error(c, "refresh_failed", "malformed");
+	expect_error(c, "refresh_failed", TOO_SOON);
+	expect_pong(c);
+
+	for (int i = 2; i <= 3; i++) {
+		obj = refresh_when_allowed(c, "not-a-token");
+		assert_string_equal(jstr(obj, "code"), "refresh_failed");
+		assert_string_equal(jstr(obj, "message"), "malformed");
+		json_decref(obj);
+	}
+	expect_close(c, 4401);
+	if (sidecar_db_wait(f->sc,
+	                    "SELECT count(*) FROM sessions WHERE conn_id = ?1"
+	                    " AND close_code = 4401",
+	                    id, NULL, 1, POLL_MS) != 1)
+		fail_msg("session %s not recorded closed with 4401", id);
+	/* Rows are committed in order: the close's after the refusals'. */
+	snprintf(at, sizeof(at), "%lld", (long long)t0);
+	assert_int_equal(sidecar_db_int(f->sc,
+	                                "SELECT count(*) FROM auth_failures "
+	                                "WHERE at >= CAST(?1 AS INTEGER) AND "
+	                                "reason LIKE 'refresh: %'",
+	                                at, NULL),
+	                 3);
+	free(id);
 	f->passed++;
 }
 
@@ -628,6 +747,10 @@ int main(void)
 	        test_teardown),
 	    cmocka_unit_test_teardown(
 	        test_refresh_for_another_user_changes_nothing, test_teardown),
+	    cmocka_unit_test_teardown(test_refresh_updates_the_session_row,
+	                              test_teardown),
+	    cmocka_unit_test_teardown(
+	        test_refreshes_are_rate_limited_and_bounded, test_teardown),
 	    cmocka_unit_test_teardown(test_since_works_with_first_message_auth,
 	                              test_teardown),
 	    cmocka_unit_test_teardown(

@@ -35,7 +35,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -961,22 +960,12 @@ static void test_since_of_another_user_replays_only_own_events(void **state)
 	                            "conn_user_id = ?1 AND user_id = ?1",
 	                            a, NULL, 1, POLL_MS) > 0);
 	{
-		char cmd[1024], out[4096];
-		size_t len;
-		FILE *p;
+		char *out = NULL;
 
-		snprintf(cmd, sizeof(cmd),
-		         "%s --db %s --audit-key-file %s verify 2>&1",
-		         WSGATECTL_BIN, h->sc->db_path, h->sc->audit_key_path);
-		p = popen(cmd, "r");
-		assert_non_null(p);
-		len = fread(out, 1, sizeof(out) - 1, p);
-		out[len] = '\0';
-		while (fread(cmd, 1, sizeof(cmd), p) > 0)
-			;
-		rc = pclose(p);
-		if (!WIFEXITED(rc) || WEXITSTATUS(rc) != 0)
+		rc = sidecar_ctl(h->sc, "verify", &out);
+		if (rc != 0)
 			fail_msg("wsgatectl verify: status %d: %s", rc, out);
+		free(out);
 	}
 	free(tok_a);
 	free(tok_b);

@@ -39,8 +39,7 @@
 
 /* One per file: the sidecar every test talks to. */
 struct fixture {
-	struct sidecar *sc;
-	int passed; /* tests that reached their last line */
+	struct sidecar_fixture base;
 	/* The WebSockets a failed test leaves open, aborted at teardown. */
 	struct ws_client_set clients;
 };
@@ -48,7 +47,7 @@ struct fixture {
 /* A browser of user, aborted at teardown if the test fails. */
 static struct ws_client *browser_open(struct fixture *fx, const char *user)
 {
-	struct ws_client *ws = sidecar_ws_open(fx->sc, user, CONNECT_MS);
+	struct ws_client *ws = sidecar_ws_open(fx->base.sc, user, CONNECT_MS);
 
 	assert_non_null(ws);
 	assert_int_equal(ws_client_set_add(&fx->clients, ws), 0);
@@ -145,9 +144,9 @@ static void raw_puller_wait_closed(int fd)
 
 static void expect_sidecar_alive(struct fixture *fx, const char *after)
 {
-	if (sidecar_http_get(fx->sc, "/healthz", NULL) != 200)
+	if (sidecar_http_get(fx->base.sc, "/healthz", NULL) != 200)
 		fail_msg("the sidecar died (status %d) after %s",
-		         sidecar_wait(fx->sc, CALL_MS), after);
+		         sidecar_wait(fx->base.sc, CALL_MS), after);
 }
 
 /* The next inbound message of user (other tests' notices are skipped):
@@ -195,13 +194,13 @@ static void test_puller_that_cannot_read_loses_nothing(void **state)
 	assert_int_equal(ws_client_send_text(ws, "{\"n\":2}"), WS_CLIENT_OK);
 	browser_sync(ws);
 
-	fd = raw_puller_open(fx->sc->inbound_url, true);
+	fd = raw_puller_open(fx->base.sc->inbound_url, true);
 	raw_puller_wait_closed(fd);
 	close(fd);
 	expect_sidecar_alive(fx, "a pull peer that cannot read arrived");
 
 	/* A backend that can read gets the whole queue, oldest first. */
-	assert_int_equal(wsgate_inbound_open(&in, fx->sc->inbound_url),
+	assert_int_equal(wsgate_inbound_open(&in, fx->base.sc->inbound_url),
 	                 WSGATE_OK);
 	expect_inbound(in, WSGATE_INBOUND_OPENED, user, NULL);
 	expect_inbound(in, WSGATE_INBOUND_CLIENT_MESSAGE, user, "{\"n\":1}");
@@ -209,8 +208,8 @@ static void test_puller_that_cannot_read_loses_nothing(void **state)
 	wsgate_inbound_close(in);
 	ws_client_set_forget(&fx->clients, ws);
 	ws_client_close(ws, CALL_MS);
-	assert_true(sidecar_running(fx->sc, NULL));
-	fx->passed++;
+	assert_true(sidecar_running(fx->base.sc, NULL));
+	fx->base.passed++;
 }
 
 /* A backend that stops reading while it is the only puller: the send that
@@ -224,7 +223,7 @@ static void test_message_for_a_puller_that_left_waits(void **state)
 	struct ws_client *ws;
 	int fd;
 
-	fd = raw_puller_open(fx->sc->inbound_url, false);
+	fd = raw_puller_open(fx->base.sc->inbound_url, false);
 	ws = browser_open(fx, user);
 	raw_puller_wait_for(fd, user); /* its opened notice: fd is a pipe */
 	assert_int_equal(shutdown(fd, SHUT_RD), 0);
@@ -235,40 +234,27 @@ static void test_message_for_a_puller_that_left_waits(void **state)
 	close(fd);
 	expect_sidecar_alive(fx, "a pull peer stopped reading");
 
-	assert_int_equal(wsgate_inbound_open(&in, fx->sc->inbound_url),
+	assert_int_equal(wsgate_inbound_open(&in, fx->base.sc->inbound_url),
 	                 WSGATE_OK);
 	expect_inbound(in, WSGATE_INBOUND_CLIENT_MESSAGE, user, "{\"n\":3}");
 	wsgate_inbound_close(in);
 	ws_client_set_forget(&fx->clients, ws);
 	ws_client_close(ws, CALL_MS);
-	assert_true(sidecar_running(fx->sc, NULL));
-	fx->passed++;
+	assert_true(sidecar_running(fx->base.sc, NULL));
+	fx->base.passed++;
 }
 
 static int group_setup(void **state)
 {
-	struct fixture *fx = calloc(1, sizeof(*fx));
-
-	if (!fx)
-		return -1;
-	if (sidecar_start(&fx->sc, NULL) != 0) {
-		free(fx);
-		return -1;
-	}
-	*state = fx;
-	return 0;
+	return sidecar_fixture_setup(state, sizeof(struct fixture), NULL);
 }
 
-/* A clean exit: 0 also means no sanitizer report from the sidecar. */
 static int group_teardown(void **state)
 {
 	struct fixture *fx = *state;
-	int rc;
 
 	ws_client_set_abort_all(&fx->clients);
-	rc = sidecar_finish(fx->sc, fx->passed == N_TESTS);
-	free(fx);
-	return rc;
+	return sidecar_fixture_teardown(state, N_TESTS);
 }
 
 int main(void)

@@ -44,11 +44,6 @@
 #define N_TESTS           2 /* the tests of main() */
 
 /* One per file: the sidecar every test talks to. */
-struct fixture {
-	struct sidecar *sc;
-	int passed; /* tests that reached their last line */
-};
-
 /* n connections to the socket file of an ipc:// URL: even ones close
  * at once, never sending a byte (each close races the listener's SP
  * header); odd ones send a header of a protocol nobody speaks first. */
@@ -80,7 +75,7 @@ static void reset_storm(const char *url, int n)
 
 static void test_control_accepts_backends_after_reset_storm(void **state)
 {
-	struct fixture *fx = *state;
+	struct sidecar_fixture *fx = *state;
 	wsgate_client *c;
 	enum wsgate_status st = WSGATE_ERR_TRANSPORT;
 	int64_t deadline;
@@ -133,7 +128,7 @@ static char self_exe[512];
 
 static void test_inbound_reaches_backends_after_reset_storm(void **state)
 {
-	struct fixture *fx = *state;
+	struct sidecar_fixture *fx = *state;
 	const char *user = "ln-inbound";
 	const char *argv[] = {self_exe, "--inbound-backend",
 	                      fx->sc->inbound_url, user, NULL};
@@ -184,26 +179,13 @@ static void test_inbound_reaches_backends_after_reset_storm(void **state)
 
 static int group_setup(void **state)
 {
-	struct fixture *fx = calloc(1, sizeof(*fx));
-
-	if (!fx)
-		return -1;
-	if (sidecar_start(&fx->sc, NULL) != 0) {
-		free(fx);
-		return -1;
-	}
-	*state = fx;
-	return 0;
+	return sidecar_fixture_setup(state, sizeof(struct sidecar_fixture),
+	                             NULL);
 }
 
-/* A clean exit: 0 also means no sanitizer report from the sidecar. */
 static int group_teardown(void **state)
 {
-	struct fixture *fx = *state;
-	int rc = sidecar_finish(fx->sc, fx->passed == N_TESTS);
-
-	free(fx);
-	return rc;
+	return sidecar_fixture_teardown(state, N_TESTS);
 }
 
 int main(int argc, char **argv)

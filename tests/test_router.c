@@ -580,6 +580,148 @@ test_repeat_in_the_batch_of_a_failed_event_gets_the_failure(void **state)
 	harness_free(h);
 }
 
+/* The seqs of user's rows in the event log, in order, into seqs (at most
+ * cap); returns how many. */
+static size_t db_user_seqs(struct harness *h, const char *user, uint64_t *seqs,
+                           size_t cap)
+{
+	sqlite3 *db = db_open_beside(h);
+	sqlite3_stmt *st;
+	assert_int_equal(sqlite3_prepare_v2(db,
+	                                    "SELECT seq FROM events"
+	                                    " WHERE user_id = ? ORDER BY seq",
+	                                    -1, &st, NULL),
+	                 SQLITE_OK);
+	sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
+	size_t n = 0;
+	while (sqlite3_step(st) == SQLITE_ROW && n < cap)
+		seqs[n++] = (uint64_t)sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return n;
+}
+
+/* Accepts n events as one store group (one transaction when it commits at
+ * once) and waits for the commit without handing the results to the
+ * router: what the store does before the service thread learns of it. */
+static void submit_group_unseen(struct harness *h,
+                                const Wsgate__V1__Event *batch, size_t n,
+                                size_t first_index)
+{
+	struct router_result res;
+	store_group_begin(h->store);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(router_accept_event(h->rt, &batch[i],
+		                                     clock_now_us(), NULL,
+		                                     first_index + i, &res),
+		                 0);
+	store_group_end(h->store);
+	store_flush(h->store);
+}
+
+/* A failed transaction holding several events of one user, and a later
+ * one of that user already committed behind it before the service thread
+ * saw the failure: the later one fails too, and the user's seqs go on
+ * densely from the first failed one -- in the log and on the wire. */
+static void test_seqs_stay_dense_after_a_failed_commit(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	struct conn *c = open_conn(h, "lena");
+	expect_prefix(h, c, "{\"type\":\"connected\"");
+	sqlite3 *other = db_open_beside(h);
+	db_inject_commit_failure(other, "doomed");
+	Wsgate__V1__Event failing[2] = {
+	    make_event("lena", "e1", WSGATE__V1__EVENT_TYPE__AGENT_STARTED,
+	               NULL),
+	    make_event("lena", "doomed", WSGATE__V1__EVENT_TYPE__AGENT_THINKING,
+	               NULL),
+	};
+	Wsgate__V1__Event behind = make_event(
+	    "lena", "e3", WSGATE__V1__EVENT_TYPE__AGENT_THINKING, NULL);
+	submit_group_unseen(h, failing, 2, 0);
+	submit_group_unseen(h, &behind, 1, 2);
+	router_handle_done(h->rt);
+	assert_int_equal(h->done_calls, 3);
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(h->by_index[i].status, ROUTER_FAILED);
+	db_exec(other, "DROP TRIGGER inject");
+	sqlite3_close(other);
+
+	/* The backend retries all three, then sends one more. */
+	Wsgate__V1__Event next = make_event(
+	    "lena", "e4", WSGATE__V1__EVENT_TYPE__AGENT_COMPLETED, NULL);
+	send_batch(h, failing, 2);
+	assert_int_equal(send_event(h, &behind).seq, 3);
+	assert_int_equal(send_event(h, &next).seq, 4);
+	uint64_t seqs[8];
+	assert_int_equal(db_user_seqs(h, "lena", seqs, 8), 4);
+	for (size_t i = 0; i < 4; i++) {
+		assert_int_equal(seqs[i], i + 1);
+		char want[32];
+		snprintf(want, sizeof(want), "\"seq\":%zu,", i + 1);
+		char *s = pop_text(h, c);
+		assert_non_null(s);
+		if (!strstr(s, want))
+			fail_msg("frame %zu is '%s', wants %s", i, s, want);
+		free(s);
+	}
+	assert_int_equal(c->queue.len, 0);
+	harness_free(h);
+}
+
+/* A connection opened while events of its user were in a commit that
+ * then fails: its catch-up stops below the seqs taken back, and the events
+ * that get them reach it once each, live. */
+static void
+test_catch_up_during_a_failed_commit_sends_each_seq_once(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	static const char *const ids[] = {"e1", "e2", "e3", "x4", "x5"};
+	Wsgate__V1__Event evs[5];
+	for (size_t i = 0; i < 5; i++)
+		evs[i] =
+		    make_event("mona", ids[i],
+		               WSGATE__V1__EVENT_TYPE__AGENT_THINKING, NULL);
+	struct conn *a = open_conn(h, "mona");
+	expect_prefix(h, a, "{\"type\":\"connected\"");
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(send_event(h, &evs[i]).seq, i + 1);
+	sqlite3 *other = db_open_beside(h);
+	db_inject_commit_failure(other, "doomed");
+	Wsgate__V1__Event failing[2] = {
+	    make_event("mona", "doomed", WSGATE__V1__EVENT_TYPE__AGENT_STARTED,
+	               NULL),
+	    make_event("mona", "d5", WSGATE__V1__EVENT_TYPE__AGENT_STARTED,
+	               NULL),
+	};
+	submit_group_unseen(h, failing, 2, 0);
+	/* Opens with seqs 4 and 5 handed out; their failure is seen next. */
+	struct conn *b = open_conn_since(h, "mona", 1, 0);
+	assert_int_equal(h->by_index[1].status, ROUTER_FAILED);
+	db_exec(other, "DROP TRIGGER inject");
+	sqlite3_close(other);
+	assert_int_equal(send_event(h, &evs[3]).seq, 4);
+	assert_int_equal(send_event(h, &evs[4]).seq, 5);
+
+	expect_prefix(h, b, "{\"type\":\"connected\"");
+	for (int i = 1; i <= 5; i++) {
+		char want[32];
+		snprintf(want, sizeof(want), "\"seq\":%d,", i);
+		char *s = pop_text(h, b);
+		assert_non_null(s);
+		if (!strstr(s, want))
+			fail_msg("frame %d is '%s', wants %s", i, s, want);
+		free(s);
+	}
+	char *extra = pop_text(h, b);
+	if (extra)
+		fail_msg("sent again: '%s'", extra);
+	assert_false(b->replaying);
+	harness_free(h);
+}
+
 /* Repeats waiting for a commit are bounded: past ROUTER_MAX_PARKED the
  * next one is told to retry later; every parked one is answered. */
 static void test_parked_repeats_are_bounded(void **state)
@@ -776,6 +918,9 @@ int main(void)
 	        test_repeat_of_an_event_whose_commit_fails_gets_the_failure),
 	    cmocka_unit_test(
 	        test_repeat_in_the_batch_of_a_failed_event_gets_the_failure),
+	    cmocka_unit_test(test_seqs_stay_dense_after_a_failed_commit),
+	    cmocka_unit_test(
+	        test_catch_up_during_a_failed_commit_sends_each_seq_once),
 	    cmocka_unit_test(test_parked_repeats_are_bounded),
 	    cmocka_unit_test(test_wal_is_checkpointed_while_running),
 	    cmocka_unit_test(test_small_group_commits_on_the_calling_thread),

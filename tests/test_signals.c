@@ -31,16 +31,15 @@
 
 /* One per file: the sidecar, a backend and the browsers a test holds. */
 struct fixture {
-	struct sidecar *sc;
+	struct sidecar_fixture base;
 	wsgate_client *backend;
-	int passed;                   /* tests that reached their last line */
 	struct ws_client_set clients; /* aborted at teardown */
 };
 
 /* A browser of user, aborted at teardown if the test fails. */
 static struct ws_client *browser_open(struct fixture *fx, const char *user)
 {
-	struct ws_client *ws = sidecar_ws_open(fx->sc, user, CONNECT_MS);
+	struct ws_client *ws = sidecar_ws_open(fx->base.sc, user, CONNECT_MS);
 
 	assert_non_null(ws);
 	assert_int_equal(ws_client_set_add(&fx->clients, ws), 0);
@@ -78,9 +77,9 @@ static void signal_and_wait_log(struct fixture *fx, int sig, const char *text)
 	int64_t deadline = test_now_ms() + CALL_MS;
 	int status = -1;
 
-	assert_int_equal(sidecar_signal(fx->sc, sig), 0);
-	while (!sidecar_log_contains(fx->sc, text)) {
-		if (!sidecar_running(fx->sc, &status))
+	assert_int_equal(sidecar_signal(fx->base.sc, sig), 0);
+	while (!sidecar_log_contains(fx->base.sc, text)) {
+		if (!sidecar_running(fx->base.sc, &status))
 			fail_msg("the sidecar died of signal %d (status %d)",
 			         sig, status);
 		if (test_now_ms() >= deadline)
@@ -102,47 +101,40 @@ static void test_sighup_and_sigpipe_change_nothing(void **state)
 
 	/* SIGPIPE logs nothing; a signal whose action is to terminate
 	 * kills the process as it is sent, so serving after it is proof. */
-	assert_int_equal(sidecar_signal(fx->sc, SIGPIPE), 0);
+	assert_int_equal(sidecar_signal(fx->base.sc, SIGPIPE), 0);
 	expect_serving(fx, ws, user, "after-pipe");
-	assert_true(sidecar_running(fx->sc, NULL));
+	assert_true(sidecar_running(fx->base.sc, NULL));
 
 	ws_client_set_forget(&fx->clients, ws);
 	ws_client_close(ws, CALL_MS);
-	fx->passed++;
+	fx->base.passed++;
 }
 
 static int group_setup(void **state)
 {
 	static const char *const args[] = {"--log-level", "info", NULL};
-	struct fixture *fx = calloc(1, sizeof(*fx));
+	struct fixture *fx;
 
-	if (!fx)
+	if (sidecar_fixture_setup(state, sizeof(*fx), args) != 0)
 		return -1;
-	if (sidecar_start(&fx->sc, args) != 0) {
+	fx = *state;
+	if (wsgate_client_open(&fx->backend, fx->base.sc->control_url,
+	                       CALL_MS) != WSGATE_OK) {
+		sidecar_free(fx->base.sc, true);
 		free(fx);
+		*state = NULL;
 		return -1;
 	}
-	if (wsgate_client_open(&fx->backend, fx->sc->control_url, CALL_MS) !=
-	    WSGATE_OK) {
-		sidecar_free(fx->sc, true);
-		free(fx);
-		return -1;
-	}
-	*state = fx;
 	return 0;
 }
 
-/* A clean exit: 0 also means no sanitizer report from the sidecar. */
 static int group_teardown(void **state)
 {
 	struct fixture *fx = *state;
-	int rc;
 
 	ws_client_set_abort_all(&fx->clients);
 	wsgate_client_close(fx->backend);
-	rc = sidecar_finish(fx->sc, fx->passed == N_TESTS);
-	free(fx);
-	return rc;
+	return sidecar_fixture_teardown(state, N_TESTS);
 }
 
 int main(void)

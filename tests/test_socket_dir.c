@@ -49,14 +49,9 @@ static void expect_refused(struct sidecar *s, const char *text1,
 }
 
 /* One per file: the sidecar, started once to prove its directory fine. */
-struct fixture {
-	struct sidecar *sc;
-	int passed; /* tests that reached their last line */
-};
-
 static void test_unsafe_socket_directory_is_refused(void **state)
 {
-	struct fixture *fx = *state;
+	struct sidecar_fixture *fx = *state;
 	struct sidecar *s = fx->sc;
 	char text1[512], text2[512], tmp_url[64];
 
@@ -108,32 +103,21 @@ static void test_unsafe_socket_directory_is_refused(void **state)
 
 static int group_setup(void **state)
 {
-	struct fixture *fx = calloc(1, sizeof(*fx));
-
-	if (!fx)
-		return -1;
 	/* Its directory is a fresh mkdtemp one: 0700, the test's user's. */
-	if (sidecar_start(&fx->sc, NULL) != 0) {
-		free(fx);
-		return -1;
-	}
-	*state = fx;
-	return 0;
+	return sidecar_fixture_setup(state, sizeof(struct sidecar_fixture),
+	                             NULL);
 }
 
 /* A clean exit: 0 also means no sanitizer report from the sidecar. The
  * directory is given back first if a test left it unsafe. */
 static int group_teardown(void **state)
 {
-	struct fixture *fx = *state;
-	int rc;
+	struct sidecar_fixture *fx = *state;
 
 	chmod(fx->sc->dir, 0700);
 	if (geteuid() == 0)
 		chown(fx->sc->dir, 0, 0);
-	rc = sidecar_finish(fx->sc, fx->passed == N_TESTS);
-	free(fx);
-	return rc;
+	return sidecar_fixture_teardown(state, N_TESTS);
 }
 
 int main(void)

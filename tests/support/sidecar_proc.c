@@ -23,6 +23,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -360,6 +361,70 @@ bool sidecar_log_contains(const struct sidecar *s, const char *text)
 		found = strstr(line, text) != NULL;
 	fclose(f);
 	return found;
+}
+
+int sidecar_fixture_setup(void **state, size_t size,
+                          const char *const *extra_args)
+{
+	struct sidecar_fixture *fx = calloc(1, size);
+
+	if (!fx)
+		return -1;
+	if (sidecar_start(&fx->sc, extra_args) != 0) {
+		free(fx);
+		return -1;
+	}
+	*state = fx;
+	return 0;
+}
+
+int sidecar_fixture_teardown(void **state, int n_tests)
+{
+	struct sidecar_fixture *fx = *state;
+	int rc = sidecar_finish(fx->sc, fx->passed == n_tests);
+
+	free(fx);
+	*state = NULL;
+	return rc;
+}
+
+int sidecar_ctl(const struct sidecar *s, const char *args, char **out)
+{
+	char cmd[1024];
+	size_t cap = 4096, len = 0, n;
+	char *buf = malloc(cap);
+	FILE *p;
+	int status;
+
+	snprintf(cmd, sizeof(cmd),
+	         "%s --db %s --audit-key-file %s --control %s %s 2>&1",
+	         WSGATECTL_BIN, s->db_path, s->audit_key_path, s->control_url,
+	         args);
+	if (!buf || !(p = popen(cmd, "r"))) {
+		free(buf);
+		if (out)
+			*out = strdup("wsgatectl did not run");
+		return -1;
+	}
+	while ((n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
+		len += n;
+		if (cap - len < 2048) {
+			char *more = realloc(buf, cap * 2);
+			if (!more)
+				break;
+			buf = more;
+			cap *= 2;
+		}
+	}
+	buf[len] = '\0';
+	while (fread(cmd, 1, sizeof(cmd), p) > 0)
+		; /* the rest, if realloc failed: let it finish */
+	status = pclose(p);
+	if (out)
+		*out = buf;
+	else
+		free(buf);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 void sidecar_print_log(const struct sidecar *s, size_t max_bytes)

@@ -113,6 +113,23 @@ void sidecar_free(struct sidecar *s, bool failed);
  * sidecar that died earlier is a failure too). */
 int sidecar_finish(struct sidecar *s, bool passed);
 
+/* The start of the cmocka group fixture of a test file with one sidecar
+ * for all its tests: struct fixture { struct sidecar_fixture base; ... }. */
+struct sidecar_fixture {
+	struct sidecar *sc;
+	int passed; /* tests that reached their last line */
+};
+
+/* Group setup: *state = a zeroed fixture of size bytes (starting with a
+ * struct sidecar_fixture) whose sidecar runs with extra_args. 0, or -1
+ * with nothing left behind. */
+int sidecar_fixture_setup(void **state, size_t size,
+                          const char *const *extra_args);
+/* Group teardown: sidecar_finish (passed when base.passed == n_tests: a
+ * clean exit, which also means no sanitizer report from the sidecar),
+ * then frees the fixture. Returns 0, or -1 like sidecar_finish. */
+int sidecar_fixture_teardown(void **state, int n_tests);
+
 /* The first column of the first row that sql (with up to two text
  * parameters, a and b, or NULL) returns from the sidecar's database,
  * opened read-only; -1 when there is no row or the value is NULL, and on
@@ -124,6 +141,12 @@ int64_t sidecar_db_int(const struct sidecar *s, const char *sql, const char *a,
  * value. */
 int64_t sidecar_db_wait(const struct sidecar *s, const char *sql, const char *a,
                         const char *b, int64_t want, int timeout_ms);
+
+/* Runs WSGATECTL_BIN with args (e.g. "verify") against s's database,
+ * audit key and control socket; returns its exit status (-1 when it could
+ * not run or died of a signal) and, if out is not NULL, its stdout and
+ * stderr (or why it did not run) in *out, malloc'd. */
+int sidecar_ctl(const struct sidecar *s, const char *args, char **out);
 
 /* Prints the last lines of the sidecar's log on stderr. */
 void sidecar_print_log(const struct sidecar *s, size_t max_bytes);
