@@ -103,9 +103,19 @@ static void close_slow_consumer(struct router *rt, struct conn *c,
 	         c->user->id);
 }
 
+/* Whether c takes event seq live: never seq <= its since, which the client
+ * says it has seen (e.g. on another pod, ahead of this one's replica). */
+static int conn_takes_live(const struct conn *c, uint64_t seq)
+{
+	return !c->close_code && seq > c->since;
+}
+
 /* Queues a live event frame whose queued row is committed. */
 static int deliver_live(struct router *rt, struct conn *c, struct frame *f)
 {
+	/* Connections are chosen by conn_takes_live when the event's
+	 * queued rows are made. */
+	assert(f->seq > c->since);
 	if (c->close_code) {
 		record_outcome(rt, c, f, "dropped");
 		registry_counters(rt->reg)->frames_dropped++;
@@ -180,6 +190,7 @@ int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
 	struct store_job *job = store_job_new(STORE_EVENT);
 	if (!u || !job)
 		goto no_memory;
+	seq = u->last_seq + 1; /* this event's, if it commits */
 	uint32_t n = 0;
 	if (u->n_conns) {
 		job->event.conns =
@@ -189,7 +200,7 @@ int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
 	}
 	for (struct conn *c = u->conns; c; c = c->user_next) {
 		assert(c->user == u); /* isolation: only the event's user */
-		if (c->close_code)
+		if (!conn_takes_live(c, seq))
 			continue;
 		memcpy(job->event.conns[n].conn_id, c->id, sizeof(c->id));
 		job->event.conns[n].conn_user_id = c->user->id;
@@ -198,7 +209,7 @@ int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
 
 	struct frame_event fe = {
 	    .type = validate_event_type_name(ev),
-	    .seq = u->last_seq + 1,
+	    .seq = seq,
 	    .event_id = ev->event_id,
 	    .event_id_len = strlen(ev->event_id),
 	    .user_id = ev->user_id,

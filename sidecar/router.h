@@ -14,9 +14,12 @@
  * A new connection first gets `connected`, then its catch-up -- the events
  * with seq > since and the user's pending ones, read from the store in
  * chunks as the socket drains -- then live events, which wait in `held`
- * meanwhile. Every frame of an event that leaves has a committed queued
- * row naming its connection; outcome rows (written, dropped, acked)
- * follow without the event loop waiting for them.
+ * meanwhile. A live event frame never goes to a connection that resumed
+ * from a seq at or above the event's (the client has seen it, e.g. on
+ * another pod): that connection gets no queued row for it. Every frame of an
+ * event that leaves has a committed queued row naming its connection; outcome
+ * rows (written, dropped, acked) follow without the event loop waiting for
+ * them.
  *
  * Isolation invariant: an event's frame is only queued on connections
  * found through the event's own user, whose identity was fixed by its

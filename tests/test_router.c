@@ -671,6 +671,30 @@ static void test_since_replays_the_rest_then_live(void **state)
 	harness_free(h);
 }
 
+/* A client resuming from a seq this sidecar has not reached yet (it saw
+ * it elsewhere: a lagging cluster replica) must not get seq <= since again
+ * as live frames; such an event stays pending for the next connection. */
+static void test_no_live_frame_at_or_below_since(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	struct conn *c = open_conn_since(h, "erin", 1, 2);
+	expect_prefix(h, c, "{\"type\":\"connected\"");
+	for (int i = 1; i <= 3; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "e%d", i);
+		Wsgate__V1__Event ev = make_event(
+		    "erin", id, WSGATE__V1__EVENT_TYPE__AGENT_STARTED, NULL);
+		struct router_result res = send_event(h, &ev);
+		assert_int_equal(res.seq, i);
+		assert_int_equal(res.connections, i > 2);
+		assert_int_equal(res.retained, i <= 2);
+	}
+	expect_prefix(h, c, "{\"type\":\"agent_started\",\"seq\":3,");
+	assert_int_equal(c->queue.len, 0);
+	harness_free(h);
+}
+
 static void test_overflowing_queue_closes_slow_consumer(void **state)
 {
 	(void)state;
@@ -782,6 +806,7 @@ int main(void)
 	    cmocka_unit_test(test_locked_database_does_not_stall_the_caller),
 	    cmocka_unit_test(test_early_events_wait_for_the_first_connection),
 	    cmocka_unit_test(test_since_replays_the_rest_then_live),
+	    cmocka_unit_test(test_no_live_frame_at_or_below_since),
 	    cmocka_unit_test(test_overflowing_queue_closes_slow_consumer),
 	    cmocka_unit_test(test_removed_connection_is_forgotten),
 	    cmocka_unit_test(test_many_users_and_connections_are_found),
