@@ -56,6 +56,7 @@ struct conn {
 	 * seq <= since is queued on it: the client has seen those. */
 	uint64_t since;
 	int has_since;       /* the catch-up replays (since, live_from] */
+	int epoch_changed;   /* ?epoch= was not ours: since is 0 */
 	int replaying;       /* catch-up not finished */
 	int replay_inflight; /* a chunk is being read */
 	int64_t opened_at;   /* microseconds since the epoch */
