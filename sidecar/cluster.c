@@ -224,6 +224,7 @@ static int stream_setup(struct cluster *c)
 	pthread_mutex_unlock(&c->lk);
 	log_info("cluster: stream %s (epoch %s) read from seq %llu", c->stream,
 	         epoch, (unsigned long long)c->cfg.start_seq);
+	c->cfg.wake(c->cfg.wake_arg); /* the epoch is known */
 	return 0;
 }
 

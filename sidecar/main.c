@@ -44,6 +44,8 @@
 #define CONTROL_IN_SERVICE 256
 #define SHUTDOWN_DRAIN_MS  2000
 #define STORE_MAX_BACKLOG  200000 /* jobs; past it, RESOURCE_EXHAUSTED */
+_Static_assert(STORE_EPOCH_MAX <= ROUTER_EPOCH_MAX,
+               "the router takes every epoch the store can hold");
 #define REPLAY_CHUNK       256
 #define CLUSTER_MAX_QUEUED 200000 /* events in the lanes; then EXHAUSTED */
 
@@ -256,6 +258,7 @@ static int app_open(struct app *app, char *err, size_t errlen)
 	if (store_open(&app->store, &scfg, err, errlen))
 		return -1;
 	struct router_config rcfg = {
+	    .epoch = store_epoch(app->store),
 	    .registry = app->reg,
 	    .store = app->store,
 	    .dedup = app->dedup,
