@@ -10,9 +10,9 @@
  * pod; event_id idempotency across pods; the stream epoch in `connected`
  * and resume_failed on a foreign one; a pending event picked up by the
  * first tab on another pod; UNAVAILABLE while NATS is down with the tabs
- * still served; node ids in the audit rows and `wsgatectl verify` on every
- * database. Skipped, saying why, when nats-server is missing or the
- * sidecar has no --cluster flag.
+ * still served; a database refuses another node id (exit 2); node ids in
+ * the audit rows and `wsgatectl verify` on every database. Skipped, saying why,
+ * when nats-server is missing or the sidecar has no --cluster flag.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -610,7 +610,33 @@ static void test_unavailable_while_nats_down(void **state)
 	test_pass(g);
 }
 
-/* --- 8. the audit of each node --- */
+/* --- 8. a database belongs to one node --- */
+
+static void test_database_keeps_its_node_id(void **state)
+{
+	struct ct *g = *state;
+	struct sidecar *c;
+	const char *other[] = {"--cluster", NULL, "--node-id", "z", NULL};
+	const char *own[] = {"--cluster", NULL, "--node-id", "c", NULL};
+	int status;
+
+	SKIP_UNLESS_CLUSTER(g);
+	c = g->c->sc[2];
+	other[1] = own[1] = g->c->nats->url;
+	assert_int_equal(sidecar_stop(c, SIDECAR_STOP_TIMEOUT_MS), 0);
+	assert_int_equal(sidecar_set_args(c, other), 0);
+	status = sidecar_run_to_exit(c, SIDECAR_READY_TIMEOUT_MS);
+	if (status != 2)
+		fail_msg("c's database opened with --node-id z: exit %d, "
+		         "want 2",
+		         status);
+	assert_int_equal(sidecar_set_args(c, own), 0);
+	assert_int_equal(sidecar_restart(c), 0);
+	assert_int_equal(cluster_wait_connected(g->c, 2, POLL_MS), 0);
+	test_pass(g);
+}
+
+/* --- 9. the audit of each node --- */
 
 static void test_audit_per_node(void **state)
 {
@@ -659,6 +685,8 @@ int main(void)
 	        test_pending_event_first_tab_on_another_pod, test_setup,
 	        test_teardown),
 	    cmocka_unit_test_setup_teardown(test_unavailable_while_nats_down,
+	                                    test_setup, test_teardown),
+	    cmocka_unit_test_setup_teardown(test_database_keeps_its_node_id,
 	                                    test_setup, test_teardown),
 	    cmocka_unit_test_setup_teardown(test_audit_per_node, test_setup,
 	                                    test_teardown),
