@@ -41,21 +41,11 @@
 #define UNAVAIL_MAX 64 /* sends answered UNAVAILABLE we remember */
 
 struct ct {
-	struct cluster *c;
-	bool skip;
-	char why[256];
+	struct cluster_fixture f;
 	struct tab tabs[N_TABS]; /* the current test's; closed by teardown */
 	bool failed;             /* the current test did not reach its end */
 	bool any_failed;         /* keeps the directories for a look */
 };
-
-#define SKIP_UNLESS_CLUSTER(g)                                                 \
-	do {                                                                   \
-		if ((g)->skip) {                                               \
-			print_message("[  SKIP    ] %s\n", (g)->why);          \
-			skip();                                                \
-		}                                                              \
-	} while (0)
 
 /* --- setup --- */
 
@@ -66,17 +56,13 @@ static int group_setup(void **state)
 	if (!g)
 		return -1;
 	*state = g;
-	if (!cluster_supported(g->why, sizeof(g->why))) {
-		g->skip = true;
-		return 0;
-	}
-	return cluster_start(&g->c, 3, NULL);
+	return cluster_fixture_start(&g->f, 3);
 }
 
 static int group_teardown(void **state)
 {
 	struct ct *g = *state;
-	int rc = cluster_free(g->c, g->any_failed);
+	int rc = cluster_free(g->f.c, g->any_failed);
 
 	free(g);
 	return rc;
@@ -87,7 +73,7 @@ static int test_setup(void **state)
 {
 	struct ct *g = *state;
 
-	g->failed = !g->skip;
+	g->failed = !g->f.skip;
 	return 0;
 }
 
@@ -116,12 +102,12 @@ static struct tab *open_tab(struct ct *g, size_t slot, size_t pod,
 {
 	struct tab *t = &g->tabs[slot];
 
-	if (tab_open(t, g->c->sc[pod], user, since, epoch, RECV_MS) < 0)
+	if (tab_open(t, g->f.c->sc[pod], user, since, epoch, RECV_MS) < 0)
 		fail_msg("tab of %s on pod %s did not open", user,
-		         g->c->node[pod]);
-	if (t->node[0] && strcmp(t->node, g->c->node[pod]) != 0)
+		         g->f.c->node[pod]);
+	if (t->node[0] && strcmp(t->node, g->f.c->node[pod]) != 0)
 		fail_msg("connected.node is \"%s\" on pod %s", t->node,
-		         g->c->node[pod]);
+		         g->f.c->node[pod]);
 	return t;
 }
 
@@ -131,12 +117,13 @@ static void send_one(struct ct *g, size_t pod, const char *user, const char *id,
 	char payload[32];
 	struct wsgate_event ev =
 	    cluster_event(user, id, payload, sizeof(payload), n);
-	enum wsgate_status st = wsgate_send_event(g->c->backend[pod], &ev, res);
+	enum wsgate_status st =
+	    wsgate_send_event(g->f.c->backend[pod], &ev, res);
 
 	if (st != WSGATE_OK)
-		fail_msg("send %s through pod %s: %s (%s)", id, g->c->node[pod],
-		         wsgate_status_name(st),
-		         wsgate_client_error(g->c->backend[pod]));
+		fail_msg("send %s through pod %s: %s (%s)", id,
+		         g->f.c->node[pod], wsgate_status_name(st),
+		         wsgate_client_error(g->f.c->backend[pod]));
 }
 
 /* The next event of t must be id with seq. */
@@ -175,7 +162,7 @@ static void test_cross_pod_delivery(void **state)
 	struct ct *g = *state;
 	struct tab *t[3];
 
-	SKIP_UNLESS_CLUSTER(g);
+	CLUSTER_SKIP_UNLESS(&g->f);
 	for (size_t pod = 0; pod < 3; pod++) {
 		t[pod] = open_tab(g, pod, pod, "x1", -1, NULL);
 		assert_int_equal(t[pod]->connected_seq, 0);
@@ -220,11 +207,12 @@ static void *race_sends(void *arg)
 
 		snprintf(id, sizeof(id), "x2-%zu-%d", r->pod, k);
 		ev = cluster_event("x2", id, payload, sizeof(payload), k);
-		st = wsgate_send_event(r->g->c->backend[r->pod], &ev, &res);
+		st = wsgate_send_event(r->g->f.c->backend[r->pod], &ev, &res);
 		if (st != WSGATE_OK || res.duplicate) {
-			snprintf(r->err, sizeof(r->err), "%s: %s dup %d (%s)",
-			         id, wsgate_status_name(st), res.duplicate,
-			         wsgate_client_error(r->g->c->backend[r->pod]));
+			snprintf(
+			    r->err, sizeof(r->err), "%s: %s dup %d (%s)", id,
+			    wsgate_status_name(st), res.duplicate,
+			    wsgate_client_error(r->g->f.c->backend[r->pod]));
 			return NULL;
 		}
 		r->seq[k] = res.seq;
@@ -241,7 +229,7 @@ static void test_concurrent_sends_one_order(void **state)
 	const char *at_seq[3 * N_RACE + 1] = {0};
 	char ids[3][N_RACE][32];
 
-	SKIP_UNLESS_CLUSTER(g);
+	CLUSTER_SKIP_UNLESS(&g->f);
 	t[0] = open_tab(g, 0, 0, "x2", -1, NULL);
 	t[1] = open_tab(g, 1, 1, "x2", -1, NULL);
 	for (size_t p = 0; p < 3; p++) {
@@ -254,7 +242,7 @@ static void test_concurrent_sends_one_order(void **state)
 	/* The replies' seqs: 1..3N, each once. */
 	for (size_t p = 0; p < 3; p++) {
 		if (r[p].err[0])
-			fail_msg("pod %s: %s", g->c->node[p], r[p].err);
+			fail_msg("pod %s: %s", g->f.c->node[p], r[p].err);
 		for (int k = 0; k < N_RACE; k++) {
 			uint64_t s = r[p].seq[k];
 
@@ -270,7 +258,7 @@ static void test_concurrent_sends_one_order(void **state)
 			/* One pod's own sends keep their order. */
 			if (k && s <= r[p].seq[k - 1])
 				fail_msg("pod %s: %s got seq %llu after %llu",
-				         g->c->node[p], ids[p][k],
+				         g->f.c->node[p], ids[p][k],
 				         (unsigned long long)s,
 				         (unsigned long long)r[p].seq[k - 1]);
 		}
@@ -293,7 +281,7 @@ static void test_resume_on_another_pod(void **state)
 	struct tab *t;
 	char id[32], epoch[96];
 
-	SKIP_UNLESS_CLUSTER(g);
+	CLUSTER_SKIP_UNLESS(&g->f);
 	t = open_tab(g, 0, 0, "x3", -1, NULL);
 	snprintf(epoch, sizeof(epoch), "%s", t->epoch);
 	for (int k = 1; k <= 5; k++) {
@@ -355,7 +343,7 @@ static void *twin_send(void *arg)
 	    cluster_event("x4", w->id, payload, sizeof(payload), 0);
 
 	pthread_barrier_wait(w->start);
-	w->st = wsgate_send_event(w->g->c->backend[w->pod], &ev, &w->res);
+	w->st = wsgate_send_event(w->g->f.c->backend[w->pod], &ev, &w->res);
 	return NULL;
 }
 
@@ -366,7 +354,7 @@ static void test_idempotency_across_pods(void **state)
 	struct tab *t;
 	char ids[N_IDEM][32];
 
-	SKIP_UNLESS_CLUSTER(g);
+	CLUSTER_SKIP_UNLESS(&g->f);
 	t = open_tab(g, 0, 2, "x4", -1, NULL);
 	for (int k = 0; k < N_IDEM; k++) {
 		pthread_barrier_t start;
@@ -387,7 +375,7 @@ static void test_idempotency_across_pods(void **state)
 		for (size_t i = 0; i < 2; i++)
 			if (w[i].st != WSGATE_OK)
 				fail_msg("%s through pod %s: %s", ids[k],
-				         g->c->node[i],
+				         g->f.c->node[i],
 				         wsgate_status_name(w[i].st));
 		if (w[0].res.duplicate == w[1].res.duplicate)
 			fail_msg("%s through a and b at once: duplicate %d and "
@@ -420,16 +408,16 @@ static void test_epoch_and_foreign_epoch(void **state)
 	struct tab *t;
 	uint64_t seq;
 
-	SKIP_UNLESS_CLUSTER(g);
+	CLUSTER_SKIP_UNLESS(&g->f);
 	for (size_t pod = 0; pod < 3; pod++) {
 		t = open_tab(g, pod, pod, "x5", -1, NULL);
 		if (!t->epoch[0])
 			fail_msg("connected on pod %s has no epoch",
-			         g->c->node[pod]);
+			         g->f.c->node[pod]);
 		/* One stream, one history: the same epoch on every pod. */
 		if (pod && strcmp(t->epoch, epoch) != 0)
 			fail_msg("epoch \"%s\" on pod %s, \"%s\" on a",
-			         t->epoch, g->c->node[pod], epoch);
+			         t->epoch, g->f.c->node[pod], epoch);
 		snprintf(epoch, sizeof(epoch), "%s", t->epoch);
 		tab_close(t);
 	}
@@ -465,7 +453,7 @@ static void test_pending_event_first_tab_on_another_pod(void **state)
 	struct wsgate_event_result res;
 	struct tab *t;
 
-	SKIP_UNLESS_CLUSTER(g);
+	CLUSTER_SKIP_UNLESS(&g->f);
 	send_one(g, 0, "x6", "x6-early", 1, &res);
 	assert_int_equal(res.seq, 1);
 	assert_int_equal(res.connections, 0);
@@ -513,13 +501,13 @@ static void test_unavailable_while_nats_down(void **state)
 	struct tab *t[2];
 	enum wsgate_status st;
 
-	SKIP_UNLESS_CLUSTER(g);
+	CLUSTER_SKIP_UNLESS(&g->f);
 	t[0] = open_tab(g, 0, 0, "x7", -1, NULL);
 	t[1] = open_tab(g, 1, 1, "x7", -1, NULL);
 	send_one(g, 0, "x7", "x7-0", 0, &res);
 	assert_int_equal(res.seq, 1);
 
-	assert_true(nats_proc_stop(g->c->nats, NATS_STOP_TIMEOUT_MS) >= 0);
+	assert_true(nats_proc_stop(g->f.c->nats, NATS_STOP_TIMEOUT_MS) >= 0);
 	/* Sends through a until one is refused UNAVAILABLE; those OK'd
 	 * before it must be delivered. */
 	deadline = test_now_ms() + POLL_MS;
@@ -530,7 +518,7 @@ static void test_unavailable_while_nats_down(void **state)
 		snprintf(ids[n], sizeof(ids[n]), "x7-%zu", n + 1);
 		ev = cluster_event("x7", ids[n], payload, sizeof(payload),
 		                   (long)n);
-		st = wsgate_send_event(g->c->backend[0], &ev, &res);
+		st = wsgate_send_event(g->f.c->backend[0], &ev, &res);
 		n++;
 		if ((int)st == CLUSTER_STATUS_UNAVAILABLE)
 			unavailable = true;
@@ -538,7 +526,7 @@ static void test_unavailable_while_nats_down(void **state)
 			fail_msg("%s while NATS is down: %s (%s), want OK or "
 			         "UNAVAILABLE (6)",
 			         ids[n - 1], wsgate_status_name(st),
-			         wsgate_client_error(g->c->backend[0]));
+			         wsgate_client_error(g->f.c->backend[0]));
 		if (test_now_ms() > deadline)
 			fail_msg("no UNAVAILABLE within %d ms of NATS' stop",
 			         POLL_MS);
@@ -553,27 +541,28 @@ static void test_unavailable_while_nats_down(void **state)
 		t0 = test_now_ms();
 		deadline = t0 + POLL_MS;
 		do {
-			st = wsgate_send_event(g->c->backend[pod], &ev, &res);
+			st = wsgate_send_event(g->f.c->backend[pod], &ev, &res);
 		} while ((int)st != CLUSTER_STATUS_UNAVAILABLE &&
 		         test_now_ms() < deadline && (test_pause_ms(20), true));
 		if ((int)st != CLUSTER_STATUS_UNAVAILABLE)
 			fail_msg("pod %s: %s while NATS is down",
-			         g->c->node[pod], wsgate_status_name(st));
+			         g->f.c->node[pod], wsgate_status_name(st));
 		t0 = test_now_ms();
-		st = wsgate_send_event(g->c->backend[pod], &ev, &res);
+		st = wsgate_send_event(g->f.c->backend[pod], &ev, &res);
 		took = test_now_ms() - t0;
 		assert_int_equal((int)st, CLUSTER_STATUS_UNAVAILABLE);
 		if (took > 2000)
 			fail_msg("pod %s took %lld ms to say UNAVAILABLE",
-			         g->c->node[pod], (long long)took);
+			         g->f.c->node[pod], (long long)took);
 	}
 	/* The tabs are still served: their pings are answered. */
 	for (size_t k = 0; k < 2; k++)
 		read_to_pong(t[k], seen[k], &nseen[k]);
 
-	assert_int_equal(nats_proc_restart(g->c->nats), 0);
+	assert_int_equal(nats_proc_restart(g->f.c->nats), 0);
 	for (size_t pod = 0; pod < 3; pod++)
-		assert_int_equal(cluster_wait_connected(g->c, pod, POLL_MS), 0);
+		assert_int_equal(cluster_wait_connected(g->f.c, pod, POLL_MS),
+		                 0);
 	/* Every refused id again, same ids (a backend's retry): each gets
 	 * one seq, stored or duplicate, and arrives once. */
 	for (size_t i = 0; i < n; i++) {
@@ -582,7 +571,7 @@ static void test_unavailable_while_nats_down(void **state)
 		    "x7", ids[i], payload, sizeof(payload), (long)i);
 
 		deadline = test_now_ms() + POLL_MS;
-		while ((int)(st = wsgate_send_event(g->c->backend[2], &ev,
+		while ((int)(st = wsgate_send_event(g->f.c->backend[2], &ev,
 		                                    &res)) ==
 		           CLUSTER_STATUS_UNAVAILABLE &&
 		       test_now_ms() < deadline)
@@ -620,9 +609,9 @@ static void test_database_keeps_its_node_id(void **state)
 	const char *own[] = {"--cluster", NULL, "--node-id", "c", NULL};
 	int status;
 
-	SKIP_UNLESS_CLUSTER(g);
-	c = g->c->sc[2];
-	other[1] = own[1] = g->c->nats->url;
+	CLUSTER_SKIP_UNLESS(&g->f);
+	c = g->f.c->sc[2];
+	other[1] = own[1] = g->f.c->nats->url;
 	assert_int_equal(sidecar_stop(c, SIDECAR_STOP_TIMEOUT_MS), 0);
 	assert_int_equal(sidecar_set_args(c, other), 0);
 	status = sidecar_run_to_exit(c, SIDECAR_READY_TIMEOUT_MS);
@@ -632,7 +621,7 @@ static void test_database_keeps_its_node_id(void **state)
 		         status);
 	assert_int_equal(sidecar_set_args(c, own), 0);
 	assert_int_equal(sidecar_restart(c), 0);
-	assert_int_equal(cluster_wait_connected(g->c, 2, POLL_MS), 0);
+	assert_int_equal(cluster_wait_connected(g->f.c, 2, POLL_MS), 0);
 	test_pass(g);
 }
 
@@ -642,27 +631,27 @@ static void test_audit_per_node(void **state)
 {
 	struct ct *g = *state;
 
-	SKIP_UNLESS_CLUSTER(g);
+	CLUSTER_SKIP_UNLESS(&g->f);
 	for (size_t pod = 0; pod < 3; pod++) {
-		const struct sidecar *s = g->c->sc[pod];
-		const char *node = g->c->node[pod];
+		const struct sidecar *s = g->f.c->sc[pod];
+		const char *node = g->f.c->node[pod];
 
 		if (sidecar_db_int(s, "SELECT count(*) FROM sessions", NULL,
 		                   NULL) < 1)
 			fail_msg("pod %s has no sessions", node);
-		if (sidecar_db_int(s,
-		                   "SELECT count(*) FROM sessions WHERE "
-		                   "node_id IS NOT ?",
-		                   node, NULL) != 0)
-			fail_msg("pod %s: sessions rows without node_id '%s'",
-			         node, node);
-		if (sidecar_db_int(s,
-		                   "SELECT count(*) FROM deliveries WHERE "
-		                   "node_id IS NOT ?",
-		                   node, NULL) != 0)
-			fail_msg("pod %s: deliveries rows without node_id '%s'",
-			         node, node);
-		if (cluster_verify(g->c, pod) != 0)
+		for (size_t k = 0; k < 2; k++) {
+			const char *table = k ? "deliveries" : "sessions";
+			char sql[96];
+
+			snprintf(
+			    sql, sizeof(sql),
+			    "SELECT count(*) FROM %s WHERE node_id IS NOT ?",
+			    table);
+			if (sidecar_db_int(s, sql, node, NULL) != 0)
+				fail_msg("pod %s: %s rows without node_id '%s'",
+				         node, table, node);
+		}
+		if (cluster_verify(g->f.c, pod) != 0)
 			fail_msg("wsgatectl verify fails on pod %s", node);
 	}
 	test_pass(g);

@@ -45,20 +45,10 @@
 #define RETRY_PAUSE_MS 10
 
 struct ck {
-	struct cluster *c;
-	bool skip;
-	char why[256];
+	struct cluster_fixture f;
 	struct tab tabs[4];
 	bool passed;
 };
-
-#define SKIP_UNLESS_CLUSTER(g)                                                 \
-	do {                                                                   \
-		if ((g)->skip) {                                               \
-			print_message("[  SKIP    ] %s\n", (g)->why);          \
-			skip();                                                \
-		}                                                              \
-	} while (0)
 
 static int test_setup(void **state)
 {
@@ -67,11 +57,7 @@ static int test_setup(void **state)
 	if (!g)
 		return -1;
 	*state = g;
-	if (!cluster_supported(g->why, sizeof(g->why))) {
-		g->skip = true;
-		return 0;
-	}
-	return cluster_start(&g->c, 3, NULL);
+	return cluster_fixture_start(&g->f, 3);
 }
 
 static int test_teardown(void **state)
@@ -82,7 +68,7 @@ static int test_teardown(void **state)
 	for (size_t i = 0; i < 4; i++)
 		if (g->tabs[i].ws)
 			ws_client_abort(g->tabs[i].ws);
-	rc = cluster_free(g->c, !g->passed && !g->skip);
+	rc = cluster_free(g->f.c, !g->passed && !g->f.skip);
 	free(g);
 	return rc;
 }
@@ -232,10 +218,10 @@ static void view_read_all(struct view *v)
 
 static void verify_all(struct ck *g)
 {
-	for (size_t pod = 0; pod < g->c->n; pod++)
-		if (cluster_verify(g->c, pod) != 0)
+	for (size_t pod = 0; pod < g->f.c->n; pod++)
+		if (cluster_verify(g->f.c, pod) != 0)
 			fail_msg("wsgatectl verify fails on pod %s",
-			         g->c->node[pod]);
+			         g->f.c->node[pod]);
 }
 
 /* --- 1. kill -9 of a sidecar mid-stream --- */
@@ -250,10 +236,10 @@ static void test_sidecar_kill9_mid_stream(void **state)
 	int64_t deadline;
 	int r;
 
-	SKIP_UNLESS_CLUSTER(g);
-	s.c = g->c;
+	CLUSTER_SKIP_UNLESS(&g->f);
+	s.c = g->f.c;
 	s.user = "k1";
-	if (tab_open(&g->tabs[0], g->c->sc[0], "k1", -1, NULL, RECV_MS) < 0)
+	if (tab_open(&g->tabs[0], g->f.c->sc[0], "k1", -1, NULL, RECV_MS) < 0)
 		fail_msg("tab on a did not open");
 	v.t = &g->tabs[0];
 	assert_int_equal(pthread_create(&th, NULL, sender_run, &s), 0);
@@ -261,7 +247,7 @@ static void test_sidecar_kill9_mid_stream(void **state)
 		if (view_read(&v, RECV_MS) != 1)
 			fail_msg("k1: %d events before the crash, want %d",
 			         v.got, KILL_AFTER);
-	assert_int_equal(sidecar_kill9(g->c->sc[0]), 128 + 9);
+	assert_int_equal(sidecar_kill9(g->f.c->sc[0]), 128 + 9);
 	/* The tab sees its pod go (EOF, or a timeout at worst). */
 	deadline = test_now_ms() + POLL_MS;
 	while ((r = view_read(&v, RECV_MS)) == 1 && test_now_ms() < deadline)
@@ -269,7 +255,7 @@ static void test_sidecar_kill9_mid_stream(void **state)
 	ws_client_abort(g->tabs[0].ws);
 	g->tabs[0].ws = NULL;
 	/* ... and resumes on b from the last seq it saw. */
-	if (tab_open(&g->tabs[1], g->c->sc[1], "k1", (int64_t)v.prev,
+	if (tab_open(&g->tabs[1], g->f.c->sc[1], "k1", (int64_t)v.prev,
 	             g->tabs[0].epoch[0] ? g->tabs[0].epoch : NULL,
 	             RECV_MS) < 0)
 		fail_msg("tab did not reopen on b");
@@ -287,9 +273,9 @@ static void test_sidecar_kill9_mid_stream(void **state)
 	              (unsigned long long)g->tabs[1].connected_seq);
 
 	/* a comes back on its own database: its replica has everything. */
-	assert_int_equal(sidecar_restart(g->c->sc[0]), 0);
-	assert_int_equal(cluster_wait_connected(g->c, 0, POLL_MS), 0);
-	if (tab_open(&g->tabs[2], g->c->sc[0], "k1", 0, NULL, RECV_MS) < 0)
+	assert_int_equal(sidecar_restart(g->f.c->sc[0]), 0);
+	assert_int_equal(cluster_wait_connected(g->f.c, 0, POLL_MS), 0);
+	if (tab_open(&g->tabs[2], g->f.c->sc[0], "k1", 0, NULL, RECV_MS) < 0)
 		fail_msg("tab on the restarted a did not open");
 	assert_int_equal(g->tabs[2].connected_seq, N_EVENTS);
 	replay.t = &g->tabs[2];
@@ -309,13 +295,13 @@ static void test_nats_kill9_mid_stream(void **state)
 	int64_t deadline;
 	pthread_t th;
 
-	SKIP_UNLESS_CLUSTER(g);
-	s.c = g->c;
+	CLUSTER_SKIP_UNLESS(&g->f);
+	s.c = g->f.c;
 	s.user = "k2";
 	for (size_t k = 0; k < 2; k++) {
-		if (tab_open(&g->tabs[k], g->c->sc[k], "k2", -1, NULL,
+		if (tab_open(&g->tabs[k], g->f.c->sc[k], "k2", -1, NULL,
 		             RECV_MS) < 0)
-			fail_msg("tab on pod %s did not open", g->c->node[k]);
+			fail_msg("tab on pod %s did not open", g->f.c->node[k]);
 		v[k].t = &g->tabs[k];
 	}
 	assert_int_equal(pthread_create(&th, NULL, sender_run, &s), 0);
@@ -325,7 +311,7 @@ static void test_nats_kill9_mid_stream(void **state)
 		test_pause_ms(RETRY_PAUSE_MS);
 	assert_true(atomic_load(&s.ok) >= KILL_AFTER);
 
-	assert_int_equal(nats_proc_kill9(g->c->nats), 128 + 9);
+	assert_int_equal(nats_proc_kill9(g->f.c->nats), 128 + 9);
 	deadline = test_now_ms() + POLL_MS;
 	while (atomic_load(&s.unavailable) < 3 && !s.err[0] &&
 	       test_now_ms() < deadline)
@@ -336,7 +322,7 @@ static void test_nats_kill9_mid_stream(void **state)
 	/* The outage: the tabs stay open and are answered. */
 	for (size_t k = 0; k < 2; k++)
 		view_ping(&v[k]);
-	assert_int_equal(nats_proc_restart(g->c->nats), 0);
+	assert_int_equal(nats_proc_restart(g->f.c->nats), 0);
 	pthread_join(th, NULL);
 	if (s.err[0])
 		fail_msg("backend: %s", s.err);

@@ -136,6 +136,15 @@ fail:
 	return -1;
 }
 
+int cluster_fixture_start(struct cluster_fixture *f, size_t n)
+{
+	if (!cluster_supported(f->why, sizeof(f->why))) {
+		f->skip = true;
+		return 0;
+	}
+	return cluster_start(&f->c, n, NULL);
+}
+
 int cluster_verify(const struct cluster *c, size_t i)
 {
 	const struct sidecar *s = c->sc[i];

@@ -67,6 +67,26 @@ int cluster_verify(const struct cluster *c, size_t i);
  * on SIGTERM, -1 otherwise. NULL: 0. */
 int cluster_free(struct cluster *c, bool failed);
 
+/* The fixture of a cluster test: the cluster, or why there is none. */
+struct cluster_fixture {
+	struct cluster *c;
+	bool skip; /* cluster_supported said no: the tests skip */
+	char why[256];
+};
+
+/* cluster_supported, then cluster_start of n pods unless it said no.
+ * Returns 0 (a cluster, or skip set), or -1. */
+int cluster_fixture_start(struct cluster_fixture *f, size_t n);
+
+/* In a cmocka test: skips it, saying why, when f has no cluster. */
+#define CLUSTER_SKIP_UNLESS(f)                                                 \
+	do {                                                                   \
+		if ((f)->skip) {                                               \
+			print_message("[  SKIP    ] %s\n", (f)->why);          \
+			skip();                                                \
+		}                                                              \
+	} while (0)
+
 /* --- tabs: one browser connection of a user on one pod --- */
 
 struct tab {
