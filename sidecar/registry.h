@@ -67,7 +67,11 @@ struct conn {
 struct user {
 	char *id;
 	size_t id_len;
-	uint64_t last_seq;  /* highest seq assigned; 0 for none */
+	uint64_t last_seq; /* highest seq assigned; 0 for none */
+	/* Cluster mode: the stream seq of the user's last record applied
+	 * (0: none seen by this process), and cluster_publish's lane. */
+	uint64_t last_stream_seq;
+	void *lane;
 	struct conn *conns; /* open connections not closing, newest first */
 	uint32_t n_conns;
 	struct user *hash_next;

@@ -152,6 +152,74 @@ static int park_repeat(struct router *rt, const Wsgate__V1__Event *ev,
 	return 0;
 }
 
+/*
+ * Builds the event's frame and submits job (an empty STORE_EVENT) with a
+ * queued row for each open connection of u, as seq. The strings of ev
+ * must live until the job is done. 0, or -1 when out of memory.
+ */
+static int event_submit(struct router *rt, struct user *u,
+                        struct store_job *job, const Wsgate__V1__Event *ev,
+                        const char *type, uint64_t seq, int64_t accepted_us,
+                        void *owner, size_t index)
+{
+	uint32_t n = 0;
+	if (u->n_conns) {
+		job->event.conns =
+		    calloc(u->n_conns, sizeof(*job->event.conns));
+		if (!job->event.conns)
+			return -1;
+	}
+	for (struct conn *c = u->conns; c; c = c->user_next) {
+		assert(c->user == u); /* isolation: only the event's user */
+		if (c->close_code)
+			continue;
+		memcpy(job->event.conns[n].conn_id, c->id, sizeof(c->id));
+		job->event.conns[n].conn_user_id = c->user->id;
+		n++;
+	}
+
+	struct frame_event fe = {
+	    .type = type,
+	    .seq = seq,
+	    .event_id = ev->event_id,
+	    .event_id_len = strlen(ev->event_id),
+	    .user_id = ev->user_id,
+	    .user_id_len = strlen(ev->user_id),
+	    .thread_id = ev->thread_id,
+	    .thread_id_len = strlen(ev->thread_id),
+	    .run_id = ev->run_id,
+	    .run_id_len = strlen(ev->run_id),
+	    .ts_us = accepted_us,
+	    .payload = ev->payload_json.data,
+	    .payload_len = ev->payload_json.len,
+	};
+	struct frame *f = frame_build_event(&fe);
+	if (!f || (!job->event.no_dedup &&
+	           dedup_add(rt->cfg.dedup, ev->user_id, ev->event_id, fe.seq,
+	                     accepted_us, DEDUP_PENDING))) {
+		frame_unref(f);
+		return -1;
+	}
+	u->last_seq = fe.seq;
+	job->event.user_id = ev->user_id;
+	job->event.event_id = ev->event_id;
+	job->event.type = fe.type;
+	job->event.thread_id = ev->thread_id;
+	job->event.run_id = ev->run_id;
+	job->event.payload = ev->payload_json.data;
+	job->event.payload_len = ev->payload_json.len;
+	job->event.seq = fe.seq;
+	job->event.accepted_at = accepted_us;
+	job->event.pending = n == 0;
+	job->event.audit = rt->cfg.audit;
+	job->event.frame = f;
+	job->event.owner = owner;
+	job->event.index = index;
+	job->event.n_conns = n;
+	store_submit(rt->store, job);
+	return 0;
+}
+
 int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
                         int64_t accepted_us, void *owner, size_t index,
                         struct router_result *res)
@@ -175,72 +243,76 @@ int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
 		res->error = "event log behind: retry later";
 		return 1;
 	}
-	size_t ulen = strlen(ev->user_id);
-	struct user *u = registry_user(rt->reg, ev->user_id, ulen, true);
+	struct user *u =
+	    registry_user(rt->reg, ev->user_id, strlen(ev->user_id), true);
 	struct store_job *job = store_job_new(STORE_EVENT);
-	if (!u || !job)
-		goto no_memory;
-	uint32_t n = 0;
-	if (u->n_conns) {
-		job->event.conns =
-		    calloc(u->n_conns, sizeof(*job->event.conns));
-		if (!job->event.conns)
-			goto no_memory;
+	if (!u || !job ||
+	    event_submit(rt, u, job, ev, validate_event_type_name(ev),
+	                 u->last_seq + 1, accepted_us, owner, index)) {
+		store_job_free(job);
+		res->status = ROUTER_FAILED;
+		res->error = "out of memory";
+		return 1;
 	}
-	for (struct conn *c = u->conns; c; c = c->user_next) {
-		assert(c->user == u); /* isolation: only the event's user */
-		if (c->close_code)
-			continue;
-		memcpy(job->event.conns[n].conn_id, c->id, sizeof(c->id));
-		job->event.conns[n].conn_user_id = c->user->id;
-		n++;
-	}
-
-	struct frame_event fe = {
-	    .type = validate_event_type_name(ev),
-	    .seq = u->last_seq + 1,
-	    .event_id = ev->event_id,
-	    .event_id_len = strlen(ev->event_id),
-	    .user_id = ev->user_id,
-	    .user_id_len = ulen,
-	    .thread_id = ev->thread_id,
-	    .thread_id_len = strlen(ev->thread_id),
-	    .run_id = ev->run_id,
-	    .run_id_len = strlen(ev->run_id),
-	    .ts_us = accepted_us,
-	    .payload = ev->payload_json.data,
-	    .payload_len = ev->payload_json.len,
-	};
-	struct frame *f = frame_build_event(&fe);
-	if (!f || dedup_add(rt->cfg.dedup, ev->user_id, ev->event_id, fe.seq,
-	                    accepted_us, DEDUP_PENDING)) {
-		frame_unref(f);
-		goto no_memory;
-	}
-	u->last_seq = fe.seq;
-	job->event.user_id = ev->user_id;
-	job->event.event_id = ev->event_id;
-	job->event.type = fe.type;
-	job->event.thread_id = ev->thread_id;
-	job->event.run_id = ev->run_id;
-	job->event.payload = ev->payload_json.data;
-	job->event.payload_len = ev->payload_json.len;
-	job->event.seq = fe.seq;
-	job->event.accepted_at = accepted_us;
-	job->event.pending = n == 0;
-	job->event.audit = rt->cfg.audit;
-	job->event.frame = f;
-	job->event.owner = owner;
-	job->event.index = index;
-	job->event.n_conns = n;
-	store_submit(rt->store, job);
 	return 0;
+}
 
-no_memory:
-	store_job_free(job);
-	res->status = ROUTER_FAILED;
-	res->error = "out of memory";
-	return 1;
+/* Copies s (NULL: "") to *tail and returns where it went. */
+static char *copy_str(char **tail, const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	char *at = *tail;
+	memcpy(at, s ? s : "", n);
+	at[n] = '\0';
+	*tail += n + 1;
+	return at;
+}
+
+int router_apply_event(struct router *rt, const Wsgate__V1__Event *ev,
+                       uint64_t seq, int64_t accepted_us, const char *node_id,
+                       void *owner, size_t index)
+{
+	struct user *u =
+	    registry_user(rt->reg, ev->user_id, strlen(ev->user_id), true);
+	if (!u)
+		return -1;
+	if (seq <= u->last_seq)
+		return 1;
+	const char *type = validate_event_type_name(ev);
+	const char *strs[] = {ev->user_id, ev->event_id, ev->thread_id,
+	                      ev->run_id,  type,         node_id};
+	size_t size = ev->payload_json.len;
+	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+		size += (strs[i] ? strlen(strs[i]) : 0) + 1;
+	struct store_job *job = store_job_new(STORE_EVENT);
+	char *tail = job ? malloc(size) : NULL;
+	if (!tail) {
+		store_job_free(job);
+		return -1;
+	}
+	/* The job keeps its own copy: the record it came from is freed. */
+	job->event.owned = tail;
+	job->event.unowned = owner == NULL;
+	Wsgate__V1__Event copy = *ev;
+	copy.user_id = copy_str(&tail, ev->user_id);
+	copy.event_id = copy_str(&tail, ev->event_id);
+	copy.thread_id = copy_str(&tail, ev->thread_id);
+	copy.run_id = copy_str(&tail, ev->run_id);
+	type = copy_str(&tail, type);
+	job->event.node_id = copy_str(&tail, node_id);
+	if (ev->payload_json.len)
+		memcpy(tail, ev->payload_json.data, ev->payload_json.len);
+	copy.payload_json.data = (uint8_t *)tail;
+	uint64_t known;
+	if (dedup_find(rt->cfg.dedup, ev->user_id, ev->event_id, &known) !=
+	    DEDUP_NEW)
+		job->event.no_dedup = 1; /* a repeat in the stream itself */
+	if (event_submit(rt, u, job, &copy, type, seq, accepted_us, owner,
+	                 index)) {
+		store_job_free(job);
+		return -1;
+	}
+	return 0;
 }
 
 /* The outcome of an event, for the repeats parked on it. */
@@ -300,9 +372,12 @@ static void event_committed(struct router *rt, struct store_job *job)
 	/* Committed: the repeats waiting for it are duplicates of it; failed:
 	 * they fail with it, and the id is forgotten, free for a retry. */
 	struct repeat_answer answer = {.rt = rt, .first = &res};
-	dedup_settle(rt->cfg.dedup, job->event.user_id, job->event.event_id,
-	             !job->failed, answer_repeat, &answer);
-	rt->cfg.on_event_done(job->event.owner, job->event.index, &res);
+	if (!job->event.no_dedup)
+		dedup_settle(rt->cfg.dedup, job->event.user_id,
+		             job->event.event_id, !job->failed, answer_repeat,
+		             &answer);
+	if (!job->event.unowned) /* a record of the cluster stream */
+		rt->cfg.on_event_done(job->event.owner, job->event.index, &res);
 	frame_unref(f);
 }
 

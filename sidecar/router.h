@@ -37,9 +37,10 @@
 #include "wsgate.pb-c.h"
 
 enum router_status {
-	ROUTER_OK,        /* seq assigned; commit pending or done */
-	ROUTER_EXHAUSTED, /* the store is behind: retry later */
-	ROUTER_FAILED,    /* out of memory, or the store could not commit */
+	ROUTER_OK,          /* seq assigned; commit pending or done */
+	ROUTER_EXHAUSTED,   /* the store is behind: retry later */
+	ROUTER_FAILED,      /* out of memory, or the store could not commit */
+	ROUTER_UNAVAILABLE, /* cluster mode: NATS unreachable, retry later */
 };
 
 struct router_result {
@@ -80,6 +81,18 @@ void router_free(struct router *rt);
 int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
                         int64_t accepted_us, void *owner, size_t index,
                         struct router_result *res);
+/*
+ * Cluster mode: an event of the stream (any node's, this one's included)
+ * whose seq the stream fixed. Applied like an accepted event (rows, queued
+ * rows for this sidecar's connections of the user, commit, then frames),
+ * in stream order; copies what it keeps. owner (NULL: nobody) gets
+ * on_event_done after the commit. Returns 1 when the user already has
+ * seq (applied before: nothing done, owner not called), 0 when submitted,
+ * -1 when out of memory.
+ */
+int router_apply_event(struct router *rt, const Wsgate__V1__Event *ev,
+                       uint64_t seq, int64_t accepted_us, const char *node_id,
+                       void *owner, size_t index);
 /* Takes the store's finished jobs: sends committed events' frames,
  * answers their owners, continues catch-ups. Call on every wake-up. */
 void router_handle_done(struct router *rt);

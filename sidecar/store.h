@@ -41,7 +41,10 @@ enum store_job_kind {
 	STORE_SESSION_CLOSE,
 	STORE_AUTH_FAILURE,
 	STORE_PENDING_DONE, /* the user's pending events up to seq delivered */
+	STORE_STREAM_POS,   /* cluster: the replica's position in the stream */
 };
+
+#define STORE_EPOCH_MAX 31 /* the stream epoch, decimal */
 
 #define STORE_CONN_ID_MAX 19
 
@@ -65,10 +68,18 @@ struct store_job {
 			const char *run_id;
 			const void *payload;
 			size_t payload_len;
+			const char *node_id; /* accepting node; NULL: ours */
+			/* Freed with the job: what the strings above point
+			 * into when nobody else holds them (a record applied
+			 * from the cluster stream). */
+			void *owned;
 			uint64_t seq;
 			int64_t accepted_at;
 			int pending;
-			int audit; /* write the queued rows */
+			int audit;    /* write the queued rows */
+			int no_dedup; /* its event_id was known: no dedup entry
+			               */
+			int unowned; /* a stream record nobody here waits for */
 			/* Set by the writer: the payload's SHA-256. */
 			unsigned char payload_sha256[AUDIT_DIGEST_LEN];
 			/* The service thread's: not touched by the writer. */
@@ -129,6 +140,10 @@ struct store_job {
 			char *user_id;
 			uint64_t seq;
 		} pending_done;
+		struct {
+			uint64_t seq; /* last stream message applied */
+			char epoch[STORE_EPOCH_MAX + 1]; /* "": unchanged */
+		} stream_pos;
 	};
 };
 
@@ -142,6 +157,10 @@ typedef void (*store_event_id_fn)(void *arg, const char *user_id,
 
 struct store_config {
 	const char *path;
+	/* Cluster mode: this node's id (NULL or "": a single pod). The
+	 * database is refused when another node's; rows get it. Must
+	 * outlive the store. */
+	const char *node_id;
 	int64_t retention_us;
 	const struct audit_key *audit_key;
 	store_wake_fn wake;
@@ -194,6 +213,11 @@ uint64_t store_backlog(const struct store *s);
  * Any thread. */
 void store_chain_head(struct store *s, int64_t *id,
                       unsigned char chain[AUDIT_CHAIN_LEN]);
+/* Cluster mode, as read by store_open: the last stream message applied
+ * (0: none) and the stream epoch it belongs to ("" when none yet). Later
+ * positions are written by STORE_STREAM_POS jobs. */
+uint64_t store_stream_seq(const struct store *s);
+const char *store_stream_epoch(const struct store *s);
 /* Failed commits so far, and the last failure's text ("" when none). */
 uint64_t store_failures(struct store *s, char *last_error, size_t cap);
 
