@@ -525,6 +525,14 @@ const char *cluster_msg_id_prefix(const struct cluster *c)
 	return c->msg_id_prefix;
 }
 
+int cluster_publish_unacked(struct cluster *c, const char *subject,
+                            const char *body)
+{
+	return natsConnection_PublishString(c->nc, subject, body) == NATS_OK
+	           ? 0
+	           : -1;
+}
+
 void cluster_publish(struct cluster *c, struct cluster_pub *p)
 {
 	p->next = NULL;

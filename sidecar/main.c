@@ -204,6 +204,7 @@ static int cluster_start(struct app *app, char *err, size_t errlen)
 		return -1;
 	}
 	app->dispatch.cluster = app->cluster_pub;
+	router_set_written(app->router, cluster_publish_mark, app->cluster_pub);
 	log_info("cluster mode: node %s, NATS %s, stream %s", app->node_id,
 	         app->cfg.cluster, app->cfg.cluster_stream);
 	return 0;

@@ -53,6 +53,14 @@ const char *router_epoch(const struct router *rt)
 	return rt->epoch;
 }
 
+void router_set_written(struct router *rt,
+                        void (*fn)(void *arg, struct user *u, uint64_t seq),
+                        void *arg)
+{
+	rt->cfg.on_event_written = fn;
+	rt->cfg.written_arg = arg;
+}
+
 void router_free(struct router *rt)
 {
 	/* Every accepted event's commit is done before the end (store_flush,
@@ -533,6 +541,9 @@ void router_conn_written(struct router *rt, struct conn *c)
 	assert(f);
 	if (f->seq) {
 		record_outcome(rt, c, f, "written");
+		if (rt->cfg.on_event_written)
+			rt->cfg.on_event_written(rt->cfg.written_arg, c->user,
+			                         f->seq);
 		if (f->pending) {
 			struct store_job *job =
 			    store_job_new(STORE_PENDING_DONE);

@@ -77,6 +77,10 @@ struct router_config {
 	uint32_t replay_chunk; /* events read per catch-up step */
 	int audit;             /* 0: no delivery rows (--audit off) */
 	router_event_done_fn on_event_done;
+	/* Cluster mode: an event frame of user u with seq was written to
+	 * one of its connections (NULL: not wanted). */
+	void (*on_event_written)(void *arg, struct user *u, uint64_t seq);
+	void *written_arg;
 };
 
 struct router;
@@ -119,6 +123,10 @@ int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
 int router_apply_event(struct router *rt, const Wsgate__V1__Event *ev,
                        uint64_t seq, int64_t accepted_us, const char *node_id,
                        void *owner, size_t index);
+/* Cluster mode: sets cfg.on_event_written and its arg. */
+void router_set_written(struct router *rt,
+                        void (*fn)(void *arg, struct user *u, uint64_t seq),
+                        void *arg);
 /* Takes the store's finished jobs: sends committed events' frames,
  * answers their owners, continues catch-ups. Call on every wake-up. */
 void router_handle_done(struct router *rt);

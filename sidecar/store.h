@@ -46,7 +46,6 @@ enum store_job_kind {
 	STORE_STREAM_POS,   /* cluster: the replica's position in the stream */
 };
 
-
 #define STORE_CONN_ID_MAX 19
 #define STORE_EPOCH_MAX   32 /* bytes of meta('epoch'); ours are 16 */
 
