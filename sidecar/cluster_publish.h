@@ -38,6 +38,7 @@ struct cluster_publish;
 
 struct cluster_publish_config {
 	struct cluster *cluster;
+	struct router *router; /* its dedup check (router_known_event) */
 	struct registry *registry;
 	struct dedup *dedup;
 	router_event_done_fn on_event_done;
