@@ -491,6 +491,16 @@ void *cluster_publish_owner(struct cluster_publish *p, struct user *u,
 	return owner;
 }
 
+void cluster_publish_unapplied(struct cluster_publish *p, void *owner,
+                               size_t index)
+{
+	struct router_result res = {
+	    .status = ROUTER_FAILED,
+	    .error = "cluster: the event could not be applied here (see "
+	             "sidecar log)"};
+	p->cfg.on_event_done(owner, index, &res);
+}
+
 void cluster_publish_applied(struct cluster_publish *p, struct user *u,
                              const char *msg_id)
 {
@@ -546,11 +556,12 @@ void cluster_publish_handle(struct cluster_publish *p, uint64_t position)
 		} else if (l->state == LANE_RESEND && available) {
 			l->state = LANE_PUBLISHING;
 			cluster_publish(p->cfg.cluster, &l->pub);
-		} else {
+		} else if (l->state == LANE_CONFLICT ||
+		           l->state == LANE_RESEND) {
 			l->waiting = 1;
 			l->wait_next = keep;
 			keep = l;
-		}
+		} /* else: resolved meanwhile (applied after all) */
 		l = next;
 	}
 	/* Lanes pumped above may have queued themselves again. */

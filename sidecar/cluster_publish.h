@@ -62,6 +62,10 @@ int cluster_publish_accept(struct cluster_publish *p,
  * sidecar's record in flight, event i's owner (NULL: none) and index. */
 void *cluster_publish_owner(struct cluster_publish *p, struct user *u,
                             const char *msg_id, size_t i, size_t *index);
+/* The replica could not apply the event of an owner it took (out of
+ * memory, or its seq already there): the owner gets a failure. */
+void cluster_publish_unapplied(struct cluster_publish *p, void *owner,
+                               size_t index);
 /* The replica submitted every event of that record (their dedup entries
  * exist): the lane moves on. */
 void cluster_publish_applied(struct cluster_publish *p, struct user *u,
