@@ -28,6 +28,7 @@
 #define RECONNECT_BUF       64 /* bytes: publishes while down fail at once */
 #define DUPLICATE_WINDOW_US (120 * 1000000LL)
 #define THREAD_TICK_MS      100
+#define PUBLISHERS          4 /* acked publishes in flight at once */
 
 /* One per sidecar in cluster mode. */
 struct cluster {
@@ -40,6 +41,8 @@ struct cluster {
 	natsSubscription *sub; /* the replica's ordered consumer */
 	pthread_t thread;
 	int thread_started;
+	pthread_t publishers[PUBLISHERS];
+	int n_publishers;
 
 	/* Written by libnats callbacks and the cluster thread. */
 	atomic_int down;             /* not available (see top) */
@@ -305,6 +308,19 @@ static void probe(struct cluster *c)
 	log_info("cluster: available again");
 }
 
+/* Waits on cv (lock held) for a signal or THREAD_TICK_MS. */
+static void wait_tick(struct cluster *c)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += THREAD_TICK_MS * 1000000L;
+	ts.tv_sec += ts.tv_nsec / 1000000000L;
+	ts.tv_nsec %= 1000000000L;
+	pthread_cond_timedwait(&c->cv, &c->lk, &ts);
+}
+
+/* The cluster thread: the stream once connected, and the probe that makes
+ * the cluster available again after it went down. */
 static void *cluster_main(void *arg)
 {
 	struct cluster *c = arg;
@@ -322,46 +338,46 @@ static void *cluster_main(void *arg)
 			else if (ready)
 				probe(c);
 			pthread_mutex_lock(&c->lk);
-			if (atomic_load(&c->down) && !c->stopping) {
-				struct timespec ts;
-				clock_gettime(CLOCK_REALTIME, &ts);
-				ts.tv_nsec += THREAD_TICK_MS * 1000000L;
-				ts.tv_sec += ts.tv_nsec / 1000000000L;
-				ts.tv_nsec %= 1000000000L;
-				pthread_cond_timedwait(&c->cv, &c->lk, &ts);
-			}
-			continue;
+			if (!atomic_load(&c->down)) /* publishers: go on */
+				pthread_cond_broadcast(&c->cv);
 		}
-		struct cluster_pub *batch = c->pub_head;
-		c->pub_head = c->pub_tail = NULL;
-		if (!batch) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += THREAD_TICK_MS * 1000000L;
-			ts.tv_sec += ts.tv_nsec / 1000000000L;
-			ts.tv_nsec %= 1000000000L;
-			pthread_cond_timedwait(&c->cv, &c->lk, &ts);
-			continue;
-		}
+		if (!c->stopping)
+			wait_tick(c);
+	}
+	pthread_mutex_unlock(&c->lk);
+	return NULL;
+}
+
+/*
+ * A publisher thread: one acked publish at a time, taken from the queue
+ * while the cluster is available (a record waits while it is not). Several
+ * run, so that records of different users are in flight together; one
+ * user's are never (the lanes: one record in flight per user).
+ */
+static void *publisher_main(void *arg)
+{
+	struct cluster *c = arg;
+	pthread_setname_np(pthread_self(), "wsgate:publish");
+	pthread_mutex_lock(&c->lk);
+	for (;;) {
+		while (!c->stopping && !(c->pub_head && c->stream_ready &&
+		                         !atomic_load(&c->down)))
+			wait_tick(c);
+		if (c->stopping)
+			break;
+		struct cluster_pub *p = c->pub_head;
+		c->pub_head = p->next;
+		if (!c->pub_head)
+			c->pub_tail = NULL;
+		p->next = NULL;
 		pthread_mutex_unlock(&c->lk);
-		for (struct cluster_pub *p = batch; p; p = p->next) {
-			if (c->stopping || !c->stream_ready) {
-				p->result = CLUSTER_PUB_REFUSED;
-				snprintf(p->error, sizeof(p->error),
-				         "cluster not ready");
-				continue;
-			}
-			publish_one(c, p);
-		}
+		publish_one(c, p);
 		pthread_mutex_lock(&c->lk);
-		struct cluster_pub *last = batch;
-		while (last->next)
-			last = last->next;
 		if (c->done_tail)
-			c->done_tail->next = batch;
+			c->done_tail->next = p;
 		else
-			c->done_head = batch;
-		c->done_tail = last;
+			c->done_head = p;
+		c->done_tail = p;
 		pthread_mutex_unlock(&c->lk);
 		c->cfg.wake(c->cfg.wake_arg);
 		pthread_mutex_lock(&c->lk);
@@ -466,6 +482,14 @@ int cluster_open(struct cluster **out, const struct cluster_config *cfg,
 		return -1;
 	}
 	c->thread_started = 1;
+	for (; c->n_publishers < PUBLISHERS; c->n_publishers++)
+		if (pthread_create(&c->publishers[c->n_publishers], NULL,
+		                   publisher_main, c) != 0) {
+			snprintf(err, errlen,
+			         "cluster: cannot start its publishers");
+			cluster_close(c);
+			return -1;
+		}
 	*out = c;
 	return 0;
 }
@@ -477,9 +501,11 @@ void cluster_close(struct cluster *c)
 	if (c->thread_started) {
 		pthread_mutex_lock(&c->lk);
 		c->stopping = 1;
-		pthread_cond_signal(&c->cv);
+		pthread_cond_broadcast(&c->cv);
 		pthread_mutex_unlock(&c->lk);
 		pthread_join(c->thread, NULL);
+		for (int i = 0; i < c->n_publishers; i++)
+			pthread_join(c->publishers[i], NULL);
 	}
 	/* No more callbacks after the subscription and connection are
 	 * gone; then what they queued is ours to free. */
@@ -542,7 +568,8 @@ void cluster_publish(struct cluster *c, struct cluster_pub *p)
 	else
 		c->pub_head = p;
 	c->pub_tail = p;
-	pthread_cond_signal(&c->cv);
+	/* The cluster thread and the publishers share cv. */
+	pthread_cond_broadcast(&c->cv);
 	pthread_mutex_unlock(&c->lk);
 }
 

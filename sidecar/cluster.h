@@ -6,9 +6,10 @@
  * accepts.
  *
  * Threads: libnats runs its own threads (reader, flusher, callbacks), and
- * this module one more, the cluster thread, for every blocking libnats call
- * (stream look-up and creation, subscribing, acked publishes). The service
- * thread never blocks in libnats: it hands publishes to the cluster thread
+ * this module more for every blocking libnats call: the cluster thread
+ * (stream look-up and creation, subscribing, the availability probe) and
+ * a few publisher threads (acked publishes, several in flight). The service
+ * thread never blocks in libnats: it hands publishes to the publishers
  * (cluster_publish) and takes stream messages and publish results back
  * (cluster_take_messages, cluster_take_published), each through a
  * mutex-protected list, after the wake function has told it (lws_cancel_
@@ -114,7 +115,7 @@ const char *cluster_msg_id_prefix(const struct cluster *c);
  * waiting for an ack (buffered; fails at once while NATS is down). */
 int cluster_publish_unacked(struct cluster *c, const char *subject,
                             const char *body);
-/* Service thread: hands p to the cluster thread. */
+/* Service thread: hands p to a publisher thread. */
 void cluster_publish(struct cluster *c, struct cluster_pub *p);
 /* Service thread: the publishes done since the last call, in order. */
 struct cluster_pub *cluster_take_published(struct cluster *c);
