@@ -9,6 +9,9 @@
 #                           printed and kept in /tmp/wsbench-RESULTS-quick.md
 #   bench/run.sh --smoke    ~3 s of wsbench against one sidecar (20 users);
 #                           exit status 0 only if every delivery was right
+#   bench/run.sh --cluster  cluster mode: one nats-server, 1 or 3 sidecars
+#                           (bench/cluster.sh; about 1-2 min), printed and
+#                           kept in /tmp/wsbench-RESULTS-cluster.md
 #   options: --reps N, --out FILE, --only "1 3 ..." (scenario numbers),
 #            --perf DIR (perf record -g on the sidecar during the first run
 #            of each scenario; DIR/perf-ID.txt gets the top of the report)
@@ -19,6 +22,7 @@
 # by its sizes (27 runs of at most ~20 s).
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/cluster.sh"
 
 MODE=full
 REPS=
@@ -29,11 +33,12 @@ while [[ $# -gt 0 ]]; do
 	case $1 in
 	--quick) MODE=quick ;;
 	--smoke) MODE=smoke ;;
+	--cluster) MODE=cluster ;;
 	--reps) REPS=$2; shift ;;
 	--out) OUT=$2; shift ;;
 	--only) ONLY=$2; shift ;;
 	--perf) PERF_DIR=$2; shift ;;
-	-h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,19p' "$0"; exit 0 ;;
 	*) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -41,7 +46,7 @@ done
 
 ensure_built || exit 2
 WORK=$(mktemp -d /tmp/wsbench-run.XXXXXX)
-trap 'stop_sidecar; rm -rf "$WORK"' EXIT
+trap 'stop_sidecar; cluster_cleanup; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
 
 # --- smoke: the check that keeps the tool from rotting ---
@@ -62,8 +67,17 @@ if [[ $MODE == smoke ]]; then
 		tail -20 "$SC_DIR/sidecar.log" >&2
 	fi
 	stop_sidecar
+	# Cluster mode too, when this sidecar has it (bench/cluster.sh).
+	if sidecar_has_flag --cluster; then
+		cluster_smoke || rc=1
+	fi
 	[[ $rc == 0 ]] && echo "wsbench smoke: OK" || echo "wsbench smoke: FAILED"
 	exit $rc
+fi
+
+if [[ $MODE == cluster ]]; then
+	cluster_main
+	exit $?
 fi
 
 # --- sizes ---

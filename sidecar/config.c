@@ -90,6 +90,14 @@ static const struct flag flags[] = {
      "debug, info, warn, error"},
     {"ipc-mode", "WSGATE_IPC_MODE", "0600", FLAG_OCTAL, F(ipc_mode),
      "permissions of the IPC socket files"},
+    {"cluster", "WSGATE_CLUSTER", NULL, FLAG_STRING, F(cluster),
+     "NATS URL[,URL...]: cluster mode (default: a single pod)"},
+    {"node-id", "WSGATE_NODE_ID", NULL, FLAG_STRING, F(node_id),
+     "this sidecar's name in a cluster, [A-Za-z0-9_-] (default host name)"},
+    {"cluster-stream", "WSGATE_CLUSTER_STREAM", "WSGATE", FLAG_STRING,
+     F(cluster_stream), "JetStream stream of the cluster's events"},
+    {"cluster-replicas", "WSGATE_CLUSTER_REPLICAS", "1", FLAG_COUNT,
+     F(cluster_replicas), "copies of the stream in the NATS cluster"},
 };
 
 #define N_FLAGS (sizeof(flags) / sizeof(flags[0]))

@@ -46,6 +46,11 @@ struct config {
 	int64_t idle_timeout_us;
 	const char *log_level;
 	uint64_t ipc_mode; /* octal, e.g. 0600 */
+	/* Cluster mode (docs/CLUSTER.md): NULL = a single pod. */
+	const char *cluster;        /* NATS URL[,URL...] */
+	const char *node_id;        /* NULL: the host name (main) */
+	const char *cluster_stream; /* JetStream stream name */
+	uint64_t cluster_replicas;
 };
 
 enum config_parse_result { CONFIG_OK, CONFIG_HELP, CONFIG_ERROR };

@@ -69,6 +69,10 @@ static void event_result_fill(Wsgate__V1__EventResult *er,
 		er->status = WSGATE__V1__STATUS__INTERNAL;
 		er->error = (char *)rr->error;
 		break;
+	case ROUTER_UNAVAILABLE:
+		er->status = WSGATE__V1__STATUS__UNAVAILABLE;
+		er->error = (char *)rr->error;
+		break;
 	}
 }
 
@@ -144,7 +148,12 @@ static void do_send_events(struct dispatch *d, struct control_request *req,
 			continue;
 		}
 		struct router_result rr;
-		if (router_accept_event(d->router, events[i], now, w, i, &rr)) {
+		int final = d->cluster
+		                ? cluster_publish_accept(d->cluster, events[i],
+		                                         now, w, i, &rr)
+		                : router_accept_event(d->router, events[i], now,
+		                                      w, i, &rr);
+		if (final) {
 			event_result_fill(&w->results[i], &rr);
 			w->remaining--;
 		}

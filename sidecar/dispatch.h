@@ -1,6 +1,7 @@
 /*
  * dispatch: executes validated control requests on the service thread --
- * events go to the router (answered after their commit),
+ * events go to the router (answered after their commit), or in cluster
+ * mode to the cluster stream first,
  * Disconnect/ListConnections/GetStats to the registry -- and answers each one.
  *
  * Threads: service thread only.
@@ -10,6 +11,7 @@
 
 #include <stdint.h>
 
+#include "cluster_publish.h"
 #include "control.h"
 #include "registry.h"
 #include "router.h"
@@ -22,6 +24,8 @@ struct dispatch {
 	struct router *router;
 	struct store *store;
 	struct control *ctl;
+	/* Cluster mode: events go to the cluster stream (NULL: one pod). */
+	struct cluster_publish *cluster;
 	int64_t started_us;
 	/* Event requests complete but not yet answered, oldest first. */
 	struct reply_wait *answered_head, *answered_tail;

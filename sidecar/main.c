@@ -25,6 +25,9 @@
 #include "audit_chain.h"
 #include "auth_jwt.h"
 #include "clock.h"
+#include "cluster.h"
+#include "cluster_publish.h"
+#include "cluster_replica.h"
 #include "config.h"
 #include "control.h"
 #include "dedup.h"
@@ -41,7 +44,10 @@
 #define CONTROL_IN_SERVICE 256
 #define SHUTDOWN_DRAIN_MS  2000
 #define STORE_MAX_BACKLOG  200000 /* jobs; past it, RESOURCE_EXHAUSTED */
+_Static_assert(STORE_EPOCH_MAX <= ROUTER_EPOCH_MAX,
+               "the router takes every epoch the store can hold");
 #define REPLAY_CHUNK       256
+#define CLUSTER_MAX_QUEUED 200000 /* events in the lanes; then EXHAUSTED */
 
 struct app {
 	struct config cfg;
@@ -56,6 +62,11 @@ struct app {
 	struct ws_server *srv;
 	struct control *ctl;
 	struct dispatch dispatch;
+	/* Cluster mode only (--cluster). */
+	char node_id[CLUSTER_NODE_ID_MAX + 1];
+	struct cluster *cluster;
+	struct cluster_publish *cluster_pub;
+	struct cluster_replica *replica;
 	sigset_t signals;
 	atomic_int stop;
 };
@@ -83,6 +94,11 @@ static void on_wake(void *arg)
 {
 	struct app *app = arg;
 	dispatch_drain(&app->dispatch);
+	if (app->cluster) {
+		cluster_replica_apply(app->replica);
+		cluster_publish_handle(app->cluster_pub,
+		                       cluster_replica_position(app->replica));
+	}
 	router_handle_done(app->router);
 	ws_server_write_ready(app->srv);
 	dispatch_send_replies(&app->dispatch);
@@ -128,6 +144,73 @@ static int fail(const char *what, const char *err)
 	return 2;
 }
 
+/* --node-id, or the host name. */
+static int node_id_pick(struct app *app, char *err, size_t errlen)
+{
+	const char *id = app->cfg.node_id;
+	char host[256] = "";
+	if (!id) {
+		gethostname(host, sizeof(host) - 1);
+		id = host;
+	}
+	if (!cluster_node_id_valid(id)) {
+		snprintf(err, errlen,
+		         "--node-id '%s': expected 1-%d of [A-Za-z0-9_-]%s", id,
+		         CLUSTER_NODE_ID_MAX,
+		         app->cfg.node_id ? "" : " (the host name is not)");
+		return -1;
+	}
+	memcpy(app->node_id, id, strlen(id) + 1); /* valid: <= 64 bytes */
+	return 0;
+}
+
+/* Cluster mode: the NATS link, the lanes and the replica, once the store
+ * knows where the replica stands. */
+static int cluster_start(struct app *app, char *err, size_t errlen)
+{
+	struct cluster_config ccfg = {
+	    .urls = app->cfg.cluster,
+	    .node_id = app->node_id,
+	    .stream = app->cfg.cluster_stream,
+	    .replicas = (int)app->cfg.cluster_replicas,
+	    .max_age_us = app->cfg.retention_us,
+	    .start_seq = store_stream_seq(app->store) + 1,
+	    .epoch = store_stream_epoch(app->store),
+	    .wake = wake,
+	    .wake_arg = app,
+	};
+	if (cluster_open(&app->cluster, &ccfg, err, errlen))
+		return -1;
+	struct cluster_publish_config pcfg = {
+	    .cluster = app->cluster,
+	    .router = app->router,
+	    .registry = app->reg,
+	    .dedup = app->dedup,
+	    .on_event_done = dispatch_event_done,
+	    .max_queued = CLUSTER_MAX_QUEUED,
+	};
+	app->cluster_pub = cluster_publish_new(&pcfg);
+	struct cluster_replica_config rcfg = {
+	    .cluster = app->cluster,
+	    .publish = app->cluster_pub,
+	    .registry = app->reg,
+	    .router = app->router,
+	    .store = app->store,
+	    .position = store_stream_seq(app->store),
+	    .epoch = store_stream_epoch(app->store),
+	};
+	app->replica = app->cluster_pub ? cluster_replica_new(&rcfg) : NULL;
+	if (!app->replica) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	app->dispatch.cluster = app->cluster_pub;
+	router_set_written(app->router, cluster_publish_mark, app->cluster_pub);
+	log_info("cluster mode: node %s, NATS %s, stream %s", app->node_id,
+	         app->cfg.cluster, app->cfg.cluster_stream);
+	return 0;
+}
+
 static int app_open(struct app *app, char *err, size_t errlen)
 {
 	const struct config *cfg = &app->cfg;
@@ -144,6 +227,8 @@ static int app_open(struct app *app, char *err, size_t errlen)
 	}
 	if (!audit)
 		log_warn("--audit off: deliveries are not recorded");
+	if (app->cfg.cluster && node_id_pick(app, err, errlen))
+		return -1;
 	if (!cfg->jwt_secret_file == !cfg->jwt_public_key) {
 		snprintf(err, errlen,
 		         "give exactly one of --jwt-secret-file or "
@@ -163,6 +248,7 @@ static int app_open(struct app *app, char *err, size_t errlen)
 	}
 	struct store_config scfg = {
 	    .path = cfg->db,
+	    .node_id = cfg->cluster ? app->node_id : NULL,
 	    .retention_us = cfg->retention_us,
 	    .audit_key = &app->audit_key,
 	    .wake = wake,
@@ -174,6 +260,7 @@ static int app_open(struct app *app, char *err, size_t errlen)
 	if (store_open(&app->store, &scfg, err, errlen))
 		return -1;
 	struct router_config rcfg = {
+	    .epoch = store_epoch(app->store),
 	    .registry = app->reg,
 	    .store = app->store,
 	    .dedup = app->dedup,
@@ -228,6 +315,8 @@ static int app_open(struct app *app, char *err, size_t errlen)
 	                 err, errlen))
 		return -1;
 	app->dispatch.ctl = app->ctl;
+	if (cfg->cluster && cluster_start(app, err, errlen))
+		return -1;
 	return 0;
 }
 
@@ -236,6 +325,12 @@ static void app_close(struct app *app)
 	if (app->srv)
 		ws_server_drain(app->srv, 1001, "sidecar shutting down",
 		                SHUTDOWN_DRAIN_MS);
+	/* Nothing more from NATS; events still waiting for the cluster are
+	 * answered UNAVAILABLE. */
+	cluster_close(app->cluster);
+	app->cluster = NULL;
+	if (app->cluster_pub)
+		cluster_publish_shutdown(app->cluster_pub);
 	/* Every accepted event is committed and answered before the control
 	 * socket closes. */
 	if (app->store && app->router) {
@@ -249,6 +344,8 @@ static void app_close(struct app *app)
 	inbound_close(app->inbound);
 	if (app->loop)
 		ev_loop_destroy(app->loop);
+	cluster_replica_free(app->replica);
+	cluster_publish_free(app->cluster_pub);
 	router_free(app->router);
 	dedup_free(app->dedup);
 	registry_free(app->reg);

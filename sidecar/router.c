@@ -20,6 +20,7 @@ struct router {
 	struct router_config cfg;
 	struct registry *reg;
 	struct store *store;
+	char epoch[ROUTER_EPOCH_MAX + 1];
 };
 
 struct router *router_new(const struct router_config *cfg)
@@ -28,9 +29,36 @@ struct router *router_new(const struct router_config *cfg)
 	if (!rt)
 		return NULL;
 	rt->cfg = *cfg;
+	rt->cfg.epoch = NULL; /* rt->epoch from here on */
 	rt->reg = cfg->registry;
 	rt->store = cfg->store;
+	if (!cfg->epoch || router_set_epoch(rt, cfg->epoch)) {
+		free(rt);
+		return NULL;
+	}
 	return rt;
+}
+
+int router_set_epoch(struct router *rt, const char *epoch)
+{
+	size_t n = strlen(epoch);
+	if (n == 0 || n > ROUTER_EPOCH_MAX)
+		return -1;
+	memcpy(rt->epoch, epoch, n + 1);
+	return 0;
+}
+
+const char *router_epoch(const struct router *rt)
+{
+	return rt->epoch;
+}
+
+void router_set_written(struct router *rt,
+                        void (*fn)(void *arg, struct user *u, uint64_t seq),
+                        void *arg)
+{
+	rt->cfg.on_event_written = fn;
+	rt->cfg.written_arg = arg;
 }
 
 void router_free(struct router *rt)
@@ -103,9 +131,19 @@ static void close_slow_consumer(struct router *rt, struct conn *c,
 	         c->user->id);
 }
 
+/* Whether c takes event seq live: never seq <= its since, which the client
+ * says it has seen (e.g. on another pod, ahead of this one's replica). */
+static int conn_takes_live(const struct conn *c, uint64_t seq)
+{
+	return !c->close_code && seq > c->since;
+}
+
 /* Queues a live event frame whose queued row is committed. */
 static int deliver_live(struct router *rt, struct conn *c, struct frame *f)
 {
+	/* Connections are chosen by conn_takes_live when the event's
+	 * queued rows are made. */
+	assert(f->seq > c->since);
 	if (c->close_code) {
 		record_outcome(rt, c, f, "dropped");
 		registry_counters(rt->reg)->frames_dropped++;
@@ -152,44 +190,26 @@ static int park_repeat(struct router *rt, const Wsgate__V1__Event *ev,
 	return 0;
 }
 
-int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
-                        int64_t accepted_us, void *owner, size_t index,
-                        struct router_result *res)
+/*
+ * Builds the event's frame and submits job (an empty STORE_EVENT) with a
+ * queued row for each open connection of u, as seq. The strings of ev
+ * must live until the job is done. 0, or -1 when out of memory.
+ */
+static int event_submit(struct router *rt, struct user *u,
+                        struct store_job *job, const Wsgate__V1__Event *ev,
+                        const char *type, uint64_t seq, int64_t accepted_us,
+                        void *owner, size_t index)
 {
-	memset(res, 0, sizeof(*res));
-	uint64_t seq;
-	switch (dedup_find(rt->cfg.dedup, ev->user_id, ev->event_id, &seq)) {
-	case DEDUP_COMMITTED:
-		res->status = ROUTER_OK;
-		res->seq = seq;
-		res->duplicate = 1;
-		registry_counters(rt->reg)->events_duplicate++;
-		return 1;
-	case DEDUP_PENDING:
-		return park_repeat(rt, ev, owner, index, res);
-	case DEDUP_NEW:
-		break;
-	}
-	if (store_backlog(rt->store) >= rt->cfg.max_backlog) {
-		res->status = ROUTER_EXHAUSTED;
-		res->error = "event log behind: retry later";
-		return 1;
-	}
-	size_t ulen = strlen(ev->user_id);
-	struct user *u = registry_user(rt->reg, ev->user_id, ulen, true);
-	struct store_job *job = store_job_new(STORE_EVENT);
-	if (!u || !job)
-		goto no_memory;
 	uint32_t n = 0;
 	if (u->n_conns) {
 		job->event.conns =
 		    calloc(u->n_conns, sizeof(*job->event.conns));
 		if (!job->event.conns)
-			goto no_memory;
+			return -1;
 	}
 	for (struct conn *c = u->conns; c; c = c->user_next) {
 		assert(c->user == u); /* isolation: only the event's user */
-		if (c->close_code)
+		if (!conn_takes_live(c, seq))
 			continue;
 		memcpy(job->event.conns[n].conn_id, c->id, sizeof(c->id));
 		job->event.conns[n].conn_user_id = c->user->id;
@@ -197,12 +217,12 @@ int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
 	}
 
 	struct frame_event fe = {
-	    .type = validate_event_type_name(ev),
-	    .seq = u->last_seq + 1,
+	    .type = type,
+	    .seq = seq,
 	    .event_id = ev->event_id,
 	    .event_id_len = strlen(ev->event_id),
 	    .user_id = ev->user_id,
-	    .user_id_len = ulen,
+	    .user_id_len = strlen(ev->user_id),
 	    .thread_id = ev->thread_id,
 	    .thread_id_len = strlen(ev->thread_id),
 	    .run_id = ev->run_id,
@@ -212,10 +232,11 @@ int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
 	    .payload_len = ev->payload_json.len,
 	};
 	struct frame *f = frame_build_event(&fe);
-	if (!f || dedup_add(rt->cfg.dedup, ev->user_id, ev->event_id, fe.seq,
-	                    accepted_us, DEDUP_PENDING)) {
+	if (!f || (!job->event.no_dedup &&
+	           dedup_add(rt->cfg.dedup, ev->user_id, ev->event_id, fe.seq,
+	                     accepted_us, DEDUP_PENDING))) {
 		frame_unref(f);
-		goto no_memory;
+		return -1;
 	}
 	u->last_seq = fe.seq;
 	job->event.user_id = ev->user_id;
@@ -235,12 +256,110 @@ int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
 	job->event.n_conns = n;
 	store_submit(rt->store, job);
 	return 0;
+}
 
-no_memory:
-	store_job_free(job);
-	res->status = ROUTER_FAILED;
-	res->error = "out of memory";
-	return 1;
+int router_known_event(struct router *rt, const Wsgate__V1__Event *ev,
+                       void *owner, size_t index, struct router_result *res)
+{
+	memset(res, 0, sizeof(*res));
+	uint64_t seq;
+	switch (dedup_find(rt->cfg.dedup, ev->user_id, ev->event_id, &seq)) {
+	case DEDUP_COMMITTED:
+		res->status = ROUTER_OK;
+		res->seq = seq;
+		res->duplicate = 1;
+		registry_counters(rt->reg)->events_duplicate++;
+		return 1;
+	case DEDUP_PENDING:
+		return park_repeat(rt, ev, owner, index, res);
+	case DEDUP_NEW:
+		break;
+	}
+	return -1;
+}
+
+int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
+                        int64_t accepted_us, void *owner, size_t index,
+                        struct router_result *res)
+{
+	int known = router_known_event(rt, ev, owner, index, res);
+	if (known >= 0)
+		return known;
+	if (store_backlog(rt->store) >= rt->cfg.max_backlog) {
+		res->status = ROUTER_EXHAUSTED;
+		res->error = "event log behind: retry later";
+		return 1;
+	}
+	struct user *u =
+	    registry_user(rt->reg, ev->user_id, strlen(ev->user_id), true);
+	struct store_job *job = store_job_new(STORE_EVENT);
+	if (!u || !job ||
+	    event_submit(rt, u, job, ev, validate_event_type_name(ev),
+	                 u->last_seq + 1, accepted_us, owner, index)) {
+		store_job_free(job);
+		res->status = ROUTER_FAILED;
+		res->error = "out of memory";
+		return 1;
+	}
+	return 0;
+}
+
+/* Copies s (NULL: "") to *tail and returns where it went. */
+static char *copy_str(char **tail, const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	char *at = *tail;
+	memcpy(at, s ? s : "", n);
+	at[n] = '\0';
+	*tail += n + 1;
+	return at;
+}
+
+int router_apply_event(struct router *rt, const Wsgate__V1__Event *ev,
+                       uint64_t seq, int64_t accepted_us, const char *node_id,
+                       void *owner, size_t index)
+{
+	struct user *u =
+	    registry_user(rt->reg, ev->user_id, strlen(ev->user_id), true);
+	if (!u)
+		return -1;
+	if (seq <= u->last_seq)
+		return 1;
+	const char *type = validate_event_type_name(ev);
+	const char *strs[] = {ev->user_id, ev->event_id, ev->thread_id,
+	                      ev->run_id,  type,         node_id};
+	size_t size = ev->payload_json.len;
+	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+		size += (strs[i] ? strlen(strs[i]) : 0) + 1;
+	struct store_job *job = store_job_new(STORE_EVENT);
+	char *tail = job ? malloc(size) : NULL;
+	if (!tail) {
+		store_job_free(job);
+		return -1;
+	}
+	/* The job keeps its own copy: the record it came from is freed. */
+	job->event.owned = tail;
+	job->event.unowned = owner == NULL;
+	Wsgate__V1__Event copy = *ev;
+	copy.user_id = copy_str(&tail, ev->user_id);
+	copy.event_id = copy_str(&tail, ev->event_id);
+	copy.thread_id = copy_str(&tail, ev->thread_id);
+	copy.run_id = copy_str(&tail, ev->run_id);
+	type = copy_str(&tail, type);
+	job->event.node_id = copy_str(&tail, node_id);
+	if (ev->payload_json.len)
+		memcpy(tail, ev->payload_json.data, ev->payload_json.len);
+	copy.payload_json.data = (uint8_t *)tail;
+	uint64_t known;
+	if (dedup_find(rt->cfg.dedup, ev->user_id, ev->event_id, &known) !=
+	    DEDUP_NEW)
+		job->event.no_dedup = 1; /* a repeat in the stream itself */
+	if (event_submit(rt, u, job, &copy, type, seq, accepted_us, owner,
+	                 index)) {
+		store_job_free(job);
+		return -1;
+	}
+	return 0;
 }
 
 /* The outcome of an event, for the repeats parked on it. */
@@ -309,9 +428,12 @@ static void event_committed(struct router *rt, struct store_job *job)
 	/* Committed: the repeats waiting for it are duplicates of it; failed:
 	 * they fail with it, and the id is forgotten, free for a retry. */
 	struct repeat_answer answer = {.rt = rt, .first = &res};
-	dedup_settle(rt->cfg.dedup, job->event.user_id, job->event.event_id,
-	             !job->failed, answer_repeat, &answer);
-	rt->cfg.on_event_done(job->event.owner, job->event.index, &res);
+	if (!job->event.no_dedup)
+		dedup_settle(rt->cfg.dedup, job->event.user_id,
+		             job->event.event_id, !job->failed, answer_repeat,
+		             &answer);
+	if (!job->event.unowned) /* a record of the cluster stream */
+		rt->cfg.on_event_done(job->event.owner, job->event.index, &res);
 	frame_unref(f);
 }
 
@@ -331,6 +453,8 @@ static void replay_request(struct router *rt, struct conn *c)
 	job->replay.upto = c->live_from;
 	job->replay.since = c->since;
 	job->replay.has_since = c->has_since;
+	job->replay.since_floor = rt->cfg.on_event_written != NULL;
+	job->replay.epoch_changed = c->epoch_changed;
 	job->replay.limit = rt->cfg.replay_chunk;
 	job->replay.audit = rt->cfg.audit;
 	c->replay_inflight = 1;
@@ -401,22 +525,29 @@ void router_handle_done(struct router *rt)
 	}
 }
 
-int router_conn_opened(struct router *rt, struct conn *c, int has_since,
-                       uint64_t since)
+int router_conn_opened(struct router *rt, struct conn *c,
+                       const struct router_resume *from)
 {
 	struct user *u = c->user;
+	/* A since from another history says nothing about ours: resume as
+	 * from 0, after saying resume_failed. */
+	c->epoch_changed = from->has_since && from->epoch[0] &&
+	                   strcmp(from->epoch, rt->epoch) != 0;
 	c->live_from = u->last_seq;
-	c->has_since = has_since && since < c->live_from;
-	c->since = since;
-	struct frame *f = frame_build_connected(c->id, u->id, u->last_seq);
+	c->since = c->epoch_changed || !from->has_since ? 0 : from->since;
+	c->has_since =
+	    from->has_since && (c->epoch_changed || c->since < c->live_from);
+	struct frame *f =
+	    frame_build_connected(c->id, u->id, u->last_seq, rt->epoch);
 	if (!f)
 		return -1;
 	int rc = registry_conn_send(rt->reg, c, f, 1);
 	frame_unref(f);
 	if (rc)
 		return -1;
-	/* A user without any event yet has nothing to catch up on. */
-	if (c->live_from > 0) {
+	/* A user without any event yet has nothing to catch up on, but a
+	 * client of another epoch is told. */
+	if (c->live_from > 0 || c->epoch_changed) {
 		c->replaying = 1;
 		replay_request(rt, c);
 	}
@@ -429,6 +560,9 @@ void router_conn_written(struct router *rt, struct conn *c)
 	assert(f);
 	if (f->seq) {
 		record_outcome(rt, c, f, "written");
+		if (rt->cfg.on_event_written)
+			rt->cfg.on_event_written(rt->cfg.written_arg, c->user,
+			                         f->seq);
 		if (f->pending) {
 			struct store_job *job =
 			    store_job_new(STORE_PENDING_DONE);

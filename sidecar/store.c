@@ -70,7 +70,7 @@ static const char schema_sql[] =
     " type TEXT NOT NULL, thread_id TEXT NOT NULL, run_id TEXT NOT NULL,"
     " accepted_at INTEGER NOT NULL, payload BLOB NOT NULL,"
     " payload_sha256 BLOB NOT NULL, pending INTEGER NOT NULL DEFAULT 0,"
-    " PRIMARY KEY(user_id, seq));"
+    " node_id TEXT NOT NULL DEFAULT '', PRIMARY KEY(user_id, seq));"
     "CREATE INDEX IF NOT EXISTS events_by_time ON events(accepted_at);"
     "CREATE INDEX IF NOT EXISTS events_pending ON events(user_id, seq)"
     " WHERE pending = 1;"
@@ -80,12 +80,13 @@ static const char schema_sql[] =
     " conn_id TEXT PRIMARY KEY, user_id TEXT NOT NULL,"
     " opened_at INTEGER NOT NULL, closed_at INTEGER, close_code INTEGER,"
     " close_reason TEXT, peer TEXT, user_agent TEXT, token_jti TEXT,"
-    " token_exp INTEGER);"
+    " token_exp INTEGER, node_id TEXT NOT NULL DEFAULT '');"
     "CREATE TABLE IF NOT EXISTS deliveries("
     " id INTEGER PRIMARY KEY, user_id TEXT NOT NULL, seq INTEGER NOT NULL,"
     " event_id TEXT NOT NULL, conn_id TEXT NOT NULL,"
     " conn_user_id TEXT NOT NULL, status TEXT NOT NULL, at INTEGER NOT NULL,"
-    " payload_sha256 BLOB NOT NULL, chain BLOB NOT NULL);"
+    " payload_sha256 BLOB NOT NULL, chain BLOB NOT NULL,"
+    " node_id TEXT NOT NULL DEFAULT '');"
     "CREATE TABLE IF NOT EXISTS auth_failures("
     " at INTEGER NOT NULL, peer TEXT, reason TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS chain_heads("
@@ -94,7 +95,10 @@ static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value)"
     " WITHOUT ROWID;"
     "INSERT OR IGNORE INTO meta(key, value)"
-    " VALUES('audit_format', 2);";
+    " VALUES('audit_format', 2);"
+    /* The history the seqs belong to: a new database, a new epoch. */
+    "INSERT OR IGNORE INTO meta(key, value)"
+    " VALUES('epoch', lower(hex(randomblob(8))));";
 
 const char *store_schema_sql(void)
 {
@@ -115,18 +119,19 @@ enum stmt_id {
 	ST_PRUNE_POINT,
 	ST_PRUNE_ROWS,
 	ST_PRUNE_HEADS,
+	ST_META_SET,
 	ST_COUNT
 };
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_INSERT_EVENT] =
         "INSERT INTO events(user_id, seq, event_id, type, thread_id,"
-        " run_id, accepted_at, payload, payload_sha256, pending)"
-        " VALUES(?,?,?,?,?,?,?,?,?,?)",
+        " run_id, accepted_at, payload, payload_sha256, pending, node_id)"
+        " VALUES(?,?,?,?,?,?,?,?,?,?,?)",
     [ST_INSERT_DELIVERY] =
         "INSERT INTO deliveries(id, user_id, seq, event_id, conn_id,"
-        " conn_user_id, status, at, payload_sha256, chain)"
-        " VALUES(?,?,?,?,?,?,?,?,?,?)",
+        " conn_user_id, status, at, payload_sha256, chain, node_id)"
+        " VALUES(?,?,?,?,?,?,?,?,?,?,?)",
     [ST_REPLAY_ROWS] =
         "SELECT seq, event_id, type, thread_id, run_id, accepted_at,"
         " payload, pending, user_id FROM events"
@@ -135,8 +140,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_OLDEST_SEQ] = "SELECT MIN(seq) FROM events WHERE user_id = ?",
     [ST_SESSION_OPEN] =
         "INSERT OR REPLACE INTO sessions(conn_id, user_id, opened_at,"
-        " peer, user_agent, token_jti, token_exp)"
-        " VALUES(?,?,?,?,?,?,?)",
+        " peer, user_agent, token_jti, token_exp, node_id)"
+        " VALUES(?,?,?,?,?,?,?,?)",
     [ST_SESSION_CLOSE] = "UPDATE sessions SET closed_at = ?, close_code = ?,"
                          " close_reason = ? WHERE conn_id = ?",
     /* Sessions are outside the MAC'd chains (verify reads only their
@@ -155,6 +160,7 @@ static const char *const stmt_sql[ST_COUNT] = {
                        " ORDER BY n DESC LIMIT 1",
     [ST_PRUNE_ROWS] = "DELETE FROM deliveries WHERE id <= ?",
     [ST_PRUNE_HEADS] = "DELETE FROM chain_heads WHERE n < ?",
+    [ST_META_SET] = "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)",
 };
 
 /* One per sidecar. */
@@ -164,6 +170,9 @@ struct store {
 	sqlite3_stmt *stmt[ST_COUNT];
 	struct checkpointer *checkpointer; /* WAL checkpoints, own thread */
 	const struct audit_key *key;
+	const char *node_id; /* "" for a single pod */
+	uint64_t stream_seq; /* meta('stream_seq') when opened */
+	char stream_epoch[STORE_EPOCH_MAX + 1];
 	int64_t retention_us;
 	int64_t prune_every_us; /* a quarter of the retention, 1 s to 1 min */
 	store_wake_fn wake;
@@ -181,6 +190,7 @@ struct store {
 	int64_t last_head_us;
 	int64_t last_prune_us;
 	struct seq_poison *poison; /* users whose later events must fail */
+	char epoch[STORE_EPOCH_MAX + 1]; /* meta('epoch'), read at open */
 
 	/* Service thread only: the group being submitted (store_group_*). */
 	int group_open;
@@ -260,6 +270,7 @@ void store_job_free(struct store_job *job)
 	switch (job->kind) {
 	case STORE_EVENT:
 		free(job->event.conns);
+		free(job->event.owned);
 		break;
 	case STORE_REPLAY:
 		for (uint32_t i = 0; i < job->replay.n_frames; i++)
@@ -283,6 +294,8 @@ void store_job_free(struct store_job *job)
 		break;
 	case STORE_PENDING_DONE:
 		free(job->pending_done.user_id);
+		break;
+	case STORE_STREAM_POS:
 		break;
 	}
 	free(job);
@@ -498,6 +511,16 @@ void store_chain_head(struct store *s, int64_t *id,
 	pthread_mutex_unlock(&s->lk);
 }
 
+uint64_t store_stream_seq(const struct store *s)
+{
+	return s->stream_seq;
+}
+
+const char *store_stream_epoch(const struct store *s)
+{
+	return s->stream_epoch;
+}
+
 uint64_t store_failures(struct store *s, char *last_error, size_t cap)
 {
 	pthread_mutex_lock(&s->lk);
@@ -545,6 +568,7 @@ static int insert_delivery(struct store *s, const struct audit_row *row_in)
 	sqlite3_bind_blob(st, 9, row.payload_sha256,
 	                  (int)row.payload_sha256_len, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 10, chain, AUDIT_CHAIN_LEN, SQLITE_STATIC);
+	bind_text(st, 11, s->node_id);
 	if (step_done(s, st))
 		return -1;
 	s->next_id++;
@@ -586,6 +610,7 @@ static int run_event(struct store *s, struct store_job *job)
 	sqlite3_bind_blob(st, 8, payload, (int)plen, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 9, digest, AUDIT_DIGEST_LEN, SQLITE_STATIC);
 	sqlite3_bind_int(st, 10, job->event.pending);
+	bind_text(st, 11, job->event.node_id ? job->event.node_id : s->node_id);
 	if (step_done(s, st))
 		return -1;
 	for (uint32_t i = 0; job->event.audit && i < job->event.n_conns; i++) {
@@ -625,7 +650,8 @@ static int run_replay(struct store *s, struct store_job *job)
 {
 	int64_t now = clock_now_us();
 	if (job->replay.has_since && job->replay.after == 0 &&
-	    job->replay.since < job->replay.upto) {
+	    (job->replay.epoch_changed ||
+	     job->replay.since < job->replay.upto)) {
 		sqlite3_stmt *st = s->stmt[ST_OLDEST_SEQ];
 		bind_text(st, 1, job->replay.user_id);
 		uint64_t oldest = 0;
@@ -636,14 +662,18 @@ static int run_replay(struct store *s, struct store_job *job)
 		sqlite3_clear_bindings(st);
 		if (oldest == 0)
 			oldest = job->replay.upto + 1;
-		if (oldest > job->replay.since + 1) {
+		if (job->replay.epoch_changed ||
+		    oldest > job->replay.since + 1) {
 			job->replay.resume_failed = 1;
 			job->replay.oldest_seq = oldest;
 		}
 	}
 	sqlite3_stmt *st = s->stmt[ST_REPLAY_ROWS];
 	bind_text(st, 1, job->replay.user_id);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)job->replay.after);
+	uint64_t after = job->replay.after;
+	if (job->replay.since_floor && after < job->replay.since)
+		after = job->replay.since;
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)after);
 	sqlite3_bind_int64(st, 3, (sqlite3_int64)job->replay.upto);
 	sqlite3_bind_int64(st, 4,
 	                   (sqlite3_int64)(job->replay.has_since
@@ -712,6 +742,15 @@ static int run_replay(struct store *s, struct store_job *job)
 	return 0;
 }
 
+/* meta(key) = value, inside the caller's transaction. */
+static int meta_set_int(struct store *s, const char *key, uint64_t value)
+{
+	sqlite3_stmt *st = s->stmt[ST_META_SET];
+	bind_text(st, 1, key);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)value);
+	return step_done(s, st);
+}
+
 static int run_job(struct store *s, struct store_job *job)
 {
 	sqlite3_stmt *st;
@@ -750,6 +789,7 @@ static int run_job(struct store *s, struct store_job *job)
 		bind_text(st, 5, job->session.user_agent);
 		bind_text(st, 6, job->session.token_jti);
 		sqlite3_bind_int64(st, 7, job->session.token_exp);
+		bind_text(st, 8, s->node_id);
 		return step_done(s, st);
 	case STORE_SESSION_CLOSE:
 		st = s->stmt[ST_SESSION_CLOSE];
@@ -775,6 +815,15 @@ static int run_job(struct store *s, struct store_job *job)
 		bind_text(st, 1, job->pending_done.user_id);
 		sqlite3_bind_int64(st, 2, (sqlite3_int64)job->pending_done.seq);
 		return step_done(s, st);
+	case STORE_STREAM_POS:
+		if (job->stream_pos.epoch[0]) {
+			st = s->stmt[ST_META_SET];
+			bind_text(st, 1, "stream_epoch");
+			bind_text(st, 2, job->stream_pos.epoch);
+			if (step_done(s, st))
+				return -1;
+		}
+		return meta_set_int(s, "stream_seq", job->stream_pos.seq);
 	}
 	return -1;
 }
@@ -1235,6 +1284,115 @@ static int check_format(struct store *s, const char *path, char *err,
 	return -1;
 }
 
+/* Databases made before cluster mode get the node_id columns (''). */
+static int add_node_columns(struct store *s)
+{
+	static const char *const tables[] = {"events", "sessions",
+	                                     "deliveries"};
+	for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
+		char sql[160];
+		sqlite3_stmt *st;
+		snprintf(sql, sizeof(sql),
+		         "SELECT COUNT(*) FROM pragma_table_info('%s')"
+		         " WHERE name = 'node_id'",
+		         tables[i]);
+		if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+			return -1;
+		int has = sqlite3_step(st) == SQLITE_ROW &&
+		          sqlite3_column_int(st, 0) > 0;
+		sqlite3_finalize(st);
+		snprintf(sql, sizeof(sql),
+		         "ALTER TABLE %s ADD COLUMN node_id TEXT NOT NULL"
+		         " DEFAULT ''",
+		         tables[i]);
+		if (!has && exec(s, sql))
+			return -1;
+	}
+	return 0;
+}
+
+/* meta(key) as text into buf ("" when absent); -1 on error. */
+static int meta_get(struct store *s, const char *key, char *buf, size_t cap)
+{
+	sqlite3_stmt *st;
+	buf[0] = '\0';
+	if (sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = ?",
+	                       -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	bind_text(st, 1, key);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW && sqlite3_column_text(st, 0))
+		snprintf(buf, cap, "%s",
+		         (const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
+}
+
+/*
+ * Cluster mode: the database belongs to the node that first ran it
+ * clustered (meta 'node_id'), so that two pods never share or swap one;
+ * and the replica's position in the stream and the stream's epoch.
+ */
+static int load_cluster_meta(struct store *s, const struct store_config *cfg,
+                             char *err, size_t errlen)
+{
+	char owner[80], seq[32];
+	if (!*s->node_id)
+		return 0;
+	if (meta_get(s, "node_id", owner, sizeof(owner)) ||
+	    meta_get(s, "stream_seq", seq, sizeof(seq)) ||
+	    meta_get(s, "stream_epoch", s->stream_epoch,
+	             sizeof(s->stream_epoch))) {
+		snprintf(err, errlen, "%s: %s", cfg->path,
+		         sqlite3_errmsg(s->db));
+		return -1;
+	}
+	if (*owner && strcmp(owner, s->node_id) != 0) {
+		snprintf(err, errlen,
+		         "%s belongs to node '%s', not '%s' (--node-id): each"
+		         " node keeps its own database",
+		         cfg->path, owner, s->node_id);
+		return -1;
+	}
+	s->stream_seq = strtoull(seq, NULL, 10);
+	if (*owner)
+		return 0;
+	sqlite3_stmt *st = s->stmt[ST_META_SET];
+	bind_text(st, 1, "node_id");
+	bind_text(st, 2, s->node_id);
+	if (step_done(s, st)) {
+		snprintf(err, errlen, "%s: %s", cfg->path,
+		         sqlite3_errmsg(s->db));
+		return -1;
+	}
+	return 0;
+}
+
+static int load_epoch(struct store *s, const char *path, char *err,
+                      size_t errlen)
+{
+	sqlite3_stmt *st;
+	int n = -1;
+	if (sqlite3_prepare_v2(s->db,
+	                       "SELECT value FROM meta WHERE key = 'epoch'"
+	                       " AND typeof(value) = 'text'",
+	                       -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW) {
+		n = sqlite3_column_bytes(st, 0);
+		if (n >= 1 && n <= STORE_EPOCH_MAX)
+			memcpy(s->epoch, sqlite3_column_text(st, 0), (size_t)n);
+	}
+	sqlite3_finalize(st);
+	if (n < 1 || n > STORE_EPOCH_MAX) {
+		snprintf(err, errlen,
+		         "%s: meta('epoch') missing or not 1-%d characters",
+		         path, STORE_EPOCH_MAX);
+		return -1;
+	}
+	s->epoch[n] = '\0';
+	return 0;
+}
+
 static int load_state(struct store *s, const struct store_config *cfg,
                       char *err, size_t errlen)
 {
@@ -1295,6 +1453,7 @@ int store_open(struct store **out, const struct store_config *cfg, char *err,
 		return -1;
 	}
 	s->key = cfg->audit_key;
+	s->node_id = cfg->node_id ? cfg->node_id : "";
 	s->retention_us = cfg->retention_us;
 	s->prune_every_us = cfg->retention_us / 4;
 	if (s->prune_every_us > PRUNE_EVERY_US)
@@ -1342,7 +1501,7 @@ int store_open(struct store **out, const struct store_config *cfg, char *err,
 	sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
 	if (check_format(s, cfg->path, err, errlen))
 		goto fail;
-	if (exec(s, schema_sql)) {
+	if (exec(s, schema_sql) || add_node_columns(s)) {
 		snprintf(err, errlen, "%s: %s", cfg->path,
 		         sqlite3_errmsg(s->db));
 		goto fail;
@@ -1356,7 +1515,9 @@ int store_open(struct store **out, const struct store_config *cfg, char *err,
 			goto fail;
 		}
 	}
-	if (load_state(s, cfg, err, errlen))
+	if (load_epoch(s, cfg->path, err, errlen) ||
+	    load_cluster_meta(s, cfg, err, errlen) ||
+	    load_state(s, cfg, err, errlen))
 		goto fail;
 	if (checkpointer_start(&s->checkpointer, s->db, cfg->path, err, errlen))
 		goto fail;
@@ -1385,6 +1546,11 @@ fail:
 	pthread_cond_destroy(&s->flushed);
 	free(s);
 	return -1;
+}
+
+const char *store_epoch(const struct store *s)
+{
+	return s->epoch;
 }
 
 void store_flush(struct store *s)

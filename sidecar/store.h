@@ -14,7 +14,9 @@
  * Tables (DESIGN.md): events, sessions, deliveries, auth_failures; plus
  * user_seqs (last seq of users whose events were all pruned), chain_heads
  * (the MAC'd chain heads: at start, at intervals, at shutdown, and the
- * prune record naming the anchor) and meta (audit_format).
+ * prune record naming the anchor) and meta (audit_format; epoch, a random
+ * 64-bit id in hex made with the database: the history its seqs belong
+ * to).
  *
  * Threads: store_submit, store_group_*, store_take_done and store_backlog
  * may be called from the service thread while the writer runs; store_open's
@@ -42,9 +44,11 @@ enum store_job_kind {
 	STORE_SESSION_REFRESH, /* a refreshed token's jti and exp */
 	STORE_AUTH_FAILURE,
 	STORE_PENDING_DONE, /* the user's pending events up to seq delivered */
+	STORE_STREAM_POS,   /* cluster: the replica's position in the stream */
 };
 
 #define STORE_CONN_ID_MAX 19
+#define STORE_EPOCH_MAX   32 /* bytes of meta('epoch'); ours are 16 */
 
 /* A connection named by a queued row. */
 struct store_conn_ref {
@@ -68,10 +72,18 @@ struct store_job {
 			const char *run_id;
 			const void *payload;
 			size_t payload_len;
+			const char *node_id; /* accepting node; NULL: ours */
+			/* Freed with the job: what the strings above point
+			 * into when nobody else holds them (a record applied
+			 * from the cluster stream). */
+			void *owned;
 			uint64_t seq;
 			int64_t accepted_at;
 			int pending;
-			int audit; /* write the queued rows */
+			int audit;    /* write the queued rows */
+			int no_dedup; /* its event_id was known: no dedup entry
+			               */
+			int unowned; /* a stream record nobody here waits for */
 			/* Set by the writer: the payload's SHA-256. */
 			unsigned char payload_sha256[AUDIT_DIGEST_LEN];
 			/* The service thread's: not touched by the writer. */
@@ -90,6 +102,13 @@ struct store_job {
 			uint64_t upto;     /* the connection's live_from */
 			uint64_t since; /* replay seq > since; pending always */
 			int has_since;
+			/* Cluster mode: since covers pending events too (the
+			 * client saw them on another pod), has_since or not
+			 * (a replica behind the client). */
+			int since_floor;
+			/* The client's epoch was not ours: resume_failed
+			 * whatever is retained (since is then 0). */
+			int epoch_changed;
 			uint32_t limit;
 			int audit; /* write the queued rows */
 			/* Results. */
@@ -132,6 +151,10 @@ struct store_job {
 			char *user_id;
 			uint64_t seq;
 		} pending_done;
+		struct {
+			uint64_t seq; /* last stream message applied */
+			char epoch[STORE_EPOCH_MAX + 1]; /* "": unchanged */
+		} stream_pos;
 	};
 };
 
@@ -145,6 +168,10 @@ typedef void (*store_event_id_fn)(void *arg, const char *user_id,
 
 struct store_config {
 	const char *path;
+	/* Cluster mode: this node's id (NULL or "": a single pod). The
+	 * database is refused when another node's; rows get it. Must
+	 * outlive the store. */
+	const char *node_id;
 	int64_t retention_us;
 	const struct audit_key *audit_key;
 	store_wake_fn wake;
@@ -158,6 +185,9 @@ struct store_config {
  * open, runs the loaders, and starts the writer. 0, or -1 with a reason. */
 int store_open(struct store **out, const struct store_config *cfg, char *err,
                size_t errlen);
+/* The database's epoch (meta('epoch'), 1-STORE_EPOCH_MAX characters),
+ * read by store_open. Any thread. */
+const char *store_epoch(const struct store *s);
 /* Waits until every job submitted so far is committed (or failed) and in
  * the done queue. For shutdown. */
 void store_flush(struct store *s);
@@ -197,6 +227,11 @@ uint64_t store_backlog(const struct store *s);
  * Any thread. */
 void store_chain_head(struct store *s, int64_t *id,
                       unsigned char chain[AUDIT_CHAIN_LEN]);
+/* Cluster mode, as read by store_open: the last stream message applied
+ * (0: none) and the stream epoch it belongs to ("" when none yet). Later
+ * positions are written by STORE_STREAM_POS jobs. */
+uint64_t store_stream_seq(const struct store *s);
+const char *store_stream_epoch(const struct store *s);
 /* Failed commits so far, and the last failure's text ("" when none). */
 uint64_t store_failures(struct store *s, char *last_error, size_t cap);
 

@@ -1,0 +1,685 @@
+/*
+ * test_cluster: the observable contract of cluster mode (docs/CLUSTER.md)
+ * on three real sidecars ("a", "b", "c", each with its own directory and
+ * database) sharing one real nats-server on loopback.
+ *
+ * One cluster serves the whole file; every test has its own users. What
+ * is checked: an event sent through any pod reaches every tab of its user
+ * on every pod with one dense per-user seq; concurrent sends through all
+ * pods still give every tab the same order; resume with ?since= on another
+ * pod; event_id idempotency across pods; the stream epoch in `connected`
+ * and resume_failed on a foreign one; a pending event picked up by the
+ * first tab on another pod; UNAVAILABLE while NATS is down with the tabs
+ * still served; a database refuses another node id (exit 2); node ids in
+ * the audit rows and `wsgatectl verify` on every database. Skipped, saying why,
+ * when nats-server is missing or the sidecar has no --cluster flag.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster_proc.h"
+#include "nats_proc.h"
+#include "sidecar_proc.h"
+#include "test_clock.h"
+#include "ws_client.h"
+#include "wsgate.h"
+
+#define RECV_MS     10000 /* one frame */
+#define POLL_MS     15000 /* a polled condition */
+#define N_TABS      8
+#define N_RACE      60 /* events per pod in the concurrent test */
+#define N_IDEM      8  /* rounds of the idempotency race */
+#define UNAVAIL_MAX 64 /* sends answered UNAVAILABLE we remember */
+
+struct ct {
+	struct cluster_fixture f;
+	struct tab tabs[N_TABS]; /* the current test's; closed by teardown */
+	bool failed;             /* the current test did not reach its end */
+	bool any_failed;         /* keeps the directories for a look */
+};
+
+/* --- setup --- */
+
+static int group_setup(void **state)
+{
+	struct ct *g = calloc(1, sizeof(*g));
+
+	if (!g)
+		return -1;
+	*state = g;
+	return cluster_fixture_start(&g->f, 3);
+}
+
+static int group_teardown(void **state)
+{
+	struct ct *g = *state;
+	int rc = cluster_free(g->f.c, g->any_failed);
+
+	free(g);
+	return rc;
+}
+
+/* Assume failure until a test reaches its end (then test_pass). */
+static int test_setup(void **state)
+{
+	struct ct *g = *state;
+
+	g->failed = !g->f.skip;
+	return 0;
+}
+
+static int test_teardown(void **state)
+{
+	struct ct *g = *state;
+
+	g->any_failed |= g->failed;
+	for (size_t i = 0; i < N_TABS; i++) {
+		if (g->tabs[i].ws)
+			ws_client_abort(g->tabs[i].ws);
+		g->tabs[i].ws = NULL;
+	}
+	return 0;
+}
+
+static void test_pass(struct ct *g)
+{
+	g->failed = false;
+}
+
+/* --- helpers --- */
+
+static struct tab *open_tab(struct ct *g, size_t slot, size_t pod,
+                            const char *user, int64_t since, const char *epoch)
+{
+	struct tab *t = &g->tabs[slot];
+
+	if (tab_open(t, g->f.c->sc[pod], user, since, epoch, RECV_MS) < 0)
+		fail_msg("tab of %s on pod %s did not open", user,
+		         g->f.c->node[pod]);
+	if (t->node[0] && strcmp(t->node, g->f.c->node[pod]) != 0)
+		fail_msg("connected.node is \"%s\" on pod %s", t->node,
+		         g->f.c->node[pod]);
+	return t;
+}
+
+static void send_one(struct ct *g, size_t pod, const char *user, const char *id,
+                     long n, struct wsgate_event_result *res)
+{
+	char payload[32];
+	struct wsgate_event ev =
+	    cluster_event(user, id, payload, sizeof(payload), n);
+	enum wsgate_status st =
+	    wsgate_send_event(g->f.c->backend[pod], &ev, res);
+
+	if (st != WSGATE_OK)
+		fail_msg("send %s through pod %s: %s (%s)", id,
+		         g->f.c->node[pod], wsgate_status_name(st),
+		         wsgate_client_error(g->f.c->backend[pod]));
+}
+
+/* The next event of t must be id with seq. */
+static void expect_event(struct tab *t, const char *id, uint64_t seq)
+{
+	char got[128];
+	uint64_t gseq = 0;
+	int r = tab_next(t, got, &gseq, RECV_MS);
+
+	if (r != 1)
+		fail_msg("tab of %s: no event (want %s seq %llu)", t->user, id,
+		         (unsigned long long)seq);
+	if (strcmp(got, id) != 0 || gseq != seq)
+		fail_msg("tab of %s: got %s seq %llu, want %s seq %llu",
+		         t->user, got, (unsigned long long)gseq, id,
+		         (unsigned long long)seq);
+}
+
+/* Pings t; the next frame must be the pong: nothing else was queued. */
+static void expect_nothing_more(struct tab *t)
+{
+	char got[128];
+	uint64_t seq = 0;
+
+	assert_int_equal(tab_ping(t), 0);
+	if (tab_next(t, got, &seq, RECV_MS) != 0)
+		fail_msg("tab of %s: %s seq %llu where only the pong was due",
+		         t->user, got[0] ? got : "(nothing)",
+		         (unsigned long long)seq);
+}
+
+/* --- 1. cross-pod delivery --- */
+
+static void test_cross_pod_delivery(void **state)
+{
+	struct ct *g = *state;
+	struct tab *t[3];
+
+	CLUSTER_SKIP_UNLESS(&g->f);
+	for (size_t pod = 0; pod < 3; pod++) {
+		t[pod] = open_tab(g, pod, pod, "x1", -1, NULL);
+		assert_int_equal(t[pod]->connected_seq, 0);
+	}
+	for (size_t pod = 0; pod < 3; pod++) {
+		struct wsgate_event_result res;
+		char id[32];
+
+		snprintf(id, sizeof(id), "x1-%zu", pod);
+		send_one(g, pod, "x1", id, (long)pod, &res);
+		assert_false(res.duplicate);
+		assert_int_equal(res.seq, pod + 1);
+		/* The pod's own connections: one tab on each. */
+		assert_int_equal(res.connections, 1);
+		assert_false(res.retained);
+		for (size_t k = 0; k < 3; k++)
+			expect_event(t[k], id, pod + 1);
+	}
+	for (size_t k = 0; k < 3; k++)
+		expect_nothing_more(t[k]);
+	test_pass(g);
+}
+
+/* --- 2. concurrent sends through every pod: one order everywhere --- */
+
+struct racer {
+	struct ct *g;
+	size_t pod;
+	uint64_t seq[N_RACE];
+	char err[256];
+};
+
+static void *race_sends(void *arg)
+{
+	struct racer *r = arg;
+
+	for (int k = 0; k < N_RACE; k++) {
+		char id[32], payload[32];
+		struct wsgate_event_result res;
+		struct wsgate_event ev;
+		enum wsgate_status st;
+
+		snprintf(id, sizeof(id), "x2-%zu-%d", r->pod, k);
+		ev = cluster_event("x2", id, payload, sizeof(payload), k);
+		st = wsgate_send_event(r->g->f.c->backend[r->pod], &ev, &res);
+		if (st != WSGATE_OK || res.duplicate) {
+			snprintf(
+			    r->err, sizeof(r->err), "%s: %s dup %d (%s)", id,
+			    wsgate_status_name(st), res.duplicate,
+			    wsgate_client_error(r->g->f.c->backend[r->pod]));
+			return NULL;
+		}
+		r->seq[k] = res.seq;
+	}
+	return NULL;
+}
+
+static void test_concurrent_sends_one_order(void **state)
+{
+	struct ct *g = *state;
+	struct racer r[3];
+	pthread_t th[3];
+	struct tab *t[2];
+	const char *at_seq[3 * N_RACE + 1] = {0};
+	char ids[3][N_RACE][32];
+
+	CLUSTER_SKIP_UNLESS(&g->f);
+	t[0] = open_tab(g, 0, 0, "x2", -1, NULL);
+	t[1] = open_tab(g, 1, 1, "x2", -1, NULL);
+	for (size_t p = 0; p < 3; p++) {
+		r[p] = (struct racer){.g = g, .pod = p};
+		assert_int_equal(
+		    pthread_create(&th[p], NULL, race_sends, &r[p]), 0);
+	}
+	for (size_t p = 0; p < 3; p++)
+		pthread_join(th[p], NULL);
+	/* The replies' seqs: 1..3N, each once. */
+	for (size_t p = 0; p < 3; p++) {
+		if (r[p].err[0])
+			fail_msg("pod %s: %s", g->f.c->node[p], r[p].err);
+		for (int k = 0; k < N_RACE; k++) {
+			uint64_t s = r[p].seq[k];
+
+			snprintf(ids[p][k], sizeof(ids[p][k]), "x2-%zu-%d", p,
+			         k);
+			if (s < 1 || s > 3 * N_RACE || at_seq[s])
+				fail_msg("seq %llu of %s is out of 1..%d or "
+				         "given twice (also %s)",
+				         (unsigned long long)s, ids[p][k],
+				         3 * N_RACE,
+				         at_seq[s] ? at_seq[s] : "-");
+			at_seq[s] = ids[p][k];
+			/* One pod's own sends keep their order. */
+			if (k && s <= r[p].seq[k - 1])
+				fail_msg("pod %s: %s got seq %llu after %llu",
+				         g->f.c->node[p], ids[p][k],
+				         (unsigned long long)s,
+				         (unsigned long long)r[p].seq[k - 1]);
+		}
+	}
+	/* Both tabs, on two pods: the same events at the same seqs. */
+	for (size_t k = 0; k < 2; k++) {
+		for (uint64_t s = 1; s <= 3 * N_RACE; s++)
+			expect_event(t[k], at_seq[s], s);
+		expect_nothing_more(t[k]);
+	}
+	test_pass(g);
+}
+
+/* --- 3. resume on another pod --- */
+
+static void test_resume_on_another_pod(void **state)
+{
+	struct ct *g = *state;
+	struct wsgate_event_result res;
+	struct tab *t;
+	char id[32], epoch[96];
+
+	CLUSTER_SKIP_UNLESS(&g->f);
+	t = open_tab(g, 0, 0, "x3", -1, NULL);
+	snprintf(epoch, sizeof(epoch), "%s", t->epoch);
+	for (int k = 1; k <= 5; k++) {
+		snprintf(id, sizeof(id), "x3-%d", k);
+		send_one(g, 0, "x3", id, k, &res);
+		assert_int_equal(res.seq, k);
+		expect_event(t, id, (uint64_t)k);
+	}
+	tab_close(t);
+	/* Sent through c while the user has no tab anywhere. */
+	for (int k = 6; k <= 8; k++) {
+		snprintf(id, sizeof(id), "x3-%d", k);
+		send_one(g, 2, "x3", id, k, &res);
+		assert_int_equal(res.seq, k);
+	}
+	/* The tab comes back on b with since=5 (what it saw on a). */
+	t = open_tab(g, 1, 1, "x3", 5, epoch[0] ? epoch : NULL);
+	assert_int_equal(t->connected_seq, 8);
+	assert_false(t->resume_failed);
+	for (int k = 6; k <= 8; k++) {
+		snprintf(id, sizeof(id), "x3-%d", k);
+		expect_event(t, id, (uint64_t)k);
+	}
+	expect_nothing_more(t);
+	assert_false(t->resume_failed);
+	/* Another on c from further back: 3..8, then live from a. */
+	t = open_tab(g, 2, 2, "x3", 2, epoch[0] ? epoch : NULL);
+	assert_int_equal(t->connected_seq, 8);
+	for (int k = 3; k <= 8; k++) {
+		snprintf(id, sizeof(id), "x3-%d", k);
+		expect_event(t, id, (uint64_t)k);
+	}
+	send_one(g, 0, "x3", "x3-9", 9, &res);
+	assert_int_equal(res.seq, 9);
+	expect_event(&g->tabs[1], "x3-9", 9);
+	expect_event(&g->tabs[2], "x3-9", 9);
+	expect_nothing_more(&g->tabs[1]);
+	expect_nothing_more(&g->tabs[2]);
+	assert_false(g->tabs[1].resume_failed || g->tabs[2].resume_failed);
+	test_pass(g);
+}
+
+/* --- 4. idempotency across pods --- */
+
+struct twin {
+	struct ct *g;
+	size_t pod;
+	const char *id;
+	pthread_barrier_t *start;
+	enum wsgate_status st;
+	struct wsgate_event_result res;
+};
+
+static void *twin_send(void *arg)
+{
+	struct twin *w = arg;
+	char payload[32];
+	struct wsgate_event ev =
+	    cluster_event("x4", w->id, payload, sizeof(payload), 0);
+
+	pthread_barrier_wait(w->start);
+	w->st = wsgate_send_event(w->g->f.c->backend[w->pod], &ev, &w->res);
+	return NULL;
+}
+
+static void test_idempotency_across_pods(void **state)
+{
+	struct ct *g = *state;
+	struct wsgate_event_result res;
+	struct tab *t;
+	char ids[N_IDEM][32];
+
+	CLUSTER_SKIP_UNLESS(&g->f);
+	t = open_tab(g, 0, 2, "x4", -1, NULL);
+	for (int k = 0; k < N_IDEM; k++) {
+		pthread_barrier_t start;
+		struct twin w[2];
+		pthread_t th[2];
+
+		snprintf(ids[k], sizeof(ids[k]), "x4-%d", k);
+		assert_int_equal(pthread_barrier_init(&start, NULL, 2), 0);
+		for (size_t i = 0; i < 2; i++) {
+			w[i] = (struct twin){
+			    .g = g, .pod = i, .id = ids[k], .start = &start};
+			assert_int_equal(
+			    pthread_create(&th[i], NULL, twin_send, &w[i]), 0);
+		}
+		for (size_t i = 0; i < 2; i++)
+			pthread_join(th[i], NULL);
+		pthread_barrier_destroy(&start);
+		for (size_t i = 0; i < 2; i++)
+			if (w[i].st != WSGATE_OK)
+				fail_msg("%s through pod %s: %s", ids[k],
+				         g->f.c->node[i],
+				         wsgate_status_name(w[i].st));
+		if (w[0].res.duplicate == w[1].res.duplicate)
+			fail_msg("%s through a and b at once: duplicate %d and "
+			         "%d, want exactly one duplicate",
+			         ids[k], w[0].res.duplicate,
+			         w[1].res.duplicate);
+		if (w[0].res.seq != w[1].res.seq ||
+		    w[0].res.seq != (uint64_t)k + 1)
+			fail_msg("%s: seqs %llu and %llu, want both %d", ids[k],
+			         (unsigned long long)w[0].res.seq,
+			         (unsigned long long)w[1].res.seq, k + 1);
+		expect_event(t, ids[k], (uint64_t)k + 1);
+	}
+	expect_nothing_more(t);
+	/* Later, through the third pod: still the first one's seq. */
+	send_one(g, 2, "x4", ids[0], 0, &res);
+	assert_true(res.duplicate);
+	assert_int_equal(res.seq, 1);
+	expect_nothing_more(t);
+	test_pass(g);
+}
+
+/* --- 5. the stream epoch --- */
+
+static void test_epoch_and_foreign_epoch(void **state)
+{
+	struct ct *g = *state;
+	struct wsgate_event_result res;
+	char epoch[96], other[128], got[128];
+	struct tab *t;
+	uint64_t seq;
+
+	CLUSTER_SKIP_UNLESS(&g->f);
+	for (size_t pod = 0; pod < 3; pod++) {
+		t = open_tab(g, pod, pod, "x5", -1, NULL);
+		if (!t->epoch[0])
+			fail_msg("connected on pod %s has no epoch",
+			         g->f.c->node[pod]);
+		/* One stream, one history: the same epoch on every pod. */
+		if (pod && strcmp(t->epoch, epoch) != 0)
+			fail_msg("epoch \"%s\" on pod %s, \"%s\" on a",
+			         t->epoch, g->f.c->node[pod], epoch);
+		snprintf(epoch, sizeof(epoch), "%s", t->epoch);
+		tab_close(t);
+	}
+	send_one(g, 0, "x5", "x5-1", 1, &res);
+	send_one(g, 0, "x5", "x5-2", 2, &res);
+	assert_int_equal(res.seq, 2);
+	/* The right epoch on another pod: a plain resume. */
+	t = open_tab(g, 0, 1, "x5", 1, epoch);
+	expect_event(t, "x5-2", 2);
+	expect_nothing_more(t);
+	assert_false(t->resume_failed);
+	/* A foreign epoch: resume_failed, then everything retained. */
+	snprintf(other, sizeof(other), "%s9", epoch);
+	t = open_tab(g, 1, 2, "x5", 1, other);
+	assert_int_equal(tab_next(t, got, &seq, RECV_MS), 1);
+	if (!t->resume_failed)
+		fail_msg("since=1 with epoch \"%s\" (current \"%s\"): no "
+		         "resume_failed before %s",
+		         other, epoch, got);
+	assert_int_equal(seq, t->oldest_seq);
+	assert_int_equal(seq, 1);
+	assert_string_equal(got, "x5-1");
+	expect_event(t, "x5-2", 2);
+	expect_nothing_more(t);
+	test_pass(g);
+}
+
+/* --- 6. a pending event, first tab on another pod --- */
+
+static void test_pending_event_first_tab_on_another_pod(void **state)
+{
+	struct ct *g = *state;
+	struct wsgate_event_result res;
+	struct tab *t;
+
+	CLUSTER_SKIP_UNLESS(&g->f);
+	send_one(g, 0, "x6", "x6-early", 1, &res);
+	assert_int_equal(res.seq, 1);
+	assert_int_equal(res.connections, 0);
+	assert_true(res.retained);
+	t = open_tab(g, 0, 2, "x6", -1, NULL);
+	assert_int_equal(t->connected_seq, 1);
+	expect_event(t, "x6-early", 1);
+	expect_nothing_more(t);
+	test_pass(g);
+}
+
+/* --- 7. NATS down: UNAVAILABLE, tabs still served --- */
+
+/* Reads t up to its pong, checking each event continues t's seq. */
+static void read_to_pong(struct tab *t, char (*seen)[32], size_t *nseen)
+{
+	char got[128];
+	uint64_t seq;
+	int r;
+
+	assert_int_equal(tab_ping(t), 0);
+	while ((r = tab_next(t, got, &seq, RECV_MS)) == 1) {
+		if (seq != t->connected_seq + t->events)
+			fail_msg("tab of %s: seq %llu after %u events since "
+			         "connected.seq %llu",
+			         t->user, (unsigned long long)seq,
+			         t->events - 1,
+			         (unsigned long long)t->connected_seq);
+		if (seen && *nseen < UNAVAIL_MAX)
+			snprintf(seen[(*nseen)++], 32, "%.31s", got);
+	}
+	if (r != 0)
+		fail_msg("tab of %s: no pong (the pod stopped serving it)",
+		         t->user);
+}
+
+static void test_unavailable_while_nats_down(void **state)
+{
+	struct ct *g = *state;
+	struct wsgate_event_result res;
+	char ids[UNAVAIL_MAX][32], seen[2][UNAVAIL_MAX][32];
+	size_t n = 0, nseen[2] = {0};
+	bool unavailable = false;
+	int64_t deadline, t0, took;
+	struct tab *t[2];
+	enum wsgate_status st;
+
+	CLUSTER_SKIP_UNLESS(&g->f);
+	t[0] = open_tab(g, 0, 0, "x7", -1, NULL);
+	t[1] = open_tab(g, 1, 1, "x7", -1, NULL);
+	send_one(g, 0, "x7", "x7-0", 0, &res);
+	assert_int_equal(res.seq, 1);
+
+	assert_true(nats_proc_stop(g->f.c->nats, NATS_STOP_TIMEOUT_MS) >= 0);
+	/* Sends through a until one is refused UNAVAILABLE; those OK'd
+	 * before it must be delivered. */
+	deadline = test_now_ms() + POLL_MS;
+	while (!unavailable && n < UNAVAIL_MAX) {
+		char payload[32];
+		struct wsgate_event ev;
+
+		snprintf(ids[n], sizeof(ids[n]), "x7-%zu", n + 1);
+		ev = cluster_event("x7", ids[n], payload, sizeof(payload),
+		                   (long)n);
+		st = wsgate_send_event(g->f.c->backend[0], &ev, &res);
+		n++;
+		if ((int)st == CLUSTER_STATUS_UNAVAILABLE)
+			unavailable = true;
+		else if (st != WSGATE_OK)
+			fail_msg("%s while NATS is down: %s (%s), want OK or "
+			         "UNAVAILABLE (6)",
+			         ids[n - 1], wsgate_status_name(st),
+			         wsgate_client_error(g->f.c->backend[0]));
+		if (test_now_ms() > deadline)
+			fail_msg("no UNAVAILABLE within %d ms of NATS' stop",
+			         POLL_MS);
+	}
+	assert_true(unavailable);
+	/* From now on the answer comes at once, from every pod. */
+	for (size_t pod = 0; pod < 3; pod++) {
+		char payload[32];
+		struct wsgate_event ev = cluster_event(
+		    "x7", ids[n - 1], payload, sizeof(payload), (long)n - 1);
+
+		t0 = test_now_ms();
+		deadline = t0 + POLL_MS;
+		do {
+			st = wsgate_send_event(g->f.c->backend[pod], &ev, &res);
+		} while ((int)st != CLUSTER_STATUS_UNAVAILABLE &&
+		         test_now_ms() < deadline && (test_pause_ms(20), true));
+		if ((int)st != CLUSTER_STATUS_UNAVAILABLE)
+			fail_msg("pod %s: %s while NATS is down",
+			         g->f.c->node[pod], wsgate_status_name(st));
+		t0 = test_now_ms();
+		st = wsgate_send_event(g->f.c->backend[pod], &ev, &res);
+		took = test_now_ms() - t0;
+		assert_int_equal((int)st, CLUSTER_STATUS_UNAVAILABLE);
+		if (took > 2000)
+			fail_msg("pod %s took %lld ms to say UNAVAILABLE",
+			         g->f.c->node[pod], (long long)took);
+	}
+	/* The tabs are still served: their pings are answered. */
+	for (size_t k = 0; k < 2; k++)
+		read_to_pong(t[k], seen[k], &nseen[k]);
+
+	assert_int_equal(nats_proc_restart(g->f.c->nats), 0);
+	for (size_t pod = 0; pod < 3; pod++)
+		assert_int_equal(cluster_wait_connected(g->f.c, pod, POLL_MS),
+		                 0);
+	/* Every refused id again, same ids (a backend's retry): each gets
+	 * one seq, stored or duplicate, and arrives once. */
+	for (size_t i = 0; i < n; i++) {
+		char payload[32];
+		struct wsgate_event ev = cluster_event(
+		    "x7", ids[i], payload, sizeof(payload), (long)i);
+
+		deadline = test_now_ms() + POLL_MS;
+		while ((int)(st = wsgate_send_event(g->f.c->backend[2], &ev,
+		                                    &res)) ==
+		           CLUSTER_STATUS_UNAVAILABLE &&
+		       test_now_ms() < deadline)
+			test_pause_ms(20);
+		if (st != WSGATE_OK)
+			fail_msg("retry of %s after the restart: %s", ids[i],
+			         wsgate_status_name(st));
+	}
+	for (size_t k = 0; k < 2; k++) {
+		read_to_pong(t[k], seen[k], &nseen[k]);
+		/* x7-0, then ids[0..n) once each, whatever came when. */
+		if (t[k]->events != n + 1)
+			fail_msg("tab %zu got %u events, want %zu", k,
+			         t[k]->events, n + 1);
+		for (size_t i = 0; i < n; i++) {
+			size_t hits = 0;
+
+			for (size_t j = 0; j < nseen[k]; j++)
+				hits += !strcmp(seen[k][j], ids[i]);
+			if (hits != 1)
+				fail_msg("tab %zu got %s %zu times", k, ids[i],
+				         hits);
+		}
+	}
+	test_pass(g);
+}
+
+/* --- 8. a database belongs to one node --- */
+
+static void test_database_keeps_its_node_id(void **state)
+{
+	struct ct *g = *state;
+	struct sidecar *c;
+	const char *other[] = {"--cluster", NULL, "--node-id", "z", NULL};
+	const char *own[] = {"--cluster", NULL, "--node-id", "c", NULL};
+	int status;
+
+	CLUSTER_SKIP_UNLESS(&g->f);
+	c = g->f.c->sc[2];
+	other[1] = own[1] = g->f.c->nats->url;
+	assert_int_equal(sidecar_stop(c, SIDECAR_STOP_TIMEOUT_MS), 0);
+	assert_int_equal(sidecar_set_args(c, other), 0);
+	status = sidecar_run_to_exit(c, SIDECAR_READY_TIMEOUT_MS);
+	if (status != 2)
+		fail_msg("c's database opened with --node-id z: exit %d, "
+		         "want 2",
+		         status);
+	assert_int_equal(sidecar_set_args(c, own), 0);
+	assert_int_equal(sidecar_restart(c), 0);
+	assert_int_equal(cluster_wait_connected(g->f.c, 2, POLL_MS), 0);
+	test_pass(g);
+}
+
+/* --- 9. the audit of each node --- */
+
+static void test_audit_per_node(void **state)
+{
+	struct ct *g = *state;
+
+	CLUSTER_SKIP_UNLESS(&g->f);
+	for (size_t pod = 0; pod < 3; pod++) {
+		const struct sidecar *s = g->f.c->sc[pod];
+		const char *node = g->f.c->node[pod];
+
+		if (sidecar_db_int(s, "SELECT count(*) FROM sessions", NULL,
+		                   NULL) < 1)
+			fail_msg("pod %s has no sessions", node);
+		for (size_t k = 0; k < 2; k++) {
+			const char *table = k ? "deliveries" : "sessions";
+			char sql[96];
+
+			snprintf(
+			    sql, sizeof(sql),
+			    "SELECT count(*) FROM %s WHERE node_id IS NOT ?",
+			    table);
+			if (sidecar_db_int(s, sql, node, NULL) != 0)
+				fail_msg("pod %s: %s rows without node_id '%s'",
+				         node, table, node);
+		}
+		if (cluster_verify(g->f.c, pod) != 0)
+			fail_msg("wsgatectl verify fails on pod %s", node);
+	}
+	test_pass(g);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_cross_pod_delivery, test_setup,
+	                                    test_teardown),
+	    cmocka_unit_test_setup_teardown(test_concurrent_sends_one_order,
+	                                    test_setup, test_teardown),
+	    cmocka_unit_test_setup_teardown(test_resume_on_another_pod,
+	                                    test_setup, test_teardown),
+	    cmocka_unit_test_setup_teardown(test_idempotency_across_pods,
+	                                    test_setup, test_teardown),
+	    cmocka_unit_test_setup_teardown(test_epoch_and_foreign_epoch,
+	                                    test_setup, test_teardown),
+	    cmocka_unit_test_setup_teardown(
+	        test_pending_event_first_tab_on_another_pod, test_setup,
+	        test_teardown),
+	    cmocka_unit_test_setup_teardown(test_unavailable_while_nats_down,
+	                                    test_setup, test_teardown),
+	    cmocka_unit_test_setup_teardown(test_database_keeps_its_node_id,
+	                                    test_setup, test_teardown),
+	    cmocka_unit_test_setup_teardown(test_audit_per_node, test_setup,
+	                                    test_teardown),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
