@@ -87,6 +87,15 @@ static int test_teardown(void **state)
 			ws_client_abort(g->tabs[i].ws);
 		g->tabs[i].ws = NULL;
 	}
+	/* A test that failed while NATS was stopped must not fail the
+	 * next ones too. */
+	if (g->f.c && !nats_proc_running(g->f.c->nats)) {
+		if (nats_proc_restart(g->f.c->nats) < 0)
+			return -1;
+		for (size_t pod = 0; pod < g->f.c->n; pod++)
+			if (cluster_wait_connected(g->f.c, pod, POLL_MS) < 0)
+				return -1;
+	}
 	return 0;
 }
 
@@ -297,7 +306,14 @@ static void test_resume_on_another_pod(void **state)
 		send_one(g, 2, "x3", id, k, &res);
 		assert_int_equal(res.seq, k);
 	}
-	/* The tab comes back on b with since=5 (what it saw on a). */
+	/* The tab comes back on b with since=5 (what it saw on a).
+	 * Against cluster-core 3ab3e33 this fails: b sends x3-1 seq 1
+	 * first. b's replica still has x3-1..5 pending (a wrote them to its
+	 * tab but no pending mark, wsgate.mk.<ukey>, is ever published: the
+	 * replica applies marks, nothing sends them), and a new connection
+	 * gets the pending events even when their seq is <= since
+	 * (docs/CLUSTER.md: "a connection never receives a live frame with
+	 * seq <= since"). */
 	t = open_tab(g, 1, 1, "x3", 5, epoch[0] ? epoch : NULL);
 	assert_int_equal(t->connected_seq, 8);
 	assert_false(t->resume_failed);
