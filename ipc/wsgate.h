@@ -42,6 +42,9 @@ enum wsgate_status {
 	WSGATE_RESOURCE_EXHAUSTED = 3,
 	WSGATE_NOT_FOUND = 4,
 	WSGATE_INTERNAL = 5,
+	/* cannot accept events now (e.g. its cluster is unreachable): retry
+	 * later with the same event_id */
+	WSGATE_UNAVAILABLE = 6,
 };
 
 /* Numbered as wsgate.v1.EventType. */

@@ -101,7 +101,8 @@ static void client_copy_error(struct wsgate_client *c, char *dst, size_t cap)
 
 static bool status_is_valid(int s)
 {
-	return s >= WSGATE__V1__STATUS__OK && s <= WSGATE__V1__STATUS__INTERNAL;
+	return s >= WSGATE__V1__STATUS__OK &&
+	       s <= WSGATE__V1__STATUS__UNAVAILABLE;
 }
 
 /* --- the transport --- */
@@ -428,6 +429,8 @@ const char *wsgate_status_name(enum wsgate_status s)
 		return "NOT_FOUND";
 	case WSGATE_INTERNAL:
 		return "INTERNAL";
+	case WSGATE_UNAVAILABLE:
+		return "UNAVAILABLE";
 	case WSGATE_ERR_TIMEOUT:
 		return "TIMEOUT";
 	case WSGATE_ERR_TRANSPORT:

@@ -224,6 +224,7 @@ static int stream_setup(struct cluster *c)
 	pthread_mutex_unlock(&c->lk);
 	log_info("cluster: stream %s (epoch %s) read from seq %llu", c->stream,
 	         epoch, (unsigned long long)c->cfg.start_seq);
+	c->cfg.wake(c->cfg.wake_arg); /* the epoch is known */
 	return 0;
 }
 
@@ -522,6 +523,14 @@ void cluster_epoch(struct cluster *c, char buf[STORE_EPOCH_MAX + 1])
 const char *cluster_msg_id_prefix(const struct cluster *c)
 {
 	return c->msg_id_prefix;
+}
+
+int cluster_publish_unacked(struct cluster *c, const char *subject,
+                            const char *body)
+{
+	return natsConnection_PublishString(c->nc, subject, body) == NATS_OK
+	           ? 0
+	           : -1;
 }
 
 void cluster_publish(struct cluster *c, struct cluster_pub *p)

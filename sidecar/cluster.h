@@ -110,6 +110,10 @@ void cluster_epoch(struct cluster *c, char buf[STORE_EPOCH_MAX + 1]);
 /* This process's Nats-Msg-Id prefix, "<node>:<boot id>". */
 const char *cluster_msg_id_prefix(const struct cluster *c);
 
+/* Service thread: publishes body on subject into the stream without
+ * waiting for an ack (buffered; fails at once while NATS is down). */
+int cluster_publish_unacked(struct cluster *c, const char *subject,
+                            const char *body);
 /* Service thread: hands p to the cluster thread. */
 void cluster_publish(struct cluster *c, struct cluster_pub *p);
 /* Service thread: the publishes done since the last call, in order. */

@@ -59,6 +59,7 @@ struct lane {
 	struct lane_event *rec; /* the record's events */
 	uint8_t *body;          /* its packed ClusterRecord */
 	uint64_t conflict_at;
+	uint64_t marked; /* highest seq of a mark published */
 	struct cluster_pub pub;
 };
 
@@ -528,6 +529,20 @@ void cluster_publish_applied(struct cluster_publish *p, struct user *u,
 	l->applied = 1;
 	if (l->state != LANE_PUBLISHING) /* its publish is back too */
 		lane_done(p, l);
+}
+
+void cluster_publish_mark(void *arg, struct user *u, uint64_t seq)
+{
+	struct cluster_publish *p = arg;
+	struct lane *l = lane_of(p, u);
+	if (!l || seq <= l->marked)
+		return;
+	char subject[sizeof(l->pub.subject)], body[24];
+	memcpy(subject, "wsgate.mk.", 10);
+	hex_encode(subject + 10, u->id);
+	snprintf(body, sizeof(body), "%llu", (unsigned long long)seq);
+	if (cluster_publish_unacked(p->cfg.cluster, subject, body) == 0)
+		l->marked = seq;
 }
 
 void cluster_publish_handle(struct cluster_publish *p, uint64_t position)

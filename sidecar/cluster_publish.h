@@ -66,6 +66,12 @@ void *cluster_publish_owner(struct cluster_publish *p, struct user *u,
 void cluster_publish_applied(struct cluster_publish *p, struct user *u,
                              const char *msg_id);
 
+/* The router's on_event_written (arg: p): frames up to seq of u reached
+ * a connection here, so no pod holds them as pending any more: a mark
+ * wsgate.mk.<hex user> "seq" goes to the stream (one per new highest seq
+ * of the user; lost while NATS is down: then other pods may deliver
+ * those events again to a new connection, never twice to one). */
+void cluster_publish_mark(void *p, struct user *u, uint64_t seq);
 /* Every wake-up, after the replica: publish results, lanes waiting for the
  * replica to reach a stream seq (position: the last one applied) or for
  * the cluster to come back. */

@@ -4,6 +4,7 @@
  */
 #include "cluster_replica.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,7 +17,8 @@
 struct cluster_replica {
 	struct cluster_replica_config cfg;
 	uint64_t position;
-	int epoch_written; /* the stream's epoch is in meta */
+	int epoch_written;               /* the stream's epoch is in meta */
+	char epoch[STORE_EPOCH_MAX + 1]; /* what `connected` says */
 };
 
 struct cluster_replica *
@@ -28,6 +30,9 @@ cluster_replica_new(const struct cluster_replica_config *cfg)
 	r->cfg = *cfg;
 	r->position = cfg->position;
 	r->epoch_written = *cfg->epoch != '\0';
+	/* Until NATS tells: the epoch the replica was made from. */
+	if (*cfg->epoch && router_set_epoch(cfg->router, cfg->epoch) == 0)
+		snprintf(r->epoch, sizeof(r->epoch), "%s", cfg->epoch);
 	return r;
 }
 
@@ -158,8 +163,19 @@ static void apply_one(struct cluster_replica *r, struct cluster_msg *m)
 	store_submit(r->cfg.store, pos);
 }
 
+/* `connected` names the stream's epoch in cluster mode. */
+static void epoch_follow(struct cluster_replica *r)
+{
+	char epoch[STORE_EPOCH_MAX + 1];
+	cluster_epoch(r->cfg.cluster, epoch);
+	if (*epoch && strcmp(epoch, r->epoch) != 0 &&
+	    router_set_epoch(r->cfg.router, epoch) == 0)
+		memcpy(r->epoch, epoch, sizeof(r->epoch));
+}
+
 void cluster_replica_apply(struct cluster_replica *r)
 {
+	epoch_follow(r);
 	struct cluster_msg *m = cluster_take_messages(r->cfg.cluster);
 	if (!m)
 		return;

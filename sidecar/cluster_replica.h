@@ -6,7 +6,8 @@
  * wsgate.ev.<hex user> becomes the router's event jobs (rows, queued rows
  * for this sidecar's connections of the user, commit, then frames), with
  * the seqs the record carries; a mark of wsgate.mk.<hex user> (body: a
- * decimal seq) ends the user's pending events up to it. After each
+ * decimal seq) ends the user's pending events up to it. It also keeps
+ * the router's epoch (what `connected` says) at the stream's. After each
  * message a STORE_STREAM_POS job records its stream seq: the store
  * commits jobs in order, so a restart (even after kill -9) resumes after
  * the last message whose rows are committed, and an event already there

@@ -139,11 +139,12 @@ struct frame *frame_build_event(const struct frame_event *ev)
 }
 
 struct frame *frame_build_connected(const char *conn_id, const char *user_id,
-                                    uint64_t seq)
+                                    uint64_t seq, const char *epoch)
 {
-	size_t clen = strlen(conn_id), ulen = strlen(user_id);
-	struct frame *f =
-	    frame_alloc(64 + escaped_max(clen) + escaped_max(ulen));
+	size_t clen = strlen(conn_id), ulen = strlen(user_id),
+	       elen = strlen(epoch);
+	struct frame *f = frame_alloc(80 + escaped_max(clen) +
+	                              escaped_max(ulen) + escaped_max(elen));
 	if (!f)
 		return NULL;
 	char *start = (char *)f->payload, *p = start;
@@ -153,6 +154,8 @@ struct frame *frame_build_connected(const char *conn_id, const char *user_id,
 	p = put_string(p, user_id, ulen);
 	p = PUT_LIT(p, ",\"seq\":");
 	p = put_u64(p, seq);
+	p = PUT_LIT(p, ",\"epoch\":");
+	p = put_string(p, epoch, elen);
 	*p++ = '}';
 	f->len = (size_t)(p - start);
 	return f;

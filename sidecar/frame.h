@@ -53,8 +53,9 @@ struct frame_event {
 
 /* NULL on allocation failure. The new frame holds one reference. */
 struct frame *frame_build_event(const struct frame_event *ev);
+/* {"type":"connected","conn_id":…,"user_id":…,"seq":N,"epoch":…} */
 struct frame *frame_build_connected(const char *conn_id, const char *user_id,
-                                    uint64_t seq);
+                                    uint64_t seq, const char *epoch);
 /* {"type":"error","code":CODE}, with ,"message":MESSAGE unless it is
  * NULL. */
 struct frame *frame_build_error(const char *code, const char *message);

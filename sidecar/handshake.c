@@ -67,3 +67,16 @@ enum handshake_since handshake_parse_since(const char *value, uint64_t *out)
 	*out = v;
 	return SINCE_VALID;
 }
+
+enum handshake_epoch handshake_parse_epoch(const char *value, char *out,
+                                           size_t cap)
+{
+	if (!value || !*value)
+		return EPOCH_ABSENT;
+	size_t n = 0;
+	for (; value[n]; n++)
+		if (!isalnum((unsigned char)value[n]) || n + 1 >= cap)
+			return EPOCH_INVALID;
+	memcpy(out, value, n + 1);
+	return EPOCH_VALID;
+}

@@ -44,6 +44,8 @@
 #define CONTROL_IN_SERVICE 256
 #define SHUTDOWN_DRAIN_MS  2000
 #define STORE_MAX_BACKLOG  200000 /* jobs; past it, RESOURCE_EXHAUSTED */
+_Static_assert(STORE_EPOCH_MAX <= ROUTER_EPOCH_MAX,
+               "the router takes every epoch the store can hold");
 #define REPLAY_CHUNK       256
 #define CLUSTER_MAX_QUEUED 200000 /* events in the lanes; then EXHAUSTED */
 
@@ -202,6 +204,7 @@ static int cluster_start(struct app *app, char *err, size_t errlen)
 		return -1;
 	}
 	app->dispatch.cluster = app->cluster_pub;
+	router_set_written(app->router, cluster_publish_mark, app->cluster_pub);
 	log_info("cluster mode: node %s, NATS %s, stream %s", app->node_id,
 	         app->cfg.cluster, app->cfg.cluster_stream);
 	return 0;
@@ -256,6 +259,7 @@ static int app_open(struct app *app, char *err, size_t errlen)
 	if (store_open(&app->store, &scfg, err, errlen))
 		return -1;
 	struct router_config rcfg = {
+	    .epoch = store_epoch(app->store),
 	    .registry = app->reg,
 	    .store = app->store,
 	    .dedup = app->dedup,

@@ -52,8 +52,11 @@ struct conn {
 	 * ends; those <= live_from only come through the catch-up. */
 	uint64_t live_from;    /* user's last seq when it opened */
 	uint64_t replay_after; /* catch-up cursor: last seq read */
+	/* The client's resume point (0: none). No live event frame with
+	 * seq <= since is queued on it: the client has seen those. */
 	uint64_t since;
-	int has_since;
+	int has_since;       /* the catch-up replays (since, live_from] */
+	int epoch_changed;   /* ?epoch= was not ours: since is 0 */
 	int replaying;       /* catch-up not finished */
 	int replay_inflight; /* a chunk is being read */
 	int64_t opened_at;   /* microseconds since the epoch */

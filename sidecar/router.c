@@ -20,6 +20,7 @@ struct router {
 	struct router_config cfg;
 	struct registry *reg;
 	struct store *store;
+	char epoch[ROUTER_EPOCH_MAX + 1];
 };
 
 struct router *router_new(const struct router_config *cfg)
@@ -28,9 +29,36 @@ struct router *router_new(const struct router_config *cfg)
 	if (!rt)
 		return NULL;
 	rt->cfg = *cfg;
+	rt->cfg.epoch = NULL; /* rt->epoch from here on */
 	rt->reg = cfg->registry;
 	rt->store = cfg->store;
+	if (!cfg->epoch || router_set_epoch(rt, cfg->epoch)) {
+		free(rt);
+		return NULL;
+	}
 	return rt;
+}
+
+int router_set_epoch(struct router *rt, const char *epoch)
+{
+	size_t n = strlen(epoch);
+	if (n == 0 || n > ROUTER_EPOCH_MAX)
+		return -1;
+	memcpy(rt->epoch, epoch, n + 1);
+	return 0;
+}
+
+const char *router_epoch(const struct router *rt)
+{
+	return rt->epoch;
+}
+
+void router_set_written(struct router *rt,
+                        void (*fn)(void *arg, struct user *u, uint64_t seq),
+                        void *arg)
+{
+	rt->cfg.on_event_written = fn;
+	rt->cfg.written_arg = arg;
 }
 
 void router_free(struct router *rt)
@@ -103,9 +131,19 @@ static void close_slow_consumer(struct router *rt, struct conn *c,
 	         c->user->id);
 }
 
+/* Whether c takes event seq live: never seq <= its since, which the client
+ * says it has seen (e.g. on another pod, ahead of this one's replica). */
+static int conn_takes_live(const struct conn *c, uint64_t seq)
+{
+	return !c->close_code && seq > c->since;
+}
+
 /* Queues a live event frame whose queued row is committed. */
 static int deliver_live(struct router *rt, struct conn *c, struct frame *f)
 {
+	/* Connections are chosen by conn_takes_live when the event's
+	 * queued rows are made. */
+	assert(f->seq > c->since);
 	if (c->close_code) {
 		record_outcome(rt, c, f, "dropped");
 		registry_counters(rt->reg)->frames_dropped++;
@@ -171,7 +209,7 @@ static int event_submit(struct router *rt, struct user *u,
 	}
 	for (struct conn *c = u->conns; c; c = c->user_next) {
 		assert(c->user == u); /* isolation: only the event's user */
-		if (c->close_code)
+		if (!conn_takes_live(c, seq))
 			continue;
 		memcpy(job->event.conns[n].conn_id, c->id, sizeof(c->id));
 		job->event.conns[n].conn_user_id = c->user->id;
@@ -397,6 +435,7 @@ static void replay_request(struct router *rt, struct conn *c)
 	job->replay.upto = c->live_from;
 	job->replay.since = c->since;
 	job->replay.has_since = c->has_since;
+	job->replay.epoch_changed = c->epoch_changed;
 	job->replay.limit = rt->cfg.replay_chunk;
 	job->replay.audit = rt->cfg.audit;
 	c->replay_inflight = 1;
@@ -467,22 +506,29 @@ void router_handle_done(struct router *rt)
 	}
 }
 
-int router_conn_opened(struct router *rt, struct conn *c, int has_since,
-                       uint64_t since)
+int router_conn_opened(struct router *rt, struct conn *c,
+                       const struct router_resume *from)
 {
 	struct user *u = c->user;
+	/* A since from another history says nothing about ours: resume as
+	 * from 0, after saying resume_failed. */
+	c->epoch_changed = from->has_since && from->epoch[0] &&
+	                   strcmp(from->epoch, rt->epoch) != 0;
 	c->live_from = u->last_seq;
-	c->has_since = has_since && since < c->live_from;
-	c->since = since;
-	struct frame *f = frame_build_connected(c->id, u->id, u->last_seq);
+	c->since = c->epoch_changed || !from->has_since ? 0 : from->since;
+	c->has_since =
+	    from->has_since && (c->epoch_changed || c->since < c->live_from);
+	struct frame *f =
+	    frame_build_connected(c->id, u->id, u->last_seq, rt->epoch);
 	if (!f)
 		return -1;
 	int rc = registry_conn_send(rt->reg, c, f, 1);
 	frame_unref(f);
 	if (rc)
 		return -1;
-	/* A user without any event yet has nothing to catch up on. */
-	if (c->live_from > 0) {
+	/* A user without any event yet has nothing to catch up on, but a
+	 * client of another epoch is told. */
+	if (c->live_from > 0 || c->epoch_changed) {
 		c->replaying = 1;
 		replay_request(rt, c);
 	}
@@ -495,6 +541,9 @@ void router_conn_written(struct router *rt, struct conn *c)
 	assert(f);
 	if (f->seq) {
 		record_outcome(rt, c, f, "written");
+		if (rt->cfg.on_event_written)
+			rt->cfg.on_event_written(rt->cfg.written_arg, c->user,
+			                         f->seq);
 		if (f->pending) {
 			struct store_job *job =
 			    store_job_new(STORE_PENDING_DONE);

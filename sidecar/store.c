@@ -91,7 +91,10 @@ static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value)"
     " WITHOUT ROWID;"
     "INSERT OR IGNORE INTO meta(key, value)"
-    " VALUES('audit_format', 2);";
+    " VALUES('audit_format', 2);"
+    /* The history the seqs belong to: a new database, a new epoch. */
+    "INSERT OR IGNORE INTO meta(key, value)"
+    " VALUES('epoch', lower(hex(randomblob(8))));";
 
 const char *store_schema_sql(void)
 {
@@ -177,6 +180,7 @@ struct store {
 	int64_t head_logged_id;
 	int64_t last_head_us;
 	int64_t last_prune_us;
+	char epoch[STORE_EPOCH_MAX + 1]; /* meta('epoch'), read at open */
 
 	/* Service thread only: the group being submitted (store_group_*). */
 	int group_open;
@@ -635,7 +639,8 @@ static int run_replay(struct store *s, struct store_job *job)
 {
 	int64_t now = clock_now_us();
 	if (job->replay.has_since && job->replay.after == 0 &&
-	    job->replay.since < job->replay.upto) {
+	    (job->replay.epoch_changed ||
+	     job->replay.since < job->replay.upto)) {
 		sqlite3_stmt *st = s->stmt[ST_OLDEST_SEQ];
 		bind_text(st, 1, job->replay.user_id);
 		uint64_t oldest = 0;
@@ -646,7 +651,8 @@ static int run_replay(struct store *s, struct store_job *job)
 		sqlite3_clear_bindings(st);
 		if (oldest == 0)
 			oldest = job->replay.upto + 1;
-		if (oldest > job->replay.since + 1) {
+		if (job->replay.epoch_changed ||
+		    oldest > job->replay.since + 1) {
 			job->replay.resume_failed = 1;
 			job->replay.oldest_seq = oldest;
 		}
@@ -1312,6 +1318,31 @@ static int load_cluster_meta(struct store *s, const struct store_config *cfg,
 	return 0;
 }
 
+static int load_epoch(struct store *s, const char *path, char *err,
+                      size_t errlen)
+{
+	sqlite3_stmt *st;
+	int n = -1;
+	if (sqlite3_prepare_v2(s->db,
+	                       "SELECT value FROM meta WHERE key = 'epoch'"
+	                       " AND typeof(value) = 'text'",
+	                       -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW) {
+		n = sqlite3_column_bytes(st, 0);
+		if (n >= 1 && n <= STORE_EPOCH_MAX)
+			memcpy(s->epoch, sqlite3_column_text(st, 0), (size_t)n);
+	}
+	sqlite3_finalize(st);
+	if (n < 1 || n > STORE_EPOCH_MAX) {
+		snprintf(err, errlen,
+		         "%s: meta('epoch') missing or not 1-%d characters",
+		         path, STORE_EPOCH_MAX);
+		return -1;
+	}
+	s->epoch[n] = '\0';
+	return 0;
+}
+
 static int load_state(struct store *s, const struct store_config *cfg,
                       char *err, size_t errlen)
 {
@@ -1429,7 +1460,8 @@ int store_open(struct store **out, const struct store_config *cfg, char *err,
 			goto fail;
 		}
 	}
-	if (load_cluster_meta(s, cfg, err, errlen) ||
+	if (load_epoch(s, cfg->path, err, errlen) ||
+	    load_cluster_meta(s, cfg, err, errlen) ||
 	    load_state(s, cfg, err, errlen))
 		goto fail;
 	if (checkpointer_start(&s->checkpointer, s->db, cfg->path, err, errlen))
@@ -1458,6 +1490,11 @@ fail:
 	pthread_cond_destroy(&s->flushed);
 	free(s);
 	return -1;
+}
+
+const char *store_epoch(const struct store *s)
+{
+	return s->epoch;
 }
 
 void store_flush(struct store *s)

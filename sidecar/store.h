@@ -14,7 +14,9 @@
  * Tables (DESIGN.md): events, sessions, deliveries, auth_failures; plus
  * user_seqs (last seq of users whose events were all pruned), chain_heads
  * (the MAC'd chain heads: at start, at intervals, at shutdown, and the
- * prune record naming the anchor) and meta (audit_format).
+ * prune record naming the anchor) and meta (audit_format; epoch, a random
+ * 64-bit id in hex made with the database: the history its seqs belong
+ * to).
  *
  * Threads: store_submit, store_group_*, store_take_done and store_backlog
  * may be called from the service thread while the writer runs; store_open's
@@ -44,9 +46,8 @@ enum store_job_kind {
 	STORE_STREAM_POS,   /* cluster: the replica's position in the stream */
 };
 
-#define STORE_EPOCH_MAX 31 /* the stream epoch, decimal */
-
 #define STORE_CONN_ID_MAX 19
+#define STORE_EPOCH_MAX   32 /* bytes of meta('epoch'); ours are 16 */
 
 /* A connection named by a queued row. */
 struct store_conn_ref {
@@ -98,6 +99,9 @@ struct store_job {
 			uint64_t upto;     /* the connection's live_from */
 			uint64_t since; /* replay seq > since; pending always */
 			int has_since;
+			/* The client's epoch was not ours: resume_failed
+			 * whatever is retained (since is then 0). */
+			int epoch_changed;
 			uint32_t limit;
 			int audit; /* write the queued rows */
 			/* Results. */
@@ -174,6 +178,9 @@ struct store_config {
  * open, runs the loaders, and starts the writer. 0, or -1 with a reason. */
 int store_open(struct store **out, const struct store_config *cfg, char *err,
                size_t errlen);
+/* The database's epoch (meta('epoch'), 1-STORE_EPOCH_MAX characters),
+ * read by store_open. Any thread. */
+const char *store_epoch(const struct store *s);
 /* Waits until every job submitted so far is committed (or failed) and in
  * the done queue. For shutdown. */
 void store_flush(struct store *s);

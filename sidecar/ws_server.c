@@ -72,8 +72,7 @@ struct session_list {
  * session is on the server's pending list while it waits.
  */
 struct pending_auth {
-	int has_since;
-	uint64_t since;
+	struct router_resume resume;
 	char user_agent[256];
 	char peer[64];
 	/* Refused (or shut down): what to send, then close with. */
@@ -88,8 +87,7 @@ struct handshake_stash {
 	struct lws *wsi;
 	int first_message; /* no token: authenticates with its first frame */
 	struct auth_jwt_claims claims;
-	int has_since;
-	uint64_t since;
+	struct router_resume resume;
 	char user_agent[256];
 };
 
@@ -506,6 +504,15 @@ static int handshake_check(struct ws_server *srv, struct lws *wsi,
 		return handshake_refuse(srv, wsi, 400,
 		                        "since: not an integer >= 0", peer,
 		                        LOG_INFO);
+	struct router_resume resume = {.has_since = hs == SINCE_VALID,
+	                               .since = since_seq};
+	const char *epoch =
+	    lws_get_urlarg_by_name(wsi, "epoch=", buf, (int)sizeof(buf));
+	if (handshake_parse_epoch(epoch, resume.epoch, sizeof(resume.epoch)) ==
+	    EPOCH_INVALID)
+		return handshake_refuse(
+		    srv, wsi, 400, "epoch: not letters and digits, or too long",
+		    peer, LOG_INFO);
 
 	if (!first_message && user_at_limit(srv, claims.sub))
 		return handshake_refuse(srv, wsi, 429, "too many connections",
@@ -515,8 +522,7 @@ static int handshake_check(struct ws_server *srv, struct lws *wsi,
 	srv->stash.first_message = first_message;
 	if (!first_message)
 		srv->stash.claims = claims;
-	srv->stash.has_since = hs == SINCE_VALID;
-	srv->stash.since = since_seq;
+	srv->stash.resume = resume;
 	if (lws_hdr_copy(wsi, srv->stash.user_agent,
 	                 sizeof(srv->stash.user_agent),
 	                 WSI_TOKEN_HTTP_USER_AGENT) < 0)
@@ -624,8 +630,7 @@ static int session_await_auth(struct ws_server *srv, struct lws *wsi,
 		log_error("out of memory opening a connection");
 		return -1;
 	}
-	pa->has_since = srv->stash.has_since;
-	pa->since = srv->stash.since;
+	pa->resume = srv->stash.resume;
 	memcpy(pa->user_agent, srv->stash.user_agent, sizeof(pa->user_agent));
 	lws_get_peer_simple(wsi, pa->peer, sizeof(pa->peer));
 	s->pa = pa;
@@ -753,7 +758,7 @@ static int64_t conn_expiry(int64_t exp_us)
  * Returns -1 to hang up. */
 static int session_register(struct ws_server *srv, struct lws *wsi,
                             struct session *s, const struct auth_jwt_claims *cl,
-                            int has_since, uint64_t since,
+                            const struct router_resume *resume,
                             const char *user_agent)
 {
 	char peer[64];
@@ -782,7 +787,7 @@ static int session_register(struct ws_server *srv, struct lws *wsi,
 		job->session.at = now;
 		store_submit(srv->deps.store, job);
 	}
-	if (router_conn_opened(srv->router, c, has_since, since))
+	if (router_conn_opened(srv->router, c, resume))
 		return -1;
 	if (inbound_send_opened(srv->deps.inbound, c->id, u->id, peer, now))
 		registry_counters(srv->reg)->notices_dropped++;
@@ -802,8 +807,7 @@ static int session_open(struct ws_server *srv, struct lws *wsi,
 	if (srv->stash.first_message)
 		return session_await_auth(srv, wsi, s);
 	return session_register(srv, wsi, s, &srv->stash.claims,
-	                        srv->stash.has_since, srv->stash.since,
-	                        srv->stash.user_agent);
+	                        &srv->stash.resume, srv->stash.user_agent);
 }
 
 /*
@@ -842,12 +846,10 @@ static int session_auth_message(struct ws_server *srv, struct session *s,
 		return 0;
 	}
 	char user_agent[sizeof(pa->user_agent)];
-	int has_since = pa->has_since;
-	uint64_t since = pa->since;
+	struct router_resume resume = pa->resume;
 	memcpy(user_agent, pa->user_agent, sizeof(user_agent));
 	pending_free(srv, s);
-	return session_register(srv, s->wsi, s, &cl, has_since, since,
-	                        user_agent);
+	return session_register(srv, s->wsi, s, &cl, &resume, user_agent);
 }
 
 /* Protocol answers (pong, errors) are small and few: they do not count

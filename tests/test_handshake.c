@@ -91,6 +91,25 @@ static void test_since_accepts_only_decimal_integers(void **state)
 		                 SINCE_INVALID);
 }
 
+static void test_epoch_accepts_letters_and_digits_that_fit(void **state)
+{
+	(void)state;
+	char e[5] = "keep";
+	assert_int_equal(handshake_parse_epoch(NULL, e, sizeof(e)),
+	                 EPOCH_ABSENT);
+	assert_int_equal(handshake_parse_epoch("", e, sizeof(e)), EPOCH_ABSENT);
+	assert_string_equal(e, "keep");
+	assert_int_equal(handshake_parse_epoch("0aF9", e, sizeof(e)),
+	                 EPOCH_VALID);
+	assert_string_equal(e, "0aF9");
+	const char *bad[] = {"abcde", "a-b", "a b", "a%20", "\xc3\xa9"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(handshake_parse_epoch(bad[i], e, sizeof(e)),
+		                 EPOCH_INVALID);
+		assert_string_equal(e, "0aF9");
+	}
+}
+
 static enum client_frame_kind classify(const char *s, uint64_t *seq)
 {
 	static struct client_frame cf;
@@ -257,6 +276,7 @@ int main(void)
 	    cmocka_unit_test(test_other_schemes_yield_no_token),
 	    cmocka_unit_test(test_subprotocol_list_yields_bearer_token),
 	    cmocka_unit_test(test_since_accepts_only_decimal_integers),
+	    cmocka_unit_test(test_epoch_accepts_letters_and_digits_that_fit),
 	    cmocka_unit_test(test_client_frames_are_classified),
 	    cmocka_unit_test(test_auth_and_refresh_frames_carry_their_token),
 	    cmocka_unit_test(test_sizes_and_durations_parse_with_suffixes),

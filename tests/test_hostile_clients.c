@@ -897,10 +897,18 @@ static void test_since_of_another_user_replays_only_own_events(void **state)
 	ws_client_set_forget(&h->clients, anchor);
 	ws_client_close(anchor, RECV_MS);
 
-	/* since=20 (B's last seq) with A's token: A's view, nothing. */
+	/* since=20 (B's last seq) with A's token: A's view, nothing. A's
+	 * next event (seq 4 <= since) is not sent live either (the client
+	 * says it has it): it stays pending, and the since=1 resume below
+	 * gets it. Its frame would have been queued before the reply. */
 	snprintf(path, sizeof(path), "/ws?access_token=%s&since=%d", tok_a,
 	         B_EVENTS);
-	c = open_resume(h, path, NULL, a, B_EVENTS, &a_seq);
+	c = open_ws(h, h->sc, path, NULL, got, &seq);
+	if (strcmp(got, a) != 0)
+		fail_msg("connected as \"%s\", want \"%s\"", got, a);
+	assert_int_equal(seq, a_seq);
+	send_to(h->backend, a, ++a_seq);
+	expect_pong(c, "since=20");
 	drop(h, c);
 
 	/* since=1: A's events from 2 on, none of B's 2..20. */

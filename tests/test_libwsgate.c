@@ -38,6 +38,7 @@
  *   user "liar"    a reply carrying another request_id
  *   user "garbage" a reply that is not a protobuf Reply
  *   user "busy"    RESOURCE_EXHAUSTED
+ *   user "away"    UNAVAILABLE
  *   user "offline" OK, retained
  *   event_id ""    INVALID_ARGUMENT "event_id: required"
  *   event_id "dup" OK, duplicate
@@ -141,6 +142,12 @@ static void fake_answer_send_event(struct fake_sidecar *f,
 	if (strcmp(ev->user_id, "busy") == 0) {
 		rep.status = WSGATE__V1__STATUS__RESOURCE_EXHAUSTED;
 		rep.error = "overloaded: retry later";
+		fake_send_reply(f, &rep);
+		return;
+	}
+	if (strcmp(ev->user_id, "away") == 0) {
+		rep.status = WSGATE__V1__STATUS__UNAVAILABLE;
+		rep.error = "cluster unavailable: retry later";
 		fake_send_reply(f, &rep);
 		return;
 	}
@@ -384,6 +391,8 @@ static void test_status_and_type_names(void **state)
 	                    "RESOURCE_EXHAUSTED");
 	assert_string_equal(wsgate_status_name(WSGATE_NOT_FOUND), "NOT_FOUND");
 	assert_string_equal(wsgate_status_name(WSGATE_INTERNAL), "INTERNAL");
+	assert_string_equal(wsgate_status_name(WSGATE_UNAVAILABLE),
+	                    "UNAVAILABLE");
 	assert_string_equal(wsgate_status_name(WSGATE_ERR_TIMEOUT), "TIMEOUT");
 	assert_string_equal(wsgate_status_name(WSGATE_ERR_TRANSPORT),
 	                    "TRANSPORT");
@@ -484,6 +493,13 @@ static void test_error_status_and_text_reach_the_caller(void **state)
 	assert_int_equal(res.status, WSGATE_RESOURCE_EXHAUSTED);
 	assert_string_equal(res.error, "overloaded: retry later");
 	assert_int_equal(res.seq, 0);
+
+	ev.event_id = "e-3";
+	ev.user_id = "away";
+	assert_int_equal(wsgate_send_event(fx->client, &ev, &res),
+	                 WSGATE_UNAVAILABLE);
+	assert_int_equal(res.status, WSGATE_UNAVAILABLE);
+	assert_string_equal(res.error, "cluster unavailable: retry later");
 }
 
 static void test_reply_for_another_request_is_a_protocol_error(void **state)

@@ -100,6 +100,7 @@ static struct harness *harness_new(size_t queue_limit)
 	};
 	assert_int_equal(store_open(&h->store, &scfg, err, sizeof(err)), 0);
 	struct router_config rcfg = {
+	    .epoch = "e1",
 	    .registry = h->reg,
 	    .store = h->store,
 	    .dedup = h->dedup,
@@ -109,6 +110,7 @@ static struct harness *harness_new(size_t queue_limit)
 	    .on_event_done = on_event_done,
 	};
 	h->rt = router_new(&rcfg);
+	assert_non_null(h->rt);
 	current = h;
 	return h;
 }
@@ -148,16 +150,23 @@ static Wsgate__V1__Event make_event(const char *user, const char *id,
 	return ev;
 }
 
-static struct conn *open_conn_since(struct harness *h, const char *user,
-                                    int has_since, uint64_t since)
+static struct conn *open_conn_resume(struct harness *h, const char *user,
+                                     const struct router_resume *from)
 {
 	struct user *u = registry_user(h->reg, user, strlen(user), true);
 	assert_non_null(u);
 	struct conn *c = registry_add_conn(h->reg, u, NULL, "127.0.0.1", 1);
 	assert_non_null(c);
-	assert_int_equal(router_conn_opened(h->rt, c, has_since, since), 0);
+	assert_int_equal(router_conn_opened(h->rt, c, from), 0);
 	pump(h);
 	return c;
+}
+
+static struct conn *open_conn_since(struct harness *h, const char *user,
+                                    int has_since, uint64_t since)
+{
+	struct router_resume from = {.has_since = has_since, .since = since};
+	return open_conn_resume(h, user, &from);
 }
 
 static struct conn *open_conn(struct harness *h, const char *user)
@@ -653,7 +662,8 @@ static void test_since_replays_the_rest_then_live(void **state)
 	(void)a;
 	struct conn *b = open_conn_since(h, "dave", 1, 2);
 	char *s = pop_text(h, b);
-	assert_non_null(strstr(s, "\"user_id\":\"dave\",\"seq\":5}"));
+	assert_non_null(
+	    strstr(s, "\"user_id\":\"dave\",\"seq\":5,\"epoch\":\"e1\"}"));
 	free(s);
 	/* A live event arriving during the catch-up waits behind it. */
 	Wsgate__V1__Event live = make_event(
@@ -668,6 +678,109 @@ static void test_since_replays_the_rest_then_live(void **state)
 		free(s);
 	}
 	assert_int_equal(b->queue.len, 0);
+	harness_free(h);
+}
+
+/* A client resuming from a seq this sidecar has not reached yet (it saw
+ * it elsewhere: a lagging cluster replica) must not get seq <= since again
+ * as live frames; such an event stays pending for the next connection. */
+static void test_no_live_frame_at_or_below_since(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	struct conn *c = open_conn_since(h, "erin", 1, 2);
+	expect_prefix(h, c, "{\"type\":\"connected\"");
+	for (int i = 1; i <= 3; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "e%d", i);
+		Wsgate__V1__Event ev = make_event(
+		    "erin", id, WSGATE__V1__EVENT_TYPE__AGENT_STARTED, NULL);
+		struct router_result res = send_event(h, &ev);
+		assert_int_equal(res.seq, i);
+		assert_int_equal(res.connections, i > 2);
+		assert_int_equal(res.retained, i <= 2);
+	}
+	expect_prefix(h, c, "{\"type\":\"agent_started\",\"seq\":3,");
+	assert_int_equal(c->queue.len, 0);
+	harness_free(h);
+}
+
+/* Sends n events to user, their ids prefix-1 .. prefix-n. */
+static void send_n(struct harness *h, const char *user, const char *prefix,
+                   int n)
+{
+	for (int i = 1; i <= n; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "%s-%d", prefix, i);
+		Wsgate__V1__Event ev = make_event(
+		    user, id, WSGATE__V1__EVENT_TYPE__AGENT_THINKING, NULL);
+		assert_int_equal(send_event(h, &ev).status, ROUTER_OK);
+	}
+}
+
+/* Pops frames with seq first..last, in order, then nothing is queued. */
+static void expect_seqs(struct harness *h, struct conn *c, int first, int last)
+{
+	for (int i = first; i <= last; i++) {
+		char want[64];
+		snprintf(want, sizeof(want), "\"seq\":%d,", i);
+		char *s = pop_text(h, c);
+		assert_non_null(s);
+		if (!strstr(s, want))
+			fail_msg("frame '%s' is not seq %d", s, i);
+		free(s);
+	}
+	assert_int_equal(c->queue.len, 0);
+}
+
+/* `connected` carries the epoch; a since of the same epoch resumes as
+ * without one; a since of another epoch gets resume_failed and every
+ * retained event, then live events from seq 1 on are not held back. */
+static void test_epoch_names_the_history_of_since(void **state)
+{
+	(void)state;
+	struct harness *h = harness_new(1 << 20);
+	struct conn *a = open_conn(h, "fay");
+	expect_prefix(h, a, "{\"type\":\"connected\"");
+	send_n(h, "fay", "e", 4);
+	expect_seqs(h, a, 1, 4);
+
+	struct router_resume same = {.has_since = 1, .since = 2, .epoch = "e1"};
+	struct conn *b = open_conn_resume(h, "fay", &same);
+	char *s = pop_text(h, b);
+	assert_non_null(strstr(s, ",\"seq\":4,\"epoch\":\"e1\"}"));
+	free(s);
+	expect_seqs(h, b, 3, 4);
+
+	struct router_resume other = {
+	    .has_since = 1, .since = 9, .epoch = "e0"};
+	struct conn *c = open_conn_resume(h, "fay", &other);
+	expect_prefix(h, c, "{\"type\":\"connected\"");
+	expect_prefix(h, c, "{\"type\":\"resume_failed\",\"oldest_seq\":1}");
+	expect_seqs(h, c, 1, 4);
+	send_n(h, "fay", "f", 1); /* seq 5 <= 9, but of our history */
+	expect_seqs(h, c, 5, 5);
+
+	/* A user with no event yet: still told. */
+	struct conn *d = open_conn_resume(h, "gus", &other);
+	expect_prefix(h, d, "{\"type\":\"connected\"");
+	expect_prefix(h, d, "{\"type\":\"resume_failed\",\"oldest_seq\":1}");
+	assert_int_equal(d->queue.len, 0);
+	assert_false(d->replaying);
+
+	/* Replaced at run time: later connections see the new one, and the
+	 * old one becomes another epoch. */
+	assert_int_equal(router_set_epoch(h->rt, ""), -1);
+	assert_int_equal(
+	    router_set_epoch(h->rt, "123456789012345678901234567890123"), -1);
+	assert_string_equal(router_epoch(h->rt), "e1");
+	assert_int_equal(router_set_epoch(h->rt, "1764130000123456789"), 0);
+	struct conn *e = open_conn_resume(h, "fay", &same);
+	s = pop_text(h, e);
+	assert_non_null(strstr(s, "\"epoch\":\"1764130000123456789\"}"));
+	free(s);
+	expect_prefix(h, e, "{\"type\":\"resume_failed\",\"oldest_seq\":1}");
+	expect_seqs(h, e, 1, 5);
 	harness_free(h);
 }
 
@@ -782,6 +895,8 @@ int main(void)
 	    cmocka_unit_test(test_locked_database_does_not_stall_the_caller),
 	    cmocka_unit_test(test_early_events_wait_for_the_first_connection),
 	    cmocka_unit_test(test_since_replays_the_rest_then_live),
+	    cmocka_unit_test(test_no_live_frame_at_or_below_since),
+	    cmocka_unit_test(test_epoch_names_the_history_of_since),
 	    cmocka_unit_test(test_overflowing_queue_closes_slow_consumer),
 	    cmocka_unit_test(test_removed_connection_is_forgotten),
 	    cmocka_unit_test(test_many_users_and_connections_are_found),

@@ -18,6 +18,25 @@
 
 #include "handshake.h"
 
+static void fuzz_epoch(const char *value)
+{
+	char out[33] = "untouched";
+	enum handshake_epoch r = handshake_parse_epoch(value, out, sizeof(out));
+	size_t n = strlen(value);
+	bool alnum = true;
+	for (const char *p = value; *p; p++)
+		if (!isalnum((unsigned char)*p))
+			alnum = false;
+	if (n == 0)
+		assert(r == EPOCH_ABSENT);
+	else
+		assert((r == EPOCH_VALID) == (alnum && n < sizeof(out)));
+	if (r == EPOCH_VALID)
+		assert(strcmp(out, value) == 0);
+	else
+		assert(strcmp(out, "untouched") == 0);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check_slice(const char *value, size_t len, const char *tok,
@@ -87,6 +106,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_authorization(value, len);
 	fuzz_protocols(value, len);
 	fuzz_since(value);
+	fuzz_epoch(value);
 	assert(handshake_parse_since(NULL, &(uint64_t){0}) == SINCE_ABSENT);
 
 	free(value);

@@ -5,7 +5,9 @@
 // replay any retained range (?since=N). So the client remembers the last seq
 // it delivered, resumes from it on every reconnect, and drops anything at or
 // below it: the application sees each event once, in order, whatever the
-// network did. Each connection attempt is an `Attempt` object; callbacks of
+// network did. The seqs belong to a history named by `connected.epoch`; the
+// client sends it back (&epoch=E) so that a sidecar with another history (a
+// new database) answers resume_failed and starts it from the beginning. Each connection attempt is an `Attempt` object; callbacks of
 // a socket that is no longer the current attempt are ignored, which is what
 // keeps late events of a dead socket from interleaving with the next one.
 
@@ -81,6 +83,10 @@ export interface ConnectedInfo {
   serverSeq: number;
   /** The `since` this connection resumed from, if any. */
   resumedFrom: number | undefined;
+  /** The history the seqs belong to (`connected.epoch`); undefined from a sidecar without epochs. */
+  epoch: string | undefined;
+  /** The sidecar's epoch is not the one the resume point came from: its seqs start over. */
+  epochChanged: boolean;
 }
 
 export interface ResumeFailedInfo {
@@ -91,6 +97,12 @@ export interface ResumeFailedInfo {
   /** Events requestedSince+1 .. oldestSeq-1 are gone for good. */
   lostFrom: number;
   lostTo: number;
+  /**
+   * The sidecar has another history (epoch) than the resume point: every
+   * event after requestedSince of the old one is lost, and the replay that
+   * follows starts the new one (lostFrom/lostTo do not apply).
+   */
+  epochChanged: boolean;
 }
 
 export interface ReconnectPolicy {
@@ -154,6 +166,8 @@ export interface WsgateClientOptions {
   onError?: (error: WsgateError) => void;
   /** Resume point to start from (e.g. a last seq you persisted); default: none (pending events only). */
   since?: number;
+  /** The epoch `since` belongs to (persisted with it, from `client.epoch`). */
+  epoch?: string;
   /** Ack delivered events automatically (`{"type":"ack","seq":N}`, batched). Default false. */
   autoAck?: boolean;
   /** Batching window of auto-acks (ms). Default 250. */
@@ -219,10 +233,15 @@ class Attempt {
   refreshTimer: Timer | undefined;
   ackTimer: Timer | undefined;
 
+  /** The sidecar said our epoch was not its own (resume_failed follows). */
+  epochChanged = false;
+
   constructor(
     readonly socket: WebSocketLike,
     readonly token: string,
     readonly since: number | undefined,
+    /** The epoch sent with since, if any. */
+    readonly epoch: string | undefined,
     receivedAt: number,
   ) {
     this.tokenDeadline = tokenDeadline(token, receivedAt);
@@ -254,6 +273,8 @@ export class WsgateClient {
   private _lastSeq: number | undefined;
   /** `connected.seq` of the first connection, the resume point until an event arrives. */
   private baselineSeq: number | undefined;
+  /** `connected.epoch` of the last connection (or the one given): the history of the seqs above. */
+  private _epoch: string | undefined;
   private current: Attempt | undefined;
   /** Bumped by connect() and close(): async work of an older generation stops. */
   private generation = 0;
@@ -276,6 +297,7 @@ export class WsgateClient {
     this.opts = options;
     this.policy = { ...DEFAULT_RECONNECT, ...options.reconnect };
     this._lastSeq = options.since;
+    this._epoch = options.epoch;
   }
 
   get state(): ConnectionState {
@@ -285,6 +307,11 @@ export class WsgateClient {
   /** Last seq delivered (or the `since` given); persist it to resume a later page load. */
   get lastSeq(): number | undefined {
     return this._lastSeq;
+  }
+
+  /** The epoch lastSeq belongs to; persist it with lastSeq and pass both back. */
+  get epoch(): string | undefined {
+    return this._epoch;
   }
 
   /** The current connection's id while open. */
@@ -360,14 +387,15 @@ export class WsgateClient {
     }
     if (gen !== this.generation) return;
     const since = this._lastSeq ?? this.baselineSeq;
+    const epoch = since === undefined ? undefined : this._epoch;
     let socket: WebSocketLike;
     try {
-      socket = (this.opts.createSocket ?? defaultCreateSocket)(this.resumeUrl(since));
+      socket = (this.opts.createSocket ?? defaultCreateSocket)(this.resumeUrl(since, epoch));
     } catch (e) {
       this.finish('failed', { error: { code: 'invalid_url', message: String(e), cause: e } });
       return;
     }
-    const a = new Attempt(socket, token, since, Date.now());
+    const a = new Attempt(socket, token, since, epoch, Date.now());
     this.current = a;
     a.connectTimer = setTimeout(
       () => this.abandon(a, { code: 'connect_timeout', message: 'no connected frame in time' }),
@@ -388,13 +416,15 @@ export class WsgateClient {
     };
   }
 
-  private resumeUrl(since: number | undefined): string {
+  private resumeUrl(since: number | undefined, epoch: string | undefined): string {
     const base = (globalThis as { location?: { href: string } }).location?.href;
     const url = new URL(this.opts.url, base);
     if (url.protocol === 'http:') url.protocol = 'ws:';
     else if (url.protocol === 'https:') url.protocol = 'wss:';
     if (since !== undefined) url.searchParams.set('since', String(since));
     else url.searchParams.delete('since');
+    if (epoch !== undefined) url.searchParams.set('epoch', epoch);
+    else url.searchParams.delete('epoch');
     return url.toString();
   }
 
@@ -520,6 +550,19 @@ export class WsgateClient {
     a.connectTimer = undefined;
     a.connected = true;
     a.connId = f.conn_id;
+    const epoch = typeof f.epoch === 'string' ? f.epoch : undefined;
+    if (a.epoch !== undefined && epoch !== undefined && epoch !== a.epoch) {
+      // Another history (e.g. a new database): our seqs mean nothing to
+      // it. It sends resume_failed and replays everything it has.
+      a.epochChanged = true;
+      this.report({
+        code: 'epoch_changed',
+        message: `sidecar's epoch ${epoch} is not ${a.epoch}: its history starts over`,
+      });
+      if (this._lastSeq !== undefined) this._lastSeq = 0;
+      if (this.baselineSeq !== undefined) this.baselineSeq = 0;
+    }
+    if (epoch !== undefined) this._epoch = epoch;
     if (this._lastSeq !== undefined && f.seq < this._lastSeq) {
       // The sidecar has never assigned the seqs we delivered: its log was
       // reset. Its new events would all look like duplicates; start over.
@@ -538,6 +581,8 @@ export class WsgateClient {
       userId: f.user_id,
       serverSeq: f.seq,
       resumedFrom: a.since,
+      epoch,
+      epochChanged: a.epochChanged,
     });
     if (this.current !== a) return; // a callback closed us
     this.scheduleRefresh(a);
@@ -574,6 +619,7 @@ export class WsgateClient {
       oldestSeq,
       lostFrom: requestedSince + 1,
       lostTo: oldestSeq - 1,
+      epochChanged: a.epochChanged,
     });
   }
 

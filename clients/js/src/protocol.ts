@@ -81,6 +81,8 @@ export interface ConnectedFrame {
   user_id: string;
   /** Highest seq assigned to this user when the connection opened (0: none). */
   seq: number;
+  /** Names the history the seqs belong to; send it back with since (`&epoch=`). */
+  epoch?: string;
 }
 
 /** Part of the requested resume range is no longer retained. */

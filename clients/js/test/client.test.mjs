@@ -31,9 +31,9 @@ class FakeSocket {
   serverClose(code, reason = '') {
     this.onclose?.({ code, reason });
   }
-  connected(seq = 0, user = 'u1') {
+  connected(seq = 0, user = 'u1', epoch = undefined) {
     this.open();
-    this.frame({ type: 'connected', conn_id: `c-${sockets.length}`, user_id: user, seq });
+    this.frame({ type: 'connected', conn_id: `c-${sockets.length}`, user_id: user, seq, epoch });
   }
   events(...seqs) {
     for (const seq of seqs) this.frame(event(seq));
@@ -132,10 +132,20 @@ describe('connecting', () => {
     assert.deepEqual(s.sent, []);
     s.open();
     assert.deepEqual(s.sent, [{ type: 'auth', token: 'tok-1' }]);
-    s.frame({ type: 'connected', conn_id: 'c-1', user_id: 'u1', seq: 7 });
+    s.frame({ type: 'connected', conn_id: 'c-1', user_id: 'u1', seq: 7, epoch: '00112233aabbccdd' });
     assert.equal(client.state, 'open');
     assert.equal(client.connId, 'c-1');
-    assert.deepEqual(log.connected, [{ connId: 'c-1', userId: 'u1', serverSeq: 7, resumedFrom: undefined }]);
+    assert.equal(client.epoch, '00112233aabbccdd');
+    assert.deepEqual(log.connected, [
+      {
+        connId: 'c-1',
+        userId: 'u1',
+        serverSeq: 7,
+        resumedFrom: undefined,
+        epoch: '00112233aabbccdd',
+        epochChanged: false,
+      },
+    ]);
     assert.deepEqual(
       log.states.map((c) => c.state),
       ['connecting', 'open'],
@@ -290,7 +300,9 @@ describe('delivery', () => {
     sockets[0].connected(100);
     sockets[0].frame({ type: 'resume_failed', oldest_seq: 50 });
     sockets[0].events(50, 51);
-    assert.deepEqual(log.resumeFailed, [{ requestedSince: 10, oldestSeq: 50, lostFrom: 11, lostTo: 49 }]);
+    assert.deepEqual(log.resumeFailed, [
+      { requestedSince: 10, oldestSeq: 50, lostFrom: 11, lostTo: 49, epochChanged: false },
+    ]);
     assert.deepEqual(log.events, [50, 51]);
   });
 
@@ -336,6 +348,46 @@ describe('reconnecting', () => {
     assert.equal(log.connected[1].resumedFrom, 3);
     sockets[1].events(3, 4, 5, 6);
     assert.deepEqual(log.events, [1, 2, 3, 4, 5, 6]);
+  });
+
+  test('the epoch of connected goes back with since; a given since and epoch are the first resume point', async () => {
+    const { client, log } = makeClient({ since: 4, epoch: 'e1' });
+    client.connect();
+    await flush();
+    assert.equal(sockets[0].url.searchParams.get('since'), '4');
+    assert.equal(sockets[0].url.searchParams.get('epoch'), 'e1');
+    sockets[0].connected(6, 'u1', 'e1');
+    sockets[0].events(5, 6);
+    assert.equal(log.connected[0].epochChanged, false);
+    sockets[0].serverClose(1006);
+    mock.timers.tick(lastState(log).delayMs);
+    await flush();
+    assert.equal(sockets[1].url.searchParams.get('since'), '6');
+    assert.equal(sockets[1].url.searchParams.get('epoch'), 'e1');
+    assert.equal(client.epoch, 'e1');
+    assert.deepEqual(log.errors, []);
+  });
+
+  test('no since, no epoch in the URL, even when an epoch is known', async () => {
+    const { client } = makeClient({ epoch: 'e1' });
+    client.connect();
+    await flush();
+    assert.equal(sockets[0].url.searchParams.get('epoch'), null);
+  });
+
+  test('another epoch: reported, and the new history is delivered from its start', async () => {
+    const { client, log } = makeClient({ since: 10, epoch: 'old' });
+    client.connect();
+    await flush();
+    sockets[0].connected(12, 'u1', 'new');
+    sockets[0].frame({ type: 'resume_failed', oldest_seq: 1 });
+    sockets[0].events(1, 2, 12);
+    assert.equal(log.errors[0].code, 'epoch_changed');
+    assert.equal(log.connected[0].epochChanged, true);
+    assert.equal(log.resumeFailed[0].epochChanged, true);
+    assert.deepEqual(log.events, [1, 2, 12]);
+    assert.equal(client.epoch, 'new');
+    assert.equal(client.lastSeq, 12);
   });
 
   test('before any event, the resume point is the first connection seq', async () => {

@@ -48,7 +48,8 @@ class WireTest(unittest.TestCase):
     def test_each_refusal_status_has_its_error(self):
         from wsgate.errors import error_of
         for status, cls in [(pb.INVALID_ARGUMENT, wsgate.InvalidArgument), (pb.RESOURCE_EXHAUSTED, wsgate.ResourceExhausted),
-                            (pb.NOT_FOUND, wsgate.NotFound), (pb.INTERNAL, wsgate.Internal)]:
+                            (pb.NOT_FOUND, wsgate.NotFound), (pb.INTERNAL, wsgate.Internal),
+                            (pb.UNAVAILABLE, wsgate.Unavailable)]:
             err = error_of(status, "why")
             self.assertIs(type(err), cls)
             self.assertIsInstance(err, wsgate.WsgateError)

@@ -1,6 +1,6 @@
 """Errors of wsgate calls: one class per wsgate.v1.Status the sidecar can
-answer, plus Unavailable (no answer within the call's timeout) and
-ProtocolError (an answer that is not a valid reply to the request). All
+answer (Unavailable also stands for no answer within the call's timeout),
+plus ProtocolError (an answer that is not a valid reply to the request). All
 derive from WsgateError.
 """
 
@@ -31,9 +31,11 @@ class Internal(WsgateError):
 
 
 class Unavailable(WsgateError):
-    """No reply within the call's timeout: the sidecar could not be reached,
-    or did not answer. A send may or may not have been accepted; sending the
-    same event_id again is safe (a repeat is acknowledged as a duplicate)."""
+    """Retry later. Either no reply within the call's timeout (the sidecar
+    could not be reached, or did not answer), or the sidecar answered
+    UNAVAILABLE (it cannot accept events now, e.g. its cluster is
+    unreachable). A send may or may not have been accepted; sending the same
+    event_id again is safe (a repeat is acknowledged as a duplicate)."""
 
 
 class ProtocolError(WsgateError):
@@ -45,6 +47,7 @@ _BY_STATUS = {
     pb.RESOURCE_EXHAUSTED: ResourceExhausted,
     pb.NOT_FOUND: NotFound,
     pb.INTERNAL: Internal,
+    pb.UNAVAILABLE: Unavailable,
 }
 
 
