@@ -164,6 +164,29 @@ static void expect_nothing_more(struct tab *t)
 		         (unsigned long long)seq);
 }
 
+/* Polls pod's replica until none of user's events up to seq upto is
+ * pending: the mark of the pod that wrote them to a tab has arrived. A
+ * tab opening before that gets them again, even with since above them:
+ * pending events are replayed whatever since says (single pod too). */
+static void wait_not_pending(struct ct *g, size_t pod, const char *user,
+                             uint64_t upto)
+{
+	int64_t deadline = test_now_ms() + POLL_MS;
+	char n[24];
+
+	snprintf(n, sizeof(n), "%llu", (unsigned long long)upto);
+	while (sidecar_db_int(g->f.c->sc[pod],
+	                      "SELECT count(*) FROM events WHERE user_id = ? "
+	                      "AND seq <= ? AND pending = 1",
+	                      user, n) != 0) {
+		if (test_now_ms() > deadline)
+			fail_msg("pod %s still holds events of %s up to %s as "
+			         "pending after %d ms",
+			         g->f.c->node[pod], user, n, POLL_MS);
+		test_pause_ms(10);
+	}
+}
+
 /* --- 1. cross-pod delivery --- */
 
 static void test_cross_pod_delivery(void **state)
@@ -299,6 +322,8 @@ static void test_resume_on_another_pod(void **state)
 		assert_int_equal(res.seq, k);
 		expect_event(t, id, (uint64_t)k);
 	}
+	wait_not_pending(g, 1, "x3", 5);
+	wait_not_pending(g, 2, "x3", 5);
 	tab_close(t);
 	/* Sent through c while the user has no tab anywhere. */
 	for (int k = 6; k <= 8; k++) {
@@ -435,19 +460,26 @@ static void test_epoch_and_foreign_epoch(void **state)
 			fail_msg("epoch \"%s\" on pod %s, \"%s\" on a",
 			         t->epoch, g->f.c->node[pod], epoch);
 		snprintf(epoch, sizeof(epoch), "%s", t->epoch);
-		tab_close(t);
+		if (pod)
+			tab_close(t);
 	}
+	/* Written to the tab on a, so not pending anywhere once a's marks
+	 * have arrived. */
 	send_one(g, 0, "x5", "x5-1", 1, &res);
 	send_one(g, 0, "x5", "x5-2", 2, &res);
 	assert_int_equal(res.seq, 2);
+	expect_event(&g->tabs[0], "x5-1", 1);
+	expect_event(&g->tabs[0], "x5-2", 2);
+	wait_not_pending(g, 1, "x5", 2);
+	wait_not_pending(g, 2, "x5", 2);
 	/* The right epoch on another pod: a plain resume. */
-	t = open_tab(g, 0, 1, "x5", 1, epoch);
+	t = open_tab(g, 1, 1, "x5", 1, epoch);
 	expect_event(t, "x5-2", 2);
 	expect_nothing_more(t);
 	assert_false(t->resume_failed);
 	/* A foreign epoch: resume_failed, then everything retained. */
 	snprintf(other, sizeof(other), "%s9", epoch);
-	t = open_tab(g, 1, 2, "x5", 1, other);
+	t = open_tab(g, 2, 2, "x5", 1, other);
 	assert_int_equal(tab_next(t, got, &seq, RECV_MS), 1);
 	if (!t->resume_failed)
 		fail_msg("since=1 with epoch \"%s\" (current \"%s\"): no "
