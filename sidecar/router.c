@@ -435,6 +435,7 @@ static void replay_request(struct router *rt, struct conn *c)
 	job->replay.upto = c->live_from;
 	job->replay.since = c->since;
 	job->replay.has_since = c->has_since;
+	job->replay.since_floor = rt->cfg.on_event_written != NULL;
 	job->replay.epoch_changed = c->epoch_changed;
 	job->replay.limit = rt->cfg.replay_chunk;
 	job->replay.audit = rt->cfg.audit;

@@ -78,7 +78,9 @@ struct router_config {
 	int audit;             /* 0: no delivery rows (--audit off) */
 	router_event_done_fn on_event_done;
 	/* Cluster mode: an event frame of user u with seq was written to
-	 * one of its connections (NULL: not wanted). */
+	 * one of its connections (NULL: not wanted). Set, a catch-up also
+	 * leaves out pending events with seq <= since: a pending event here
+	 * may have reached the client through another pod. */
 	void (*on_event_written)(void *arg, struct user *u, uint64_t seq);
 	void *written_arg;
 };

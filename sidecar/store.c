@@ -659,7 +659,10 @@ static int run_replay(struct store *s, struct store_job *job)
 	}
 	sqlite3_stmt *st = s->stmt[ST_REPLAY_ROWS];
 	bind_text(st, 1, job->replay.user_id);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)job->replay.after);
+	uint64_t after = job->replay.after;
+	if (job->replay.since_floor && after < job->replay.since)
+		after = job->replay.since;
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)after);
 	sqlite3_bind_int64(st, 3, (sqlite3_int64)job->replay.upto);
 	sqlite3_bind_int64(st, 4,
 	                   (sqlite3_int64)(job->replay.has_since

@@ -99,6 +99,10 @@ struct store_job {
 			uint64_t upto;     /* the connection's live_from */
 			uint64_t since; /* replay seq > since; pending always */
 			int has_since;
+			/* Cluster mode: since covers pending events too (the
+			 * client saw them on another pod), has_since or not
+			 * (a replica behind the client). */
+			int since_floor;
 			/* The client's epoch was not ours: resume_failed
 			 * whatever is retained (since is then 0). */
 			int epoch_changed;
