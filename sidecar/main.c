@@ -160,7 +160,7 @@ static int node_id_pick(struct app *app, char *err, size_t errlen)
 		         app->cfg.node_id ? "" : " (the host name is not)");
 		return -1;
 	}
-	snprintf(app->node_id, sizeof(app->node_id), "%s", id);
+	memcpy(app->node_id, id, strlen(id) + 1); /* valid: <= 64 bytes */
 	return 0;
 }
 
