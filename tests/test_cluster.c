@@ -660,6 +660,11 @@ static void test_database_keeps_its_node_id(void **state)
 	CLUSTER_SKIP_UNLESS(&g->f);
 	c = g->f.c->sc[2];
 	other[1] = own[1] = g->f.c->nats->url;
+	/* Against cluster-core 31f496a this stop fails about 1 run in 6
+	 * with status 139 (SIGSEGV) after the NATS outage test: cluster_close
+	 * calls nats_CloseAndWait before it frees the consumer messages
+	 * still queued for the service thread, and natsMsg_Destroy then
+	 * locks libnats' torn-down GC mutex (NULL) in natsGC_collect. */
 	assert_int_equal(sidecar_stop(c, SIDECAR_STOP_TIMEOUT_MS), 0);
 	assert_int_equal(sidecar_set_args(c, other), 0);
 	status = sidecar_run_to_exit(c, SIDECAR_READY_TIMEOUT_MS);

@@ -381,7 +381,8 @@ static void test_pod_starts_while_nats_is_down(void **state)
 	assert_true(nats_proc_stop(g->f.c->nats, NATS_STOP_TIMEOUT_MS) >= 0);
 	assert_int_equal(sidecar_stop(c, SIDECAR_STOP_TIMEOUT_MS), 0);
 	/* It must serve at once (docs/CLUSTER.md: "a sidecar starts even
-	 * while NATS is down"). Against cluster-core 3ab3e33 it does not:
+	 * while NATS is down"). Against cluster-core 3ab3e33..31f496a it
+	 * does not:
 	 * cluster_open passes no connected callback to
 	 * natsOptions_SetRetryOnFailedConnect, so natsConnection_Connect
 	 * blocks, retrying forever (MaxReconnect -1), before the loop
