@@ -81,16 +81,22 @@ cluster_publish_new(const struct cluster_publish_config *cfg)
 	return p;
 }
 
+static void followers_free(struct lane_event *e)
+{
+	struct follower *f = e->followers;
+	while (f) {
+		struct follower *next = f->next;
+		free(f);
+		f = next;
+	}
+	e->followers = NULL;
+}
+
 static void events_free(struct lane_event *e)
 {
 	while (e) {
 		struct lane_event *next = e->next;
-		struct follower *f = e->followers;
-		while (f) {
-			struct follower *fn = f->next;
-			free(f);
-			f = fn;
-		}
+		followers_free(e);
 		free(e);
 		e = next;
 	}
@@ -127,13 +133,7 @@ static void event_answer(struct cluster_publish *p, struct lane_event *e,
 		dup.duplicate = 1;
 	for (struct follower *f = e->followers; f; f = f->next)
 		p->cfg.on_event_done(f->owner, f->index, &dup);
-	struct follower *f = e->followers;
-	while (f) {
-		struct follower *next = f->next;
-		free(f);
-		f = next;
-	}
-	e->followers = NULL;
+	followers_free(e);
 }
 
 static void event_fail(struct cluster_publish *p, struct lane_event *e,
@@ -173,13 +173,7 @@ static int event_resolved_by_dedup(struct cluster_publish *p,
 		return 1;
 	}
 	e->owner = NULL;
-	struct follower *f = e->followers;
-	while (f) {
-		struct follower *next = f->next;
-		free(f);
-		f = next;
-	}
-	e->followers = NULL;
+	followers_free(e);
 	return 1;
 }
 
@@ -422,28 +416,9 @@ int cluster_publish_accept(struct cluster_publish *p,
                            const Wsgate__V1__Event *ev, int64_t accepted_us,
                            void *owner, size_t index, struct router_result *res)
 {
-	memset(res, 0, sizeof(*res));
-	uint64_t seq;
-	switch (dedup_find(p->cfg.dedup, ev->user_id, ev->event_id, &seq)) {
-	case DEDUP_COMMITTED:
-		res->status = ROUTER_OK;
-		res->seq = seq;
-		res->duplicate = 1;
-		registry_counters(p->cfg.registry)->events_duplicate++;
-		return 1;
-	case DEDUP_PENDING:
-		if (dedup_parked(p->cfg.dedup) >= ROUTER_MAX_PARKED ||
-		    dedup_park(p->cfg.dedup, ev->user_id, ev->event_id, owner,
-		               index)) {
-			res->status = ROUTER_EXHAUSTED;
-			res->error = "too many repeats of events not yet "
-			             "committed: retry later";
-			return 1;
-		}
-		return 0;
-	case DEDUP_NEW:
-		break;
-	}
+	int known = router_known_event(p->cfg.router, ev, owner, index, res);
+	if (known >= 0)
+		return known;
 	if (!cluster_available(p->cfg.cluster, NULL)) {
 		res->status = ROUTER_UNAVAILABLE;
 		res->error = unavailable_text;
@@ -516,6 +491,16 @@ void *cluster_publish_owner(struct cluster_publish *p, struct user *u,
 	return owner;
 }
 
+void cluster_publish_unapplied(struct cluster_publish *p, void *owner,
+                               size_t index)
+{
+	struct router_result res = {
+	    .status = ROUTER_FAILED,
+	    .error = "cluster: the event could not be applied here (see "
+	             "sidecar log)"};
+	p->cfg.on_event_done(owner, index, &res);
+}
+
 void cluster_publish_applied(struct cluster_publish *p, struct user *u,
                              const char *msg_id)
 {
@@ -571,11 +556,12 @@ void cluster_publish_handle(struct cluster_publish *p, uint64_t position)
 		} else if (l->state == LANE_RESEND && available) {
 			l->state = LANE_PUBLISHING;
 			cluster_publish(p->cfg.cluster, &l->pub);
-		} else {
+		} else if (l->state == LANE_CONFLICT ||
+		           l->state == LANE_RESEND) {
 			l->waiting = 1;
 			l->wait_next = keep;
 			keep = l;
-		}
+		} /* else: resolved meanwhile (applied after all) */
 		l = next;
 	}
 	/* Lanes pumped above may have queued themselves again. */

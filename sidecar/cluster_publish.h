@@ -38,6 +38,7 @@ struct cluster_publish;
 
 struct cluster_publish_config {
 	struct cluster *cluster;
+	struct router *router; /* its dedup check (router_known_event) */
 	struct registry *registry;
 	struct dedup *dedup;
 	router_event_done_fn on_event_done;
@@ -61,6 +62,10 @@ int cluster_publish_accept(struct cluster_publish *p,
  * sidecar's record in flight, event i's owner (NULL: none) and index. */
 void *cluster_publish_owner(struct cluster_publish *p, struct user *u,
                             const char *msg_id, size_t i, size_t *index);
+/* The replica could not apply the event of an owner it took (out of
+ * memory, or its seq already there): the owner gets a failure. */
+void cluster_publish_unapplied(struct cluster_publish *p, void *owner,
+                               size_t index);
 /* The replica submitted every event of that record (their dedup entries
  * exist): the lane moves on. */
 void cluster_publish_applied(struct cluster_publish *p, struct user *u,

@@ -119,6 +119,8 @@ static void apply_record(struct cluster_replica *r, struct cluster_msg *m,
 			log_error("cluster: out of memory: %s seq %llu not"
 			          " applied",
 			          user_id, (unsigned long long)(first + i));
+		if (rc != 0 && owner)
+			cluster_publish_unapplied(r->cfg.publish, owner, index);
 	}
 	cluster_publish_applied(r->cfg.publish, u, m->msg_id);
 	if (m->stream_seq > u->last_stream_seq)

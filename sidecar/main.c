@@ -183,6 +183,7 @@ static int cluster_start(struct app *app, char *err, size_t errlen)
 		return -1;
 	struct cluster_publish_config pcfg = {
 	    .cluster = app->cluster,
+	    .router = app->router,
 	    .registry = app->reg,
 	    .dedup = app->dedup,
 	    .on_event_done = dispatch_event_done,

@@ -258,9 +258,8 @@ static int event_submit(struct router *rt, struct user *u,
 	return 0;
 }
 
-int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
-                        int64_t accepted_us, void *owner, size_t index,
-                        struct router_result *res)
+int router_known_event(struct router *rt, const Wsgate__V1__Event *ev,
+                       void *owner, size_t index, struct router_result *res)
 {
 	memset(res, 0, sizeof(*res));
 	uint64_t seq;
@@ -276,6 +275,16 @@ int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
 	case DEDUP_NEW:
 		break;
 	}
+	return -1;
+}
+
+int router_accept_event(struct router *rt, const Wsgate__V1__Event *ev,
+                        int64_t accepted_us, void *owner, size_t index,
+                        struct router_result *res)
+{
+	int known = router_known_event(rt, ev, owner, index, res);
+	if (known >= 0)
+		return known;
 	if (store_backlog(rt->store) >= rt->cfg.max_backlog) {
 		res->status = ROUTER_EXHAUSTED;
 		res->error = "event log behind: retry later";

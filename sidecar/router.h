@@ -129,6 +129,11 @@ int router_apply_event(struct router *rt, const Wsgate__V1__Event *ev,
 void router_set_written(struct router *rt,
                         void (*fn)(void *arg, struct user *u, uint64_t seq),
                         void *arg);
+/* The dedup half of router_accept_event: -1 when ev's event_id is new;
+ * else as router_accept_event (1: *res final, a duplicate or a refused
+ * repeat; 0: a repeat parked until its first's commit). */
+int router_known_event(struct router *rt, const Wsgate__V1__Event *ev,
+                       void *owner, size_t index, struct router_result *res);
 /* Takes the store's finished jobs: sends committed events' frames,
  * answers their owners, continues catch-ups. Call on every wake-up. */
 void router_handle_done(struct router *rt);
