@@ -299,6 +299,14 @@ static void test_sidecar_kill9_mid_stream(void **state)
 	/* a comes back on its own database: its replica has everything. */
 	assert_int_equal(sidecar_restart(g->f.c->sc[0]), 0);
 	assert_int_equal(cluster_wait_connected(g->f.c, 0, POLL_MS), 0);
+	/* Its replica catches up from its position (no handshake barrier:
+	 * docs/CLUSTER.md), then connected.seq is the last one. */
+	if (sidecar_db_wait(g->f.c->sc[0],
+	                    "SELECT count(*) FROM events WHERE user_id = ?",
+	                    "k1", NULL, N_EVENTS, POLL_MS) != N_EVENTS)
+		fail_msg("the restarted a did not catch up with k1's %d "
+		         "events",
+		         N_EVENTS);
 	if (tab_open(&g->tabs[2], g->f.c->sc[0], "k1", 0, NULL, RECV_MS) < 0)
 		fail_msg("tab on the restarted a did not open");
 	assert_int_equal(g->tabs[2].connected_seq, N_EVENTS);
