@@ -143,9 +143,10 @@ cluster_smoke() {
 		cluster_cleanup
 		return 1
 	fi
+	echo "${POD_PID[0]}" >"$WORK/pid"
 	timeout 30 "$WSBENCH_BIN" --port "${POD_PORT[0]}" \
 		--control "${POD_CONTROL[0]}" --secret-file "${POD_SECRET[0]}" \
-		--label smoke-cluster --users 20 --threads 2 --batch 1 \
+		--pidfile "$WORK/pid" --label smoke-cluster --users 20 --threads 2 --batch 1 \
 		--duration 1.5 --max-time 10 --drain-timeout 3
 	rc=$?
 	[[ $rc != 0 ]] && tail -20 "${POD_DIR[0]}/sidecar.log" >&2

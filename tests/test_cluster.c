@@ -87,6 +87,15 @@ static int test_teardown(void **state)
 			ws_client_abort(g->tabs[i].ws);
 		g->tabs[i].ws = NULL;
 	}
+	/* A test that failed while NATS was stopped must not fail the
+	 * next ones too. */
+	if (g->f.c && !nats_proc_running(g->f.c->nats)) {
+		if (nats_proc_restart(g->f.c->nats) < 0)
+			return -1;
+		for (size_t pod = 0; pod < g->f.c->n; pod++)
+			if (cluster_wait_connected(g->f.c, pod, POLL_MS) < 0)
+				return -1;
+	}
 	return 0;
 }
 
@@ -153,6 +162,31 @@ static void expect_nothing_more(struct tab *t)
 		fail_msg("tab of %s: %s seq %llu where only the pong was due",
 		         t->user, got[0] ? got : "(nothing)",
 		         (unsigned long long)seq);
+}
+
+/* Polls pod's replica until it holds user's events 1..upto and, when
+ * done_only, none of them is pending any more (the mark of the pod that
+ * wrote them to a tab has arrived: a tab opening before that gets them
+ * again, by design). Without a handshake barrier (not built: see
+ * docs/CLUSTER.md) a tab opening on a replica that lags gets a lower
+ * connected.seq, and the tests that check it wait for the replica. */
+static void wait_replica(struct ct *g, size_t pod, const char *user,
+                         uint64_t upto, bool done_only)
+{
+	char n[24];
+	int64_t got;
+
+	snprintf(n, sizeof(n), "%llu", (unsigned long long)upto);
+	got = sidecar_db_wait(g->f.c->sc[pod],
+	                      done_only ? "SELECT sum(pending = 0) FROM events "
+	                                  "WHERE user_id = ? AND seq <= ?"
+	                                : "SELECT count(*) FROM events "
+	                                  "WHERE user_id = ? AND seq <= ?",
+	                      user, n, (int64_t)upto, POLL_MS);
+	if (got < (int64_t)upto)
+		fail_msg("pod %s holds %lld of %s's events 1..%s%s after %d ms",
+		         g->f.c->node[pod], (long long)got, user, n,
+		         done_only ? " as delivered" : "", POLL_MS);
 }
 
 /* --- 1. cross-pod delivery --- */
@@ -290,6 +324,8 @@ static void test_resume_on_another_pod(void **state)
 		assert_int_equal(res.seq, k);
 		expect_event(t, id, (uint64_t)k);
 	}
+	wait_replica(g, 1, "x3", 5, true);
+	wait_replica(g, 2, "x3", 5, true);
 	tab_close(t);
 	/* Sent through c while the user has no tab anywhere. */
 	for (int k = 6; k <= 8; k++) {
@@ -297,7 +333,15 @@ static void test_resume_on_another_pod(void **state)
 		send_one(g, 2, "x3", id, k, &res);
 		assert_int_equal(res.seq, k);
 	}
-	/* The tab comes back on b with since=5 (what it saw on a). */
+	wait_replica(g, 1, "x3", 8, false);
+	/* The tab comes back on b with since=5 (what it saw on a).
+	 * Against cluster-core 3ab3e33 this fails: b sends x3-1 seq 1
+	 * first. b's replica still has x3-1..5 pending (a wrote them to its
+	 * tab but no pending mark, wsgate.mk.<ukey>, is ever published: the
+	 * replica applies marks, nothing sends them), and a new connection
+	 * gets the pending events even when their seq is <= since
+	 * (docs/CLUSTER.md: "a connection never receives a live frame with
+	 * seq <= since"). */
 	t = open_tab(g, 1, 1, "x3", 5, epoch[0] ? epoch : NULL);
 	assert_int_equal(t->connected_seq, 8);
 	assert_false(t->resume_failed);
@@ -419,19 +463,26 @@ static void test_epoch_and_foreign_epoch(void **state)
 			fail_msg("epoch \"%s\" on pod %s, \"%s\" on a",
 			         t->epoch, g->f.c->node[pod], epoch);
 		snprintf(epoch, sizeof(epoch), "%s", t->epoch);
-		tab_close(t);
+		if (pod)
+			tab_close(t);
 	}
+	/* Written to the tab on a, so not pending anywhere once a's marks
+	 * have arrived. */
 	send_one(g, 0, "x5", "x5-1", 1, &res);
 	send_one(g, 0, "x5", "x5-2", 2, &res);
 	assert_int_equal(res.seq, 2);
+	expect_event(&g->tabs[0], "x5-1", 1);
+	expect_event(&g->tabs[0], "x5-2", 2);
+	wait_replica(g, 1, "x5", 2, true);
+	wait_replica(g, 2, "x5", 2, true);
 	/* The right epoch on another pod: a plain resume. */
-	t = open_tab(g, 0, 1, "x5", 1, epoch);
+	t = open_tab(g, 1, 1, "x5", 1, epoch);
 	expect_event(t, "x5-2", 2);
 	expect_nothing_more(t);
 	assert_false(t->resume_failed);
 	/* A foreign epoch: resume_failed, then everything retained. */
 	snprintf(other, sizeof(other), "%s9", epoch);
-	t = open_tab(g, 1, 2, "x5", 1, other);
+	t = open_tab(g, 2, 2, "x5", 1, other);
 	assert_int_equal(tab_next(t, got, &seq, RECV_MS), 1);
 	if (!t->resume_failed)
 		fail_msg("since=1 with epoch \"%s\" (current \"%s\"): no "
@@ -458,6 +509,7 @@ static void test_pending_event_first_tab_on_another_pod(void **state)
 	assert_int_equal(res.seq, 1);
 	assert_int_equal(res.connections, 0);
 	assert_true(res.retained);
+	wait_replica(g, 2, "x6", 1, false);
 	t = open_tab(g, 0, 2, "x6", -1, NULL);
 	assert_int_equal(t->connected_seq, 1);
 	expect_event(t, "x6-early", 1);
@@ -467,15 +519,25 @@ static void test_pending_event_first_tab_on_another_pod(void **state)
 
 /* --- 7. NATS down: UNAVAILABLE, tabs still served --- */
 
-/* Reads t up to its pong, checking each event continues t's seq. */
-static void read_to_pong(struct tab *t, char (*seen)[32], size_t *nseen)
+/* Reads t until it has want events in all (other pods apply an event
+ * a moment after the accepting pod's OK), then up to its pong, checking
+ * each event continues t's seq. */
+static void read_events(struct tab *t, unsigned want, char (*seen)[32],
+                        size_t *nseen)
 {
+	bool pinged = false;
 	char got[128];
 	uint64_t seq;
 	int r;
 
-	assert_int_equal(tab_ping(t), 0);
-	while ((r = tab_next(t, got, &seq, RECV_MS)) == 1) {
+	for (;;) {
+		if (!pinged && t->events >= want) {
+			assert_int_equal(tab_ping(t), 0);
+			pinged = true;
+		}
+		r = tab_next(t, got, &seq, RECV_MS);
+		if (r != 1)
+			break;
 		if (seq != t->connected_seq + t->events)
 			fail_msg("tab of %s: seq %llu after %u events since "
 			         "connected.seq %llu",
@@ -485,9 +547,9 @@ static void read_to_pong(struct tab *t, char (*seen)[32], size_t *nseen)
 		if (seen && *nseen < UNAVAIL_MAX)
 			snprintf(seen[(*nseen)++], 32, "%.31s", got);
 	}
-	if (r != 0)
-		fail_msg("tab of %s: no pong (the pod stopped serving it)",
-		         t->user);
+	if (r != 0 || !pinged)
+		fail_msg("tab of %s: %u events of %u, then no pong", t->user,
+		         t->events, want);
 }
 
 static void test_unavailable_while_nats_down(void **state)
@@ -557,7 +619,7 @@ static void test_unavailable_while_nats_down(void **state)
 	}
 	/* The tabs are still served: their pings are answered. */
 	for (size_t k = 0; k < 2; k++)
-		read_to_pong(t[k], seen[k], &nseen[k]);
+		read_events(t[k], 0, seen[k], &nseen[k]);
 
 	assert_int_equal(nats_proc_restart(g->f.c->nats), 0);
 	for (size_t pod = 0; pod < 3; pod++)
@@ -581,7 +643,7 @@ static void test_unavailable_while_nats_down(void **state)
 			         wsgate_status_name(st));
 	}
 	for (size_t k = 0; k < 2; k++) {
-		read_to_pong(t[k], seen[k], &nseen[k]);
+		read_events(t[k], (unsigned)n + 1, seen[k], &nseen[k]);
 		/* x7-0, then ids[0..n) once each, whatever came when. */
 		if (t[k]->events != n + 1)
 			fail_msg("tab %zu got %u events, want %zu", k,
@@ -612,6 +674,11 @@ static void test_database_keeps_its_node_id(void **state)
 	CLUSTER_SKIP_UNLESS(&g->f);
 	c = g->f.c->sc[2];
 	other[1] = own[1] = g->f.c->nats->url;
+	/* Against cluster-core 31f496a this stop fails in 3 runs of 5
+	 * with status 139 (SIGSEGV) after the NATS outage test: cluster_close
+	 * calls nats_CloseAndWait before it frees the consumer messages
+	 * still queued for the service thread, and natsMsg_Destroy then
+	 * locks libnats' torn-down GC mutex (NULL) in natsGC_collect. */
 	assert_int_equal(sidecar_stop(c, SIDECAR_STOP_TIMEOUT_MS), 0);
 	assert_int_equal(sidecar_set_args(c, other), 0);
 	status = sidecar_run_to_exit(c, SIDECAR_READY_TIMEOUT_MS);
