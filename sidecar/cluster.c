@@ -449,8 +449,12 @@ int cluster_open(struct cluster **out, const struct cluster_config *cfg,
 	/* Nothing parked in the client while down (docs/CLUSTER.md). */
 	if (s == NATS_OK)
 		s = natsOptions_SetReconnectBufSize(o, RECONNECT_BUF);
+	/* With a connected callback, Connect returns NATS_NOT_YET_CONNECTED
+	 * and keeps trying in the background; without one it would retry
+	 * in place, forever, and the sidecar would never start. */
 	if (s == NATS_OK)
-		s = natsOptions_SetRetryOnFailedConnect(o, true, NULL, NULL);
+		s = natsOptions_SetRetryOnFailedConnect(o, true, on_reconnected,
+		                                        c);
 	if (s == NATS_OK)
 		s = natsOptions_SetDisconnectedCB(o, on_disconnected, c);
 	if (s == NATS_OK)
@@ -516,13 +520,15 @@ void cluster_close(struct cluster *c)
 	if (c->nc)
 		natsConnection_Close(c->nc);
 	natsConnection_Destroy(c->nc);
-	nats_CloseAndWait(2000);
+	/* Before nats_CloseAndWait: destroying a natsMsg after the library
+	 * is closed uses its freed garbage collector (SIGSEGV seen). */
 	struct cluster_msg *m = c->msg_head;
 	while (m) {
 		struct cluster_msg *next = m->next;
 		cluster_msg_free(m);
 		m = next;
 	}
+	nats_CloseAndWait(2000);
 	pthread_mutex_destroy(&c->lk);
 	pthread_cond_destroy(&c->cv);
 	free(c);
