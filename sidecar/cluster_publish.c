@@ -256,6 +256,21 @@ static int record_publish(struct cluster_publish *p, struct lane *l, size_t n)
 	return 0;
 }
 
+/* Answers UNAVAILABLE to every event of l not yet in a record: none of
+ * them was published, so the backend's retry is the whole story. */
+static void lane_fail_queued(struct cluster_publish *p, struct lane *l)
+{
+	while (l->q_head) {
+		struct lane_event *e = l->q_head;
+		l->q_head = e->next;
+		p->queued--;
+		event_fail(p, e, ROUTER_UNAVAILABLE, unavailable_text);
+		e->next = NULL;
+		events_free(e);
+	}
+	l->q_tail = NULL;
+}
+
 /* The lane is idle: its waiting events (those the dedup map does not
  * resolve) become the next record. */
 static void lane_pump(struct cluster_publish *p, struct lane *l)
@@ -263,15 +278,7 @@ static void lane_pump(struct cluster_publish *p, struct lane *l)
 	if (l->state != LANE_IDLE || !l->q_head)
 		return;
 	if (!cluster_available(p->cfg.cluster, NULL)) {
-		while (l->q_head) {
-			struct lane_event *e = l->q_head;
-			l->q_head = e->next;
-			p->queued--;
-			event_fail(p, e, ROUTER_UNAVAILABLE, unavailable_text);
-			e->next = NULL;
-			events_free(e);
-		}
-		l->q_tail = NULL;
+		lane_fail_queued(p, l);
 		return;
 	}
 	struct lane_event **tail = &l->rec;
@@ -530,6 +537,26 @@ void cluster_publish_mark(void *arg, struct user *u, uint64_t seq)
 		l->marked = seq;
 }
 
+/*
+ * The cluster is down: nothing queued behind a record in flight or waiting
+ * may wait for NATS to come back (the backend would only see its own
+ * timeout), and a record refused by a conflict was not stored, so its
+ * events are answered too. Only a record without an ack stays, to be sent
+ * again (its events were answered already).
+ */
+static void lanes_fail_while_down(struct cluster_publish *p)
+{
+	for (struct lane *l = p->lanes; l && p->queued; l = l->all_next)
+		lane_fail_queued(p, l);
+	for (struct lane *l = p->waiting; l; l = l->wait_next)
+		if (l->state == LANE_CONFLICT) {
+			for (struct lane_event *e = l->rec; e; e = e->next)
+				event_fail(p, e, ROUTER_UNAVAILABLE,
+				           unavailable_text);
+			record_clear(l); /* idle: handle drops it below */
+		}
+}
+
 void cluster_publish_handle(struct cluster_publish *p, uint64_t position)
 {
 	struct cluster_pub *pub = cluster_take_published(p->cfg.cluster);
@@ -539,6 +566,8 @@ void cluster_publish_handle(struct cluster_publish *p, uint64_t position)
 		pub = next;
 	}
 	int available = cluster_available(p->cfg.cluster, NULL);
+	if (!available)
+		lanes_fail_while_down(p);
 	struct lane *l = p->waiting, *keep = NULL;
 	p->waiting = NULL;
 	while (l) {

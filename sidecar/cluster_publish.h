@@ -13,7 +13,10 @@
  * against the dedup map again and publishes anew. A publish without an
  * ack is an unknown outcome: its events are answered UNAVAILABLE ("may
  * have been stored"), and the record is sent again, same Nats-Msg-Id,
- * once the cluster is back, so that the lane resolves either way.
+ * once the cluster is back, so that the lane resolves either way. While
+ * the cluster is down nothing waits for it: events queued behind a record
+ * and those of a record refused by a conflict (never stored) are answered
+ * UNAVAILABLE at once.
  *
  * An event's OK comes when the local replica has applied and committed
  * its record (the replica hands the owners to the router's jobs:

@@ -10,7 +10,9 @@
  * pod; event_id idempotency across pods; the stream epoch in `connected`
  * and resume_failed on a foreign one; a pending event picked up by the
  * first tab on another pod; UNAVAILABLE while NATS is down with the tabs
- * still served; a database refuses another node id (exit 2); node ids in
+ * still served; events queued behind a publish answered UNAVAILABLE when
+ * a frozen NATS lets it go without an ack; a database refuses another
+ * node id (exit 2); node ids in
  * the audit rows and `wsgatectl verify` on every database. Skipped, saying why,
  * when nats-server is missing or the sidecar has no --cluster flag.
  */
@@ -87,8 +89,10 @@ static int test_teardown(void **state)
 			ws_client_abort(g->tabs[i].ws);
 		g->tabs[i].ws = NULL;
 	}
-	/* A test that failed while NATS was stopped must not fail the
-	 * next ones too. */
+	/* A test that failed while NATS was stopped or frozen must not fail
+	 * the next ones too. */
+	if (g->f.c)
+		nats_proc_freeze(g->f.c->nats, false);
 	if (g->f.c && !nats_proc_running(g->f.c->nats)) {
 		if (nats_proc_restart(g->f.c->nats) < 0)
 			return -1;
@@ -661,6 +665,102 @@ static void test_unavailable_while_nats_down(void **state)
 	test_pass(g);
 }
 
+/* --- 7b. NATS hangs: events queued behind a publish are answered --- */
+
+struct hung_send {
+	struct ct *g;
+	const char *id;
+	enum wsgate_status st;
+	char err[160];
+};
+
+static void *hung_send(void *arg)
+{
+	struct hung_send *h = arg;
+	wsgate_client *cl = NULL;
+	struct wsgate_event_result res;
+	char payload[32];
+	struct wsgate_event ev =
+	    cluster_event("x9", h->id, payload, sizeof(payload), 1);
+
+	h->st = wsgate_client_open(&cl, h->g->f.c->sc[0]->control_url,
+	                           CLUSTER_CALL_MS);
+	if (h->st == WSGATE_OK)
+		h->st = wsgate_send_event(cl, &ev, &res);
+	snprintf(h->err, sizeof(h->err), "%s", wsgate_client_error(cl));
+	wsgate_client_close(cl);
+	return NULL;
+}
+
+/* Two events of one user sent together through a while nats-server is
+ * frozen (no answer, no closed socket): one is in flight, the other waits
+ * in the user's lane behind it. When the publish goes without an ack
+ * (2 s) both must be answered UNAVAILABLE, not the queued one only once
+ * NATS is back (it used to wait, and its backend saw a timeout). Retried
+ * after the thaw, each arrives once. */
+static void test_queued_events_answered_while_nats_hangs(void **state)
+{
+	struct ct *g = *state;
+	struct wsgate_event_result res;
+	struct hung_send h = {.g = g, .id = "x9-1"};
+	char payload[32], got[128];
+	const char *ids[2] = {"x9-1", "x9-2"};
+	int hits[2] = {0};
+	struct wsgate_event ev =
+	    cluster_event("x9", ids[1], payload, sizeof(payload), 2);
+	enum wsgate_status st;
+	pthread_t th;
+	uint64_t seq;
+	struct tab *t;
+
+	CLUSTER_SKIP_UNLESS(&g->f);
+	t = open_tab(g, 0, 1, "x9", -1, NULL);
+	send_one(g, 0, "x9", "x9-0", 0, &res);
+	assert_int_equal(res.seq, 1);
+	expect_event(t, "x9-0", 1);
+
+	assert_int_equal(nats_proc_freeze(g->f.c->nats, true), 0);
+	assert_int_equal(pthread_create(&th, NULL, hung_send, &h), 0);
+	st = wsgate_send_event(g->f.c->backend[0], &ev, &res);
+	pthread_join(th, NULL);
+	if ((int)h.st != CLUSTER_STATUS_UNAVAILABLE ||
+	    (int)st != CLUSTER_STATUS_UNAVAILABLE)
+		fail_msg("NATS frozen: %s %s (%s), %s %s (%s); want "
+		         "UNAVAILABLE (6) for both",
+		         ids[0], wsgate_status_name(h.st), h.err, ids[1],
+		         wsgate_status_name(st),
+		         wsgate_client_error(g->f.c->backend[0]));
+	assert_int_equal(nats_proc_freeze(g->f.c->nats, false), 0);
+	assert_int_equal(cluster_wait_connected(g->f.c, 0, POLL_MS), 0);
+
+	/* The backend retries both: the one in flight may have been stored
+	 * (then a duplicate answer), the queued one was not. */
+	for (size_t i = 0; i < 2; i++) {
+		ev = cluster_event("x9", ids[i], payload, sizeof(payload),
+		                   (long)i + 1);
+		int64_t deadline = test_now_ms() + POLL_MS;
+		while ((int)(st = wsgate_send_event(g->f.c->backend[0], &ev,
+		                                    &res)) ==
+		           CLUSTER_STATUS_UNAVAILABLE &&
+		       test_now_ms() < deadline)
+			test_pause_ms(20);
+		if (st != WSGATE_OK)
+			fail_msg("retry of %s: %s", ids[i],
+			         wsgate_status_name(st));
+	}
+	for (uint64_t want = 2; want <= 3; want++) {
+		if (tab_next(t, got, &seq, RECV_MS) != 1 || seq != want)
+			fail_msg("tab of x9: no seq %llu",
+			         (unsigned long long)want);
+		for (size_t i = 0; i < 2; i++)
+			hits[i] += !strcmp(got, ids[i]);
+	}
+	assert_int_equal(hits[0], 1);
+	assert_int_equal(hits[1], 1);
+	expect_nothing_more(t);
+	test_pass(g);
+}
+
 /* --- 8. a database belongs to one node --- */
 
 static void test_database_keeps_its_node_id(void **state)
@@ -742,6 +842,9 @@ int main(void)
 	        test_teardown),
 	    cmocka_unit_test_setup_teardown(test_unavailable_while_nats_down,
 	                                    test_setup, test_teardown),
+	    cmocka_unit_test_setup_teardown(
+	        test_queued_events_answered_while_nats_hangs, test_setup,
+	        test_teardown),
 	    cmocka_unit_test_setup_teardown(test_database_keeps_its_node_id,
 	                                    test_setup, test_teardown),
 	    cmocka_unit_test_setup_teardown(test_audit_per_node, test_setup,

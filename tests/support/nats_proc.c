@@ -228,6 +228,13 @@ int nats_proc_kill9(struct nats_proc *n)
 	return status;
 }
 
+int nats_proc_freeze(struct nats_proc *n, bool frozen)
+{
+	if (n->pid <= 0)
+		return -1;
+	return kill(n->pid, frozen ? SIGSTOP : SIGCONT);
+}
+
 int nats_proc_stop(struct nats_proc *n, int timeout_ms)
 {
 	int status;

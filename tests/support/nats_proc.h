@@ -42,6 +42,11 @@ int nats_proc_start(struct nats_proc **out);
 /* SIGKILL and reap: a crash. Returns 128 + 9, or -1 when not running. */
 int nats_proc_kill9(struct nats_proc *n);
 
+/* SIGSTOP (frozen) or SIGCONT: a server that neither answers nor closes
+ * its connections, as a hung host looks to the sidecars. The caller
+ * thaws it before any stop or free. Returns 0, or -1 when not running. */
+int nats_proc_freeze(struct nats_proc *n, bool frozen);
+
 /* SIGTERM, waits up to timeout_ms (then SIGKILL). Returns the exit status
  * or 128 + signal, -1 when not running. */
 int nats_proc_stop(struct nats_proc *n, int timeout_ms);
