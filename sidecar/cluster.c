@@ -513,7 +513,12 @@ void cluster_close(struct cluster *c)
 	}
 	/* No more callbacks after the subscription and connection are
 	 * gone; then what they queued is ours to free. */
-	if (c->sub)
+	/* Unsubscribing deletes the ordered consumer with a JetStream
+	 * request: without a connection it only waits for its timeout (2 s
+	 * more to every stop after an outage). The server drops an idle
+	 * ephemeral consumer by itself. */
+	if (c->sub &&
+	    natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED)
 		natsSubscription_Unsubscribe(c->sub);
 	natsSubscription_Destroy(c->sub);
 	jsCtx_Destroy(c->js);
