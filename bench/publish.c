@@ -159,7 +159,8 @@ static void count_accepted(struct publisher *p, struct pub_result *r,
 }
 
 /* Sends the pending events of b through libwsgate, retrying those that
- * were refused for overload or timed out until the deadline. */
+ * were refused for overload, refused while the cluster was unavailable or
+ * timed out until the deadline (same event_id: a retry is idempotent). */
 static void send_wsgate(struct publisher *p, struct pub_thread *th,
                         wsgate_client *cl, struct pub_batch *b)
 {
@@ -189,6 +190,7 @@ static void send_wsgate(struct publisher *p, struct pub_thread *th,
 				count_accepted(p, r, b->idx[pos]);
 				r->duplicates += res[i].duplicate;
 			} else if (st == WSGATE_RESOURCE_EXHAUSTED ||
+			           st == WSGATE_UNAVAILABLE ||
 			           st == WSGATE_ERR_TIMEOUT) {
 				b->pending[keep++] = pos;
 			} else {
