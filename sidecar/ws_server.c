@@ -35,6 +35,11 @@
 #define WRITE_COALESCE       (64 * 1024) /* bytes handed to the kernel at once */
 #define REFRESH_EVERY_US     1000000     /* at most one refresh a second */
 #define REFRESH_MAX_FAILURES 3           /* refused refreshes before 4401 */
+/* The longest Sec-WebSocket-Protocol lws 4.1.6 negotiates: it copies the
+ * header into char buf[128] with lws_hdr_copy(.., sizeof(buf) - 1), which
+ * needs room for the NUL, and drops a longer one ("protocol list too
+ * long") with no answer (lib/roles/ws/server-ws.c). */
+#define WS_PROTOCOL_LIST_MAX 126
 
 struct pending_auth;
 
@@ -359,6 +364,8 @@ static const char *http_reason_phrase(unsigned int status)
 		return "Not Found";
 	case 429:
 		return "Too Many Requests";
+	case 431:
+		return "Request Header Fields Too Large";
 	case 503:
 		return "Service Unavailable";
 	default:
@@ -480,6 +487,14 @@ static int handshake_check(struct ws_server *srv, struct lws *wsi,
 	if (!origin_allowed(srv, wsi))
 		return handshake_refuse(srv, wsi, 403, "origin not allowed",
 		                        peer, LOG_INFO);
+	/* lws would drop it after this callback, without an answer. */
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL) >
+	    WS_PROTOCOL_LIST_MAX)
+		return handshake_refuse(
+		    srv, wsi, 431,
+		    "Sec-WebSocket-Protocol over 126 bytes: "
+		    "send the token in an auth frame",
+		    peer, LOG_INFO);
 
 	const char *tok = NULL;
 	int presented;

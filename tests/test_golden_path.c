@@ -359,12 +359,13 @@ static void test_auth_bearer_header(void **state)
 	g->passed++;
 }
 
-/* libwebsockets 4.1.6 refuses a Sec-WebSocket-Protocol header longer than
- * 127 bytes (its per-header limit), so an ordinary JWT (about 200 bytes
- * with "typ", "iat" and "jti") cannot travel as "bearer.<JWT>": such a
- * handshake is not tested here. What is tested: the subprotocol is
- * negotiated when the token comes another way, a bearer.<JWT> that fits
- * (a minimal HS256 token) authenticates, and a bad one is refused. */
+/* libwebsockets 4.1.6 cannot negotiate a Sec-WebSocket-Protocol header
+ * longer than 126 bytes, so an ordinary JWT (about 200 bytes with "typ",
+ * "iat" and "jti") cannot travel as "bearer.<JWT>": the sidecar answers
+ * 431 (lws used to drop it without an answer). Also tested: the
+ * subprotocol is negotiated when the token comes another way, a
+ * bearer.<JWT> that fits (a minimal HS256 token) authenticates, and a bad
+ * one is refused. */
 static void test_auth_subprotocol(void **state)
 {
 	struct golden *g = *state;
@@ -390,11 +391,19 @@ static void test_auth_subprotocol(void **state)
 	snprintf(header, sizeof(header),
 	         "Sec-WebSocket-Protocol: wsgate.v1, bearer.%s", token);
 	free(token);
-	assert_true(strlen(header) - strlen("Sec-WebSocket-Protocol: ") <= 127);
+	assert_true(strlen(header) - strlen("Sec-WebSocket-Protocol: ") <= 126);
 	assert_int_equal(connect_status(g, "/ws", header, &c), 101);
 	assert_string_equal(ws_client_subprotocol(c), "wsgate.v1");
 	expect_connected_as(c, "sp");
 	close_client(g, c);
+
+	token = sidecar_token(g->sc, "gp-auth-long", 600);
+	assert_non_null(token);
+	snprintf(path, sizeof(path),
+	         "Sec-WebSocket-Protocol: wsgate.v1, bearer.%s", token);
+	free(token);
+	assert_true(strlen(path) - strlen("Sec-WebSocket-Protocol: ") > 126);
+	assert_int_equal(connect_status(g, "/ws", path, NULL), 431);
 
 	assert_int_equal(connect_status(g, "/ws",
 	                                "Sec-WebSocket-Protocol: wsgate.v1, "
