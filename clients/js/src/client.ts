@@ -31,7 +31,9 @@ import {
  * - `open`: the sidecar said `connected`; events flow.
  * - `reconnecting`: waiting out a backoff delay before the next attempt.
  * - `closed`: close() was called.
- * - `auth_failed`: the sidecar refused the token (4401); no retry.
+ * - `auth_failed`: the sidecar refused the token of a new connection
+ *   (4401); no retry. A 4401 of an open connection (its in-band refreshes
+ *   were refused three times) reconnects with a fresh token instead.
  * - `kicked`: an operator closed the connection (4003); no retry.
  * - `failed`: gave up (maxAttempts reached, or an unusable URL).
  * The last four are final until connect() is called again.
@@ -434,16 +436,23 @@ export class WsgateClient {
     const info = { closeCode: code, closeReason: reason };
     if (code === CloseCode.KICKED) {
       this.finish('kicked', info);
-    } else if (a.serverError === 'auth_failed' || (code === CloseCode.AUTH_FAILED && a.serverError !== 'auth_timeout')) {
-      // The token was refused: getToken would most likely hand out the same
-      // kind of token again, and hammering the sidecar helps nobody.
+    } else if (
+      a.serverError === 'auth_failed' ||
+      (code === CloseCode.AUTH_FAILED && a.serverError !== 'auth_timeout' && !a.connected)
+    ) {
+      // The token of a new connection was refused: getToken would most
+      // likely hand out the same kind of token again, and hammering the
+      // sidecar helps nobody. An open connection closed 4401 had its
+      // refreshes refused (e.g. a token of another user): a new connection
+      // judges a fresh token once, and ends here if that one is refused.
       this.finish('auth_failed', {
         ...info,
         error: { code: 'auth_failed', message: reason || 'authentication failed' },
       });
     } else {
       // 1001 restart, 1006 network, 4001 expired token (a fresh one comes
-      // from getToken), 4008 slow consumer (the log has everything),
+      // from getToken), 4401 after refused refreshes (likewise), 4008 slow
+      // consumer (the log has everything),
       // 4429 too many connections, auth_timeout: all retried with backoff.
       this.retry(info);
     }

@@ -497,6 +497,24 @@ describe('final closes', () => {
     assert.equal(client.stats.attempts, 1);
   });
 
+  test('close 4401 of an open connection (refreshes refused) reconnects with a fresh token once', async () => {
+    const { client, log } = await connectedClient();
+    sockets[0].frame({ type: 'error', code: 'refresh_failed', message: 'too many failed refreshes' });
+    sockets[0].serverClose(4401, 'too many failed refreshes');
+    assert.equal(client.state, 'reconnecting');
+    mock.timers.tick(60_000);
+    await flush();
+    assert.equal(sockets.length, 2);
+    sockets[1].open();
+    await flush();
+    assert.equal(sockets[1].sent[0].type, 'auth');
+    // The fresh token is refused too: final.
+    sockets[1].frame({ type: 'error', code: 'auth_failed', message: 'sub differs' });
+    sockets[1].serverClose(4401, 'authentication failed');
+    assert.equal(client.state, 'auth_failed');
+    assert.equal(lastState(log).closeCode, 4401);
+  });
+
   test('close 4401 after auth_timeout is retried (the token was never judged)', async () => {
     const { client } = makeClient();
     client.connect();
