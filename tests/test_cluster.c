@@ -139,6 +139,24 @@ static void send_one(struct ct *g, size_t pod, const char *user, const char *id,
 		         wsgate_client_error(g->f.c->backend[pod]));
 }
 
+/* A backend's retry after an outage: ev again through pod while it
+ * answers UNAVAILABLE (up to POLL_MS); then it must be OK. */
+static void send_until_available(struct ct *g, size_t pod,
+                                 const struct wsgate_event *ev,
+                                 struct wsgate_event_result *res)
+{
+	int64_t deadline = test_now_ms() + POLL_MS;
+	enum wsgate_status st;
+
+	while ((int)(st = wsgate_send_event(g->f.c->backend[pod], ev, res)) ==
+	           CLUSTER_STATUS_UNAVAILABLE &&
+	       test_now_ms() < deadline)
+		test_pause_ms(20);
+	if (st != WSGATE_OK)
+		fail_msg("retry of %s through pod %s: %s", ev->event_id,
+		         g->f.c->node[pod], wsgate_status_name(st));
+}
+
 /* The next event of t must be id with seq. */
 static void expect_event(struct tab *t, const char *id, uint64_t seq)
 {
@@ -636,15 +654,7 @@ static void test_unavailable_while_nats_down(void **state)
 		struct wsgate_event ev = cluster_event(
 		    "x7", ids[i], payload, sizeof(payload), (long)i);
 
-		deadline = test_now_ms() + POLL_MS;
-		while ((int)(st = wsgate_send_event(g->f.c->backend[2], &ev,
-		                                    &res)) ==
-		           CLUSTER_STATUS_UNAVAILABLE &&
-		       test_now_ms() < deadline)
-			test_pause_ms(20);
-		if (st != WSGATE_OK)
-			fail_msg("retry of %s after the restart: %s", ids[i],
-			         wsgate_status_name(st));
+		send_until_available(g, 2, &ev, &res);
 	}
 	for (size_t k = 0; k < 2; k++) {
 		read_events(t[k], (unsigned)n + 1, seen[k], &nseen[k]);
@@ -738,15 +748,7 @@ static void test_queued_events_answered_while_nats_hangs(void **state)
 	for (size_t i = 0; i < 2; i++) {
 		ev = cluster_event("x9", ids[i], payload, sizeof(payload),
 		                   (long)i + 1);
-		int64_t deadline = test_now_ms() + POLL_MS;
-		while ((int)(st = wsgate_send_event(g->f.c->backend[0], &ev,
-		                                    &res)) ==
-		           CLUSTER_STATUS_UNAVAILABLE &&
-		       test_now_ms() < deadline)
-			test_pause_ms(20);
-		if (st != WSGATE_OK)
-			fail_msg("retry of %s: %s", ids[i],
-			         wsgate_status_name(st));
+		send_until_available(g, 0, &ev, &res);
 	}
 	for (uint64_t want = 2; want <= 3; want++) {
 		if (tab_next(t, got, &seq, RECV_MS) != 1 || seq != want)
