@@ -43,8 +43,10 @@ int nats_proc_start(struct nats_proc **out);
 int nats_proc_kill9(struct nats_proc *n);
 
 /* SIGSTOP (frozen) or SIGCONT: a server that neither answers nor closes
- * its connections, as a hung host looks to the sidecars. The caller
- * thaws it before any stop or free. Returns 0, or -1 when not running. */
+ * its connections, as a hung host looks to the sidecars. A freeze returns
+ * once every thread of the server is stopped. The caller thaws it before
+ * any stop or free. Returns 0, or -1 when not running (or, frozen, not
+ * stopped within NATS_STOP_TIMEOUT_MS). */
 int nats_proc_freeze(struct nats_proc *n, bool frozen);
 
 /* SIGTERM, waits up to timeout_ms (then SIGKILL). Returns the exit status
