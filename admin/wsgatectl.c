@@ -295,7 +295,7 @@ static int cmd_status(struct ctl *ctl, const struct command *cmd, int argc,
 	if (ctl->json)
 		return out_json_line(json_pack(
 		    "{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-		    "s:s, s:s?}",
+		    "s:s, s:s?, s:s, s:b, s:b, s:I, s:I, s:I, s:I}",
 		    "control", ctl->control, "version", s.version, "uptime_s",
 		    JI(s.uptime_s), "connections", JI(s.connections), "users",
 		    JI(s.users), "events_accepted", JI(s.events_accepted),
@@ -304,7 +304,13 @@ static int cmd_status(struct ctl *ctl, const struct command *cmd, int argc,
 		    "notices_dropped", JI(s.notices_dropped),
 		    "storage_failures", JI(s.storage_failures), "storage_error",
 		    s.storage_error, "audit_head",
-		    s.has_audit_head ? head : NULL));
+		    s.has_audit_head ? head : NULL, "node_id", s.node_id,
+		    "cluster", s.cluster, "cluster_available",
+		    s.cluster_available, "cluster_down_ms",
+		    JI(s.cluster_down_ms), "cluster_position",
+		    JI(s.cluster_position), "cluster_publish_queued",
+		    JI(s.cluster_publish_queued), "cluster_unavailable_answers",
+		    JI(s.cluster_unavailable_answers)));
 
 	up = s.uptime_s;
 	printf("%-16s %s\n", "control", ctl->control);
@@ -324,6 +330,19 @@ static int cmd_status(struct ctl *ctl, const struct command *cmd, int argc,
 	       s.storage_error);
 	/* What `verify --head` takes, to be kept off this machine. */
 	printf("%-16s %s\n", "audit_head", s.has_audit_head ? head : "-");
+	if (!s.cluster)
+		return EXIT_OK;
+	printf("%-16s %s\n", "node_id", s.node_id);
+	if (s.cluster_available)
+		printf("%-16s %s\n", "cluster", "available");
+	else
+		printf("%-16s unavailable for %" PRIu64 " ms\n", "cluster",
+		       s.cluster_down_ms);
+	printf("%-16s %" PRIu64 "\n", "cluster_position", s.cluster_position);
+	printf("%-16s %" PRIu64 "\n", "cluster_publish_queued",
+	       s.cluster_publish_queued);
+	printf("%-16s %" PRIu64 "\n", "cluster_unavailable_answers",
+	       s.cluster_unavailable_answers);
 	return EXIT_OK;
 }
 

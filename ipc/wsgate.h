@@ -107,6 +107,14 @@ struct wsgate_stats {
 	int has_audit_head;
 	uint64_t audit_head_id;
 	unsigned char audit_head_chain[32];
+	/* Cluster mode (docs/CLUSTER.md); 0 and "" on a single pod. */
+	char node_id[65];
+	int cluster;                          /* --cluster is on */
+	int cluster_available;                /* new events can be published */
+	uint64_t cluster_down_ms;             /* unavailable for so long */
+	uint64_t cluster_position;            /* last stream seq applied */
+	uint64_t cluster_publish_queued;      /* events in the publish lanes */
+	uint64_t cluster_unavailable_answers; /* since the sidecar started */
 };
 
 typedef struct wsgate_client wsgate_client;

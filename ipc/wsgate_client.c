@@ -751,6 +751,13 @@ enum wsgate_status wsgate_get_stats(wsgate_client *c, struct wsgate_stats *out)
 		memcpy(out->audit_head_chain, s->audit_head_chain.data,
 		       sizeof(out->audit_head_chain));
 	}
+	copy_str(out->node_id, sizeof(out->node_id), s->node_id);
+	out->cluster = s->cluster;
+	out->cluster_available = s->cluster_available;
+	out->cluster_down_ms = s->cluster_down_ms;
+	out->cluster_position = s->cluster_position;
+	out->cluster_publish_queued = s->cluster_publish_queued;
+	out->cluster_unavailable_answers = s->cluster_unavailable_answers;
 	wsgate__v1__reply__free_unpacked(rep, NULL);
 	return WSGATE_OK;
 }

@@ -73,8 +73,12 @@ int cluster_node_id_valid(const char *id)
 
 static void mark_down(struct cluster *c)
 {
-	if (!atomic_exchange(&c->down, 1))
+	/* down_at first: whoever sees down sees this outage's start, not
+	 * the last one's (GetStats' cluster_down_ms). */
+	if (!atomic_load(&c->down)) {
 		atomic_store(&c->down_at, clock_now_us());
+		atomic_store(&c->down, 1);
+	}
 }
 
 /* --- libnats callbacks (libnats threads) --- */
@@ -560,6 +564,11 @@ void cluster_epoch(struct cluster *c, char buf[STORE_EPOCH_MAX + 1])
 const char *cluster_msg_id_prefix(const struct cluster *c)
 {
 	return c->msg_id_prefix;
+}
+
+const char *cluster_node_id(const struct cluster *c)
+{
+	return c->node_id;
 }
 
 int cluster_publish_unacked(struct cluster *c, const char *subject,

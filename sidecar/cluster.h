@@ -110,6 +110,8 @@ int cluster_available(struct cluster *c, int64_t *down_us);
 void cluster_epoch(struct cluster *c, char buf[STORE_EPOCH_MAX + 1]);
 /* This process's Nats-Msg-Id prefix, "<node>:<boot id>". */
 const char *cluster_msg_id_prefix(const struct cluster *c);
+/* Any thread: --node-id (or the host name). */
+const char *cluster_node_id(const struct cluster *c);
 
 /* Service thread: publishes body on subject into the stream without
  * waiting for an ack (buffered; fails at once while NATS is down). */

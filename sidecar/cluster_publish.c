@@ -70,6 +70,7 @@ struct cluster_publish {
 	struct lane *waiting; /* CONFLICT or RESEND */
 	size_t queued;
 	uint64_t record_counter;
+	uint64_t unavailable_answers; /* events answered UNAVAILABLE */
 };
 
 struct cluster_publish *
@@ -125,14 +126,19 @@ void cluster_publish_free(struct cluster_publish *p)
 static void event_answer(struct cluster_publish *p, struct lane_event *e,
                          const struct router_result *res)
 {
-	if (e->owner)
+	int unavailable = res->status == ROUTER_UNAVAILABLE;
+	if (e->owner) {
 		p->cfg.on_event_done(e->owner, e->index, res);
+		p->unavailable_answers += unavailable;
+	}
 	e->owner = NULL;
 	struct router_result dup = *res;
 	if (res->status == ROUTER_OK)
 		dup.duplicate = 1;
-	for (struct follower *f = e->followers; f; f = f->next)
+	for (struct follower *f = e->followers; f; f = f->next) {
 		p->cfg.on_event_done(f->owner, f->index, &dup);
+		p->unavailable_answers += unavailable;
+	}
 	followers_free(e);
 }
 
@@ -429,6 +435,7 @@ int cluster_publish_accept(struct cluster_publish *p,
 	if (!cluster_available(p->cfg.cluster, NULL)) {
 		res->status = ROUTER_UNAVAILABLE;
 		res->error = unavailable_text;
+		p->unavailable_answers++;
 		return 1;
 	}
 	if (p->queued >= p->cfg.max_queued) {
@@ -610,4 +617,14 @@ void cluster_publish_shutdown(struct cluster_publish *p)
 		for (struct lane_event *e = l->q_head; e; e = e->next)
 			event_fail(p, e, ROUTER_UNAVAILABLE, shutdown_text);
 	}
+}
+
+uint64_t cluster_publish_queued(const struct cluster_publish *p)
+{
+	return p->queued;
+}
+
+uint64_t cluster_publish_unavailable_answers(const struct cluster_publish *p)
+{
+	return p->unavailable_answers;
 }

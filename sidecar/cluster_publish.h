@@ -87,4 +87,9 @@ void cluster_publish_handle(struct cluster_publish *p, uint64_t position);
 /* Shutdown: every event still waiting is answered UNAVAILABLE. */
 void cluster_publish_shutdown(struct cluster_publish *p);
 
+/* Events waiting in the lanes, not yet in a record (GetStats). */
+uint64_t cluster_publish_queued(const struct cluster_publish *p);
+/* Events answered UNAVAILABLE since the start (GetStats). */
+uint64_t cluster_publish_unavailable_answers(const struct cluster_publish *p);
+
 #endif

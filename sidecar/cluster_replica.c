@@ -46,6 +46,20 @@ uint64_t cluster_replica_position(const struct cluster_replica *r)
 	return r->position;
 }
 
+void cluster_replica_stats(const struct cluster_replica *r,
+                           struct cluster_stats *out)
+{
+	int64_t down_us = 0;
+	out->node_id = cluster_node_id(r->cfg.cluster);
+	out->available = cluster_available(r->cfg.cluster, &down_us);
+	out->down_ms =
+	    out->available || down_us < 0 ? 0 : (uint64_t)down_us / 1000;
+	out->position = r->position;
+	out->publish_queued = cluster_publish_queued(r->cfg.publish);
+	out->unavailable_answers =
+	    cluster_publish_unavailable_answers(r->cfg.publish);
+}
+
 static int hex_value(char c)
 {
 	if (c >= '0' && c <= '9')

@@ -46,4 +46,18 @@ void cluster_replica_apply(struct cluster_replica *r);
 /* The last stream seq applied (submitted to the store). */
 uint64_t cluster_replica_position(const struct cluster_replica *r);
 
+/* What GetStats and /metrics report of cluster mode. */
+struct cluster_stats {
+	const char *node_id;     /* valid while the cluster is open */
+	int available;           /* new events can be published */
+	uint64_t down_ms;        /* unavailable for so long; 0 when available */
+	uint64_t position;       /* cluster_replica_position */
+	uint64_t publish_queued; /* cluster_publish_queued */
+	uint64_t unavailable_answers; /* cluster_publish_unavailable_.. */
+};
+
+/* The replica's position with the state of its link and lanes. */
+void cluster_replica_stats(const struct cluster_replica *r,
+                           struct cluster_stats *out);
+
 #endif

@@ -276,6 +276,17 @@ static void do_get_stats(struct dispatch *d, struct control_request *req)
 	st.audit_head_chain.data = head_chain;
 	st.audit_head_chain.len = AUDIT_CHAIN_LEN;
 	st.version = WSGATE_VERSION;
+	if (d->replica) {
+		struct cluster_stats cs;
+		cluster_replica_stats(d->replica, &cs);
+		st.node_id = (char *)cs.node_id;
+		st.cluster = 1;
+		st.cluster_available = cs.available;
+		st.cluster_down_ms = cs.down_ms;
+		st.cluster_position = cs.position;
+		st.cluster_publish_queued = cs.publish_queued;
+		st.cluster_unavailable_answers = cs.unavailable_answers;
+	}
 	reply.status = WSGATE__V1__STATUS__OK;
 	reply.body_case = WSGATE__V1__REPLY__BODY_STATS;
 	reply.stats = &st;

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "cluster_publish.h"
+#include "cluster_replica.h"
 #include "control.h"
 #include "registry.h"
 #include "router.h"
@@ -26,6 +27,7 @@ struct dispatch {
 	struct control *ctl;
 	/* Cluster mode: events go to the cluster stream (NULL: one pod). */
 	struct cluster_publish *cluster;
+	struct cluster_replica *replica; /* its state for GetStats */
 	int64_t started_us;
 	/* Event requests complete but not yet answered, oldest first. */
 	struct reply_wait *answered_head, *answered_tail;

@@ -205,6 +205,8 @@ static int cluster_start(struct app *app, char *err, size_t errlen)
 		return -1;
 	}
 	app->dispatch.cluster = app->cluster_pub;
+	app->dispatch.replica = app->replica;
+	ws_server_set_cluster(app->srv, app->replica);
 	router_set_written(app->router, cluster_publish_mark, app->cluster_pub);
 	log_info("cluster mode: node %s, NATS %s, stream %s", app->node_id,
 	         app->cfg.cluster, app->cfg.cluster_stream);
@@ -329,6 +331,10 @@ static void app_close(struct app *app)
 	 * answered UNAVAILABLE. */
 	cluster_close(app->cluster);
 	app->cluster = NULL;
+	/* Their stats read the cluster. */
+	app->dispatch.replica = NULL;
+	if (app->srv)
+		ws_server_set_cluster(app->srv, NULL);
 	if (app->cluster_pub)
 		cluster_publish_shutdown(app->cluster_pub);
 	/* Every accepted event is committed and answered before the control

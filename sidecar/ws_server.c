@@ -122,6 +122,7 @@ struct ws_server {
 	struct ws_server_deps deps;
 	struct registry *reg;
 	struct router *router;
+	struct cluster_replica *replica; /* cluster mode; NULL: one pod */
 	size_t max_client_frame;
 	uint32_t max_conns_per_user;
 	uint32_t max_conns;          /* 0: no global limit */
@@ -184,6 +185,30 @@ static int http_respond(struct lws *wsi, unsigned int status, const char *ctype,
 	return n < (int)len ? -1 : 0;
 }
 
+/* Cluster mode's lines of /metrics (docs/CLUSTER.md "Observability"). */
+static void metrics_render_cluster(struct ws_server *srv, char *out, size_t cap)
+{
+	struct cluster_stats cs;
+	cluster_replica_stats(srv->replica, &cs);
+	snprintf(out, cap,
+	         "# TYPE wsgate_cluster_info gauge\n"
+	         "wsgate_cluster_info{node_id=\"%s\"} 1\n"
+	         "# TYPE wsgate_cluster_available gauge\n"
+	         "wsgate_cluster_available %d\n"
+	         "# TYPE wsgate_cluster_down_seconds gauge\n"
+	         "wsgate_cluster_down_seconds %.3f\n"
+	         "# TYPE wsgate_cluster_position gauge\n"
+	         "wsgate_cluster_position %llu\n"
+	         "# TYPE wsgate_cluster_publish_queued gauge\n"
+	         "wsgate_cluster_publish_queued %llu\n"
+	         "# TYPE wsgate_cluster_unavailable_answers_total counter\n"
+	         "wsgate_cluster_unavailable_answers_total %llu\n",
+	         cs.node_id, cs.available, (double)cs.down_ms / 1000.0,
+	         (unsigned long long)cs.position,
+	         (unsigned long long)cs.publish_queued,
+	         (unsigned long long)cs.unavailable_answers);
+}
+
 static void metrics_render(struct ws_server *srv, char *out, size_t cap)
 {
 	struct registry_counters *c = registry_counters(srv->reg);
@@ -212,6 +237,9 @@ static void metrics_render(struct ws_server *srv, char *out, size_t cap)
 	         (unsigned long long)c->frames_dropped,
 	         (unsigned long long)c->notices_dropped,
 	         (unsigned long long)c->client_messages);
+	size_t n = strlen(out);
+	if (srv->replica)
+		metrics_render_cluster(srv, out + n, cap - n);
 }
 
 static int http_serve(struct ws_server *srv, struct lws *wsi, const char *uri)
@@ -1478,6 +1506,11 @@ fail:
 	free(srv->wbuf);
 	free(srv);
 	return NULL;
+}
+
+void ws_server_set_cluster(struct ws_server *srv, struct cluster_replica *r)
+{
+	srv->replica = r;
 }
 
 int ws_server_service(struct ws_server *srv)

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "auth_jwt.h"
+#include "cluster_replica.h"
 #include "config.h"
 #include "inbound.h"
 #include "registry.h"
@@ -46,6 +47,8 @@ struct ws_server_deps {
 struct ws_server *ws_server_new(const struct config *cfg,
                                 const struct ws_server_deps *deps, char *err,
                                 size_t errlen);
+/* Cluster mode: /metrics reports r's state too (wsgate_cluster_*). */
+void ws_server_set_cluster(struct ws_server *srv, struct cluster_replica *r);
 /* Runs one service iteration (blocks until there is something to do). */
 int ws_server_service(struct ws_server *srv);
 /* Thread-safe: makes the service thread call on_wake soon. */

@@ -11,8 +11,9 @@
  * and resume_failed on a foreign one; a pending event picked up by the
  * first tab on another pod; UNAVAILABLE while NATS is down with the tabs
  * still served; events queued behind a publish answered UNAVAILABLE when
- * a frozen NATS lets it go without an ack; a database refuses another
- * node id (exit 2); node ids in
+ * a frozen NATS lets it go without an ack; the cluster's state (node id,
+ * availability, replica position) in GetStats, /metrics and `wsgatectl
+ * status`; a database refuses another node id (exit 2); node ids in
  * the audit rows and `wsgatectl verify` on every database. Skipped, saying why,
  * when nats-server is missing or the sidecar has no --cluster flag.
  */
@@ -763,6 +764,117 @@ static void test_queued_events_answered_while_nats_hangs(void **state)
 	test_pass(g);
 }
 
+/* --- 7c. the cluster's state in GetStats and /metrics --- */
+
+static struct wsgate_stats pod_stats(struct ct *g, size_t pod)
+{
+	struct wsgate_stats st;
+	enum wsgate_status rc = wsgate_get_stats(g->f.c->backend[pod], &st);
+
+	if (rc != WSGATE_OK)
+		fail_msg("GetStats on pod %s: %s (%s)", g->f.c->node[pod],
+		         wsgate_status_name(rc),
+		         wsgate_client_error(g->f.c->backend[pod]));
+	return st;
+}
+
+/* Fails unless pod's /metrics has the line line. */
+static void expect_metric(struct ct *g, size_t pod, const char *line)
+{
+	char *body = NULL;
+	char want[128];
+	bool found;
+
+	snprintf(want, sizeof(want), "\n%s\n", line);
+	if (sidecar_http_get(g->f.c->sc[pod], "/metrics", &body) != 200 ||
+	    !body)
+		fail_msg("GET /metrics on pod %s failed", g->f.c->node[pod]);
+	found = strstr(body, want) != NULL;
+	if (!found)
+		print_error("pod %s /metrics:\n%s\n", g->f.c->node[pod], body);
+	free(body);
+	if (!found)
+		fail_msg("pod %s /metrics has no line \"%s\"",
+		         g->f.c->node[pod], line);
+}
+
+static void test_stats_and_metrics_report_the_cluster(void **state)
+{
+	struct ct *g = *state;
+	struct wsgate_stats st;
+	struct wsgate_event_result res;
+	struct wsgate_event ev;
+	char payload[32];
+	int64_t committed, deadline;
+	uint64_t before, refused;
+	enum wsgate_status rc;
+	char *out = NULL;
+
+	CLUSTER_SKIP_UNLESS(&g->f);
+	st = pod_stats(g, 0);
+	assert_true(st.cluster);
+	assert_string_equal(st.node_id, "a");
+	assert_true(st.cluster_available);
+	assert_int_equal(st.cluster_down_ms, 0);
+	before = st.cluster_position;
+	send_one(g, 0, "x10", "x10-0", 0, &res);
+	assert_int_equal(res.seq, 1);
+	/* The OK came once a applied the record: its replica committed a
+	 * stream seq past before, and the position is at least that. */
+	committed = sidecar_db_wait(
+	    g->f.c->sc[0], "SELECT value FROM meta WHERE key = 'stream_seq'",
+	    NULL, NULL, (int64_t)before + 1, POLL_MS);
+	if (committed < (int64_t)before + 1)
+		fail_msg("pod a committed stream seq %lld, want > %llu",
+		         (long long)committed, (unsigned long long)before);
+	st = pod_stats(g, 0);
+	if (st.cluster_position < (uint64_t)committed)
+		fail_msg("pod a: cluster_position %llu < committed %lld",
+		         (unsigned long long)st.cluster_position,
+		         (long long)committed);
+	expect_metric(g, 0, "wsgate_cluster_available 1");
+	expect_metric(g, 0, "wsgate_cluster_info{node_id=\"a\"} 1");
+
+	assert_true(nats_proc_stop(g->f.c->nats, NATS_STOP_TIMEOUT_MS) >= 0);
+	deadline = test_now_ms() + POLL_MS;
+	while ((st = pod_stats(g, 0)).cluster_available ||
+	       st.cluster_down_ms == 0) {
+		if (test_now_ms() > deadline)
+			fail_msg("pod a: cluster_available %d, cluster_down_ms "
+			         "%llu %d ms after NATS stopped",
+			         st.cluster_available,
+			         (unsigned long long)st.cluster_down_ms,
+			         POLL_MS);
+		test_pause_ms(20);
+	}
+	expect_metric(g, 0, "wsgate_cluster_available 0");
+	/* An event now is refused, and counted. */
+	refused = st.cluster_unavailable_answers;
+	ev = cluster_event("x10", "x10-1", payload, sizeof(payload), 1);
+	rc = wsgate_send_event(g->f.c->backend[0], &ev, &res);
+	assert_int_equal((int)rc, CLUSTER_STATUS_UNAVAILABLE);
+	st = pod_stats(g, 0);
+	if (st.cluster_unavailable_answers < refused + 1)
+		fail_msg("cluster_unavailable_answers %llu after an "
+		         "UNAVAILABLE, was %llu",
+		         (unsigned long long)st.cluster_unavailable_answers,
+		         (unsigned long long)refused);
+	assert_int_equal(sidecar_ctl(g->f.c->sc[0], "status", &out), 0);
+	if (!strstr(out, "unavailable for"))
+		fail_msg("wsgatectl status while NATS is down:\n%s", out);
+	free(out);
+
+	assert_int_equal(nats_proc_restart(g->f.c->nats), 0);
+	for (size_t pod = 0; pod < 3; pod++)
+		assert_int_equal(cluster_wait_connected(g->f.c, pod, POLL_MS),
+		                 0);
+	st = pod_stats(g, 0);
+	assert_true(st.cluster_available);
+	assert_int_equal(st.cluster_down_ms, 0);
+	expect_metric(g, 0, "wsgate_cluster_available 1");
+	test_pass(g);
+}
+
 /* --- 8. a database belongs to one node --- */
 
 static void test_database_keeps_its_node_id(void **state)
@@ -846,6 +958,9 @@ int main(void)
 	                                    test_setup, test_teardown),
 	    cmocka_unit_test_setup_teardown(
 	        test_queued_events_answered_while_nats_hangs, test_setup,
+	        test_teardown),
+	    cmocka_unit_test_setup_teardown(
+	        test_stats_and_metrics_report_the_cluster, test_setup,
 	        test_teardown),
 	    cmocka_unit_test_setup_teardown(test_database_keeps_its_node_id,
 	                                    test_setup, test_teardown),

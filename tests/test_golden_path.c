@@ -864,6 +864,9 @@ static void test_disconnect_closes_only_that_user(void **state)
 	st = stats_now(g);
 	assert_int_equal(st.connections, 3);
 	assert_int_equal(st.users, 2);
+	/* One pod: no cluster to report. */
+	assert_false(st.cluster);
+	assert_string_equal(st.node_id, "");
 
 	assert_wsgate_ok(
 	    g, wsgate_disconnect(g->backend, "gp-kick1", NULL, "test", &n));
@@ -929,7 +932,9 @@ static void test_healthz_and_metrics(void **state)
 	assert_int_equal(sidecar_http_get(g->sc, "/healthz", NULL), 200);
 	assert_int_equal(sidecar_http_get(g->sc, "/metrics", &body), 200);
 	assert_non_null(body);
-	assert_true(strlen(body) > 0);
+	assert_non_null(strstr(body, "\nwsgate_connections "));
+	/* One pod: no cluster lines. */
+	assert_null(strstr(body, "wsgate_cluster_"));
 	free(body);
 	g->passed++;
 }

@@ -262,6 +262,13 @@ static void fake_answer_stats(struct fake_sidecar *f,
 	s.audit_backlog = 17;
 	s.notices_dropped = 4;
 	s.version = "9.9.9-test";
+	s.node_id = "pod-7";
+	s.cluster = 1;
+	s.cluster_available = 0;
+	s.cluster_down_ms = 1500;
+	s.cluster_position = 42;
+	s.cluster_publish_queued = 3;
+	s.cluster_unavailable_answers = 9;
 	rep.request_id = req->request_id;
 	rep.status = WSGATE__V1__STATUS__OK;
 	rep.body_case = WSGATE__V1__REPLY__BODY_STATS;
@@ -655,6 +662,13 @@ static void test_disconnect_list_stats_and_ping(void **state)
 	assert_int_equal(st.audit_backlog, 17);
 	assert_int_equal(st.notices_dropped, 4);
 	assert_string_equal(st.version, "9.9.9-test");
+	assert_string_equal(st.node_id, "pod-7");
+	assert_int_equal(st.cluster, 1);
+	assert_int_equal(st.cluster_available, 0);
+	assert_int_equal(st.cluster_down_ms, 1500);
+	assert_int_equal(st.cluster_position, 42);
+	assert_int_equal(st.cluster_publish_queued, 3);
+	assert_int_equal(st.cluster_unavailable_answers, 9);
 
 	assert_int_equal(wsgate_ping(fx->client), WSGATE_OK);
 }

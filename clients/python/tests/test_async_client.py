@@ -117,6 +117,8 @@ class AsyncClientTest(unittest.IsolatedAsyncioTestCase):
         stats = await self.client.stats()
         self.assertEqual((stats.connections, stats.users), (2, 2))
         self.assertTrue(stats.version)
+        # One pod: no cluster to report.
+        self.assertEqual((stats.cluster, stats.node_id, stats.cluster_position), (False, "", 0))
         self.assertEqual(await self.client.disconnect("u1", reason="bye"), 1)
         opcode, payload = ws1.recv()
         self.assertEqual((opcode, int.from_bytes(payload[:2], "big")), (0x8, 4003))

@@ -136,3 +136,11 @@ class Stats:
     # ID:HEX` takes (ID, and the 32 bytes in hex).
     audit_head_id: int
     audit_head_chain: bytes
+    # Cluster mode (docs/CLUSTER.md); 0, False and "" on a single pod.
+    node_id: str
+    cluster: bool
+    cluster_available: bool
+    cluster_down_ms: int
+    cluster_position: int
+    cluster_publish_queued: int
+    cluster_unavailable_answers: int
