@@ -119,6 +119,14 @@ void cluster_publish_free(struct cluster_publish *p)
 	free(p);
 }
 
+/* Whether records may go out: the cluster is available and not closed
+ * (cluster_publish_shutdown: a frame written or a request answered while
+ * the sidecar stops must not reach the freed cluster). */
+static int publishing(const struct cluster_publish *p)
+{
+	return p->cfg.cluster && cluster_available(p->cfg.cluster, NULL);
+}
+
 /* --- answers --- */
 
 /* Answers e and its followers with res (followers as duplicates when
@@ -283,7 +291,7 @@ static void lane_pump(struct cluster_publish *p, struct lane *l)
 {
 	if (l->state != LANE_IDLE || !l->q_head)
 		return;
-	if (!cluster_available(p->cfg.cluster, NULL)) {
+	if (!publishing(p)) {
 		lane_fail_queued(p, l);
 		return;
 	}
@@ -432,7 +440,7 @@ int cluster_publish_accept(struct cluster_publish *p,
 	int known = router_known_event(p->cfg.router, ev, owner, index, res);
 	if (known >= 0)
 		return known;
-	if (!cluster_available(p->cfg.cluster, NULL)) {
+	if (!publishing(p)) {
 		res->status = ROUTER_UNAVAILABLE;
 		res->error = unavailable_text;
 		p->unavailable_answers++;
@@ -533,7 +541,7 @@ void cluster_publish_applied(struct cluster_publish *p, struct user *u,
 void cluster_publish_mark(void *arg, struct user *u, uint64_t seq)
 {
 	struct cluster_publish *p = arg;
-	struct lane *l = lane_of(p, u);
+	struct lane *l = p->cfg.cluster ? lane_of(p, u) : NULL;
 	if (!l || seq <= l->marked)
 		return;
 	char subject[sizeof(l->pub.subject)], body[24];
@@ -566,13 +574,15 @@ static void lanes_fail_while_down(struct cluster_publish *p)
 
 void cluster_publish_handle(struct cluster_publish *p, uint64_t position)
 {
+	if (!p->cfg.cluster) /* shut down */
+		return;
 	struct cluster_pub *pub = cluster_take_published(p->cfg.cluster);
 	while (pub) {
 		struct cluster_pub *next = pub->next;
 		pub_done(p, pub);
 		pub = next;
 	}
-	int available = cluster_available(p->cfg.cluster, NULL);
+	int available = publishing(p);
 	if (!available)
 		lanes_fail_while_down(p);
 	struct lane *l = p->waiting, *keep = NULL;
@@ -617,6 +627,7 @@ void cluster_publish_shutdown(struct cluster_publish *p)
 		for (struct lane_event *e = l->q_head; e; e = e->next)
 			event_fail(p, e, ROUTER_UNAVAILABLE, shutdown_text);
 	}
+	p->cfg.cluster = NULL; /* closed: nothing may reach it any more */
 }
 
 uint64_t cluster_publish_queued(const struct cluster_publish *p)

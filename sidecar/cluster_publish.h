@@ -84,7 +84,10 @@ void cluster_publish_mark(void *p, struct user *u, uint64_t seq);
  * replica to reach a stream seq (position: the last one applied) or for
  * the cluster to come back. */
 void cluster_publish_handle(struct cluster_publish *p, uint64_t position);
-/* Shutdown: every event still waiting is answered UNAVAILABLE. */
+/* Shutdown, right after cluster_close: every event still waiting is
+ * answered UNAVAILABLE, and from then on nothing reaches the cluster (a
+ * mark is dropped, an event is answered UNAVAILABLE, handle does
+ * nothing). */
 void cluster_publish_shutdown(struct cluster_publish *p);
 
 /* Events waiting in the lanes, not yet in a record (GetStats). */
