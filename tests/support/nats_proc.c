@@ -13,7 +13,6 @@
 #include "test_dir.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -23,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define POLL_INTERVAL_MS 10
@@ -229,45 +229,11 @@ int nats_proc_kill9(struct nats_proc *n)
 	return status;
 }
 
-/* Whether every thread of pid is stopped ('T' in /proc/PID/task/TID/stat):
- * 1 yes, 0 not yet, -1 unreadable. */
-static int all_threads_stopped(pid_t pid)
-{
-	char path[64], line[512];
-	struct dirent *e;
-	int stopped = 1, seen = 0;
-	DIR *d;
-
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	d = opendir(path);
-	if (!d)
-		return -1;
-	while (stopped && (e = readdir(d)) != NULL) {
-		FILE *f;
-		char *paren;
-
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "/proc/%d/task/%.20s/stat",
-		         (int)pid, e->d_name);
-		f = fopen(path, "r");
-		if (!f)
-			continue; /* the thread exited */
-		/* "TID (comm) STATE ...": comm may hold spaces. */
-		paren =
-		    fgets(line, sizeof(line), f) ? strrchr(line, ')') : NULL;
-		fclose(f);
-		seen++;
-		stopped = paren && paren[1] == ' ' && paren[2] == 'T';
-	}
-	closedir(d);
-	return seen ? stopped : -1;
-}
-
 int nats_proc_freeze(struct nats_proc *n, bool frozen)
 {
 	int64_t deadline = test_now_ms() + NATS_STOP_TIMEOUT_MS;
-	int r;
+	int status;
+	pid_t r;
 
 	if (n->pid <= 0 || kill(n->pid, frozen ? SIGSTOP : SIGCONT) < 0)
 		return -1;
@@ -275,11 +241,12 @@ int nats_proc_freeze(struct nats_proc *n, bool frozen)
 		return 0;
 	/* kill returns at once, but the group stop needs one thread to take
 	 * the signal first: under load the others serve clients meanwhile
-	 * (an ack after the SIGSTOP was seen with 2 busy cores). */
-	while ((r = all_threads_stopped(n->pid)) == 0 &&
+	 * (an ack after the SIGSTOP was seen with 2 busy cores). The parent
+	 * hears of the stop once every thread has stopped. */
+	while ((r = waitpid(n->pid, &status, WNOHANG | WUNTRACED)) == 0 &&
 	       test_now_ms() < deadline)
 		test_pause_ms(1);
-	return r == 1 ? 0 : -1;
+	return r == n->pid && WIFSTOPPED(status) ? 0 : -1;
 }
 
 int nats_proc_stop(struct nats_proc *n, int timeout_ms)
